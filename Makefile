@@ -1,0 +1,33 @@
+# make demo : create .venv, install, train the demo model on the embedded synthetic world, sample.
+# make test : install the test requirements and run the whole suite.
+VENV ?= .venv
+WORKDIR ?= workdir/demo
+PYTEST_ARGS ?=
+BIN := $(VENV)/bin
+
+.PHONY: install install-test demo test clean
+
+$(BIN)/.installed: requirements.txt pyproject.toml
+	PY=$$(tools/find_python.sh) && $$PY -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $@
+
+$(BIN)/.installed-test: $(BIN)/.installed requirements-test.txt
+	$(BIN)/python -m pip install -q -r requirements-test.txt
+	touch $@
+
+install: $(BIN)/.installed
+install-test: $(BIN)/.installed-test
+
+demo: install
+	$(BIN)/python -m wvd_jax.main --config=configs/demo.py --workdir=$(WORKDIR) --mode=train
+	$(BIN)/python -m wvd_jax.main --config=configs/demo.py --workdir=$(WORKDIR) --mode=sample
+	@echo "Outputs: $(WORKDIR)/samples (PNG grids, PLY point clouds), TensorBoard: $(WORKDIR)/tensorboard"
+
+test: install-test
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
+
+clean:
+	rm -rf $(VENV) workdir

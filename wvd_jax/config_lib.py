@@ -1,0 +1,181 @@
+"""The config schema shared by every config file, and its validation.
+
+Config files in ``configs/`` start from :func:`base_config` and change values; they never add
+keys, so that a misspelt ``--config.a.b=v`` override fails instead of being silently ignored.
+:func:`validate_config` runs before any work starts and names the first bad value it finds.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+MODES = ('train', 'sample')
+ATTENTION_IMPLEMENTATIONS = ('auto', 'xla', 'cudnn')
+REMAT_POLICIES = ('none', 'full', 'dots_saveable')
+DTYPES = ('float32', 'bfloat16')
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every key a config may set, with defaults for a CPU run."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.data = ml_collections.ConfigDict()
+  config.data.dataset = 'minimal_world'  # The embedded synthetic dataset.
+  config.data.data_dir = ''  # Where rendered datasets live; '' means <workdir>/data.
+  config.data.image_size = 32  # Model resolution (square).
+  config.data.render_size = 32  # Rendered resolution (centre-cropped and resized to image_size).
+  config.data.num_frames = 4
+  config.data.num_train_scenes = 64
+  config.data.num_validation_scenes = 8
+  config.data.num_test_scenes = 8
+  config.data.batch_size = 8  # Global batch over all processes.
+  config.data.worker_count = 0  # grain worker processes; 0 runs in the main process.
+  config.data.max_frame_stride = 1  # Frames of a clip are taken with a random stride in [1, max].
+
+  config.autoencoder = ml_collections.ConfigDict()
+  config.autoencoder.kind = 'pixel'  # 'pixel' (identity) or 'sd_vae'.
+  config.autoencoder.latent_channels = 3  # Per modality.
+  config.autoencoder.downsample = 1
+  config.autoencoder.weights = ''  # diffusers-format safetensors for 'sd_vae'.
+
+  config.model = ml_collections.ConfigDict()
+  config.model.patch_size = 4
+  config.model.width = 128
+  config.model.depth = 2
+  config.model.num_heads = 4
+  config.model.mlp_ratio = 4.0
+  config.model.compute_dtype = 'float32'  # Parameters are always float32.
+  config.model.attention = 'auto'  # cuDNN on GPU, XLA elsewhere.
+  config.model.remat = 'none'
+  config.model.scan_layers = False  # Unrolled is faster on GPU (DESIGN.md); scan compiles faster.
+
+  config.diffusion = ml_collections.ConfigDict()
+  config.diffusion.prediction = 'v'  # 'v', 'epsilon' or 'x0'.
+  config.diffusion.logsnr_min = -15.0
+  config.diffusion.logsnr_max = 15.0
+  config.diffusion.schedule_shift = 1.0  # >1 shifts toward noisier levels (larger images/videos).
+  config.diffusion.rgb_loss_weight = 1.0
+  config.diffusion.xyz_loss_weight = 1.0
+  # Training mixture of conditioning patterns (the rest is single-image-conditioned).
+  config.diffusion.p_unconditional = 0.1
+  config.diffusion.p_rgb_known = 0.1  # All RGB clean, XYZ noised: the multi-view task.
+
+  config.optim = ml_collections.ConfigDict()
+  config.optim.learning_rate = 3e-4  # The paper's.
+  # The paper prints betas (0.99, 0.95); b1=0.9 is the usual choice and what we default to, as
+  # 0.99 with b2=0.95 makes the second moment adapt faster than the first (see WORKSPACE.md).
+  config.optim.b1 = 0.9
+  config.optim.b2 = 0.95
+  config.optim.weight_decay = 0.0
+  config.optim.warmup_steps = 100
+  config.optim.decay = 'cosine'  # 'cosine' or 'constant' after warmup.
+  config.optim.grad_clip_norm = 1.0
+  config.optim.ema_decay = 0.999
+
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.data = -1  # -1: all devices not used by the other axes.
+  config.mesh.fsdp = 1
+  config.mesh.tensor = 1
+
+  config.train = ml_collections.ConfigDict()
+  config.train.num_steps = 100
+  config.train.log_every = 10
+  config.train.checkpoint_every = 50
+  config.train.keep_checkpoints = 3
+  config.train.eval_every = 50
+  config.train.num_eval_batches = 1
+
+  config.sample = ml_collections.ConfigDict()
+  config.sample.num_steps = 32
+  config.sample.eta = 0.0  # DDIM stochasticity.
+  config.sample.num_samples = 1  # Samples per held-out input.
+  config.sample.split = 'test'
+  config.sample.example_index = 0
+  config.sample.use_ema = True
+  return config
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work, named by its dotted key."""
+
+
+def _require(condition: bool, key: str, message: str):
+  if not condition:
+    raise ConfigError(f'config.{key}: {message}')
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the first invalid value; cheap, runs before any work."""
+  reference = base_config()
+  _check_same_keys(config, reference, prefix='')
+  d, m, o, t = config.data, config.model, config.optim, config.train
+  _require(d.dataset in ('minimal_world',), 'data.dataset', f'unknown dataset {d.dataset!r}')
+  for key in ('image_size', 'render_size', 'num_frames', 'batch_size', 'num_train_scenes',
+              'num_validation_scenes', 'num_test_scenes', 'max_frame_stride'):
+    _require(d[key] > 0, f'data.{key}', f'must be positive, got {d[key]}')
+  _require(d.worker_count >= 0, 'data.worker_count', 'must be >= 0')
+  _require(d.render_size >= d.image_size, 'data.render_size',
+           f'must be >= data.image_size ({d.image_size}), got {d.render_size}')
+  ae = config.autoencoder
+  _require(ae.kind in ('pixel', 'sd_vae'), 'autoencoder.kind', f'unknown kind {ae.kind!r}')
+  if ae.kind == 'pixel':
+    _require(ae.latent_channels == 3 and ae.downsample == 1, 'autoencoder',
+             'pixel space needs latent_channels=3 and downsample=1')
+  latent_size = d.image_size // ae.downsample
+  _require(d.image_size % ae.downsample == 0, 'data.image_size',
+           f'{d.image_size} is not divisible by the autoencoder downsampling {ae.downsample}')
+  _require(m.patch_size > 0 and latent_size % m.patch_size == 0, 'model.patch_size',
+           f'latent size {latent_size} is not divisible by patch size {m.patch_size}')
+  _require(m.width > 0 and m.depth > 0 and m.num_heads > 0, 'model',
+           'width, depth and num_heads must be positive')
+  _require(m.width % m.num_heads == 0, 'model.num_heads',
+           f'width {m.width} is not divisible by num_heads {m.num_heads}')
+  head_dim = m.width // m.num_heads
+  _require(head_dim % 2 == 0 and head_dim >= 6, 'model.num_heads',
+           f'head dim {head_dim} too small for 3D rotary embedding (needs >= 6, even)')
+  _require(m.compute_dtype in DTYPES, 'model.compute_dtype', f'one of {DTYPES}')
+  _require(m.attention in ATTENTION_IMPLEMENTATIONS, 'model.attention',
+           f'one of {ATTENTION_IMPLEMENTATIONS}, got {m.attention!r}')
+  _require(m.remat in REMAT_POLICIES, 'model.remat', f'one of {REMAT_POLICIES}, got {m.remat!r}')
+  df = config.diffusion
+  _require(df.prediction in ('v', 'epsilon', 'x0'), 'diffusion.prediction',
+           f"one of 'v', 'epsilon', 'x0', got {df.prediction!r}")
+  _require(df.logsnr_min < df.logsnr_max, 'diffusion.logsnr_min', 'must be < logsnr_max')
+  _require(df.schedule_shift > 0, 'diffusion.schedule_shift', 'must be positive')
+  for key in ('p_unconditional', 'p_rgb_known'):
+    _require(0.0 <= df[key] <= 1.0, f'diffusion.{key}', 'must be a probability in [0, 1]')
+  _require(df.p_unconditional + df.p_rgb_known <= 1.0, 'diffusion',
+           'p_unconditional + p_rgb_known must be <= 1')
+  _require(o.learning_rate > 0, 'optim.learning_rate', 'must be positive')
+  _require(0 <= o.b1 < 1 and 0 <= o.b2 < 1, 'optim.b1', 'betas must be in [0, 1)')
+  _require(o.warmup_steps >= 0, 'optim.warmup_steps', 'must be >= 0')
+  _require(o.decay in ('cosine', 'constant'), 'optim.decay', f'unknown decay {o.decay!r}')
+  _require(0 <= o.ema_decay < 1, 'optim.ema_decay', 'must be in [0, 1)')
+  _require(o.grad_clip_norm >= 0, 'optim.grad_clip_norm', 'must be >= 0 (0 disables)')
+  for key in ('data', 'fsdp', 'tensor'):
+    _require(config.mesh[key] == -1 or config.mesh[key] > 0, f'mesh.{key}', 'positive or -1')
+  for key in ('num_steps', 'log_every', 'checkpoint_every', 'keep_checkpoints', 'eval_every'):
+    _require(t[key] > 0, f'train.{key}', f'must be positive, got {t[key]}')
+  _require(t.num_eval_batches >= 0, 'train.num_eval_batches', 'must be >= 0')
+  s = config.sample
+  _require(s.num_steps > 0, 'sample.num_steps', 'must be positive')
+  _require(0.0 <= s.eta <= 1.0, 'sample.eta', 'must be in [0, 1]')
+  _require(s.num_samples > 0, 'sample.num_samples', 'must be positive')
+  _require(s.split in ('train', 'validation', 'test'), 'sample.split',
+           f'one of train/validation/test, got {s.split!r}')
+  _require(s.example_index >= 0, 'sample.example_index', 'must be >= 0')
+
+
+def _check_same_keys(config, reference, prefix):
+  """Config files may only set keys the schema has (a typo would otherwise pass silently)."""
+  for key in config.keys():
+    dotted = f'{prefix}{key}'
+    if key not in reference:
+      raise ConfigError(f'config.{dotted}: unknown key (not in wvd_jax.config_lib.base_config)')
+    value, ref = config[key], reference[key]
+    if isinstance(ref, ml_collections.ConfigDict):
+      if not isinstance(value, ml_collections.ConfigDict):
+        raise ConfigError(f'config.{dotted}: must be a group of keys, got {value!r}')
+      _check_same_keys(value, ref, prefix=dotted + '.')
+    elif isinstance(value, ml_collections.ConfigDict):
+      raise ConfigError(f'config.{dotted}: must be a value, got a group of keys')

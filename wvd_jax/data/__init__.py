@@ -1,0 +1,1 @@
+"""Datasets: the embedded synthetic world, its storage, and the grain input pipeline."""

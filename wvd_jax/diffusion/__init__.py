@@ -1,0 +1,1 @@
+"""Diffusion: noise schedule, parameterizations, training objective and samplers."""

@@ -1,0 +1,74 @@
+"""Entry point: python -m wvd_jax.main --config=configs/demo.py --workdir=DIR --mode=train.
+
+Config values are overridden with --config.a.b=value. The config is validated before any work
+starts (unknown keys and bad values stop the run with a message naming them). On several
+processes (a GPU cluster or a TPU pod), jax.distributed is initialized from the environment.
+"""
+from __future__ import annotations
+
+import logging as pylogging
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from wvd_jax import config_lib
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to an ml_collections config file.',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and outputs.')
+_MODE = flags.DEFINE_enum('mode', 'train', list(config_lib.MODES), 'What to run.')
+_DISTRIBUTED = flags.DEFINE_bool(
+    'distributed', None, 'Call jax.distributed.initialize(); default: when the environment '
+    'names several processes (SLURM, TPU pod, JAX_COORDINATOR_ADDRESS).')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def _want_distributed() -> bool:
+  if _DISTRIBUTED.value is not None:
+    return _DISTRIBUTED.value
+  return (int(os.environ.get('SLURM_NTASKS', '1')) > 1 or 'JAX_COORDINATOR_ADDRESS' in os.environ
+          or 'TPU_WORKER_HOSTNAMES' in os.environ and ',' in os.environ['TPU_WORKER_HOSTNAMES'])
+
+
+def run(config, workdir: str, mode: str):
+  """Dispatches one mode; each mode is one function."""
+  if mode == 'train':
+    from wvd_jax.training import train  # pylint: disable=import-outside-toplevel
+    return train.train_and_evaluate(config, workdir)
+  if mode == 'sample':
+    from wvd_jax.tasks import sample  # pylint: disable=import-outside-toplevel
+    return sample.sample(config, workdir)
+  raise ValueError(f'unknown mode {mode!r}')
+
+
+class _QuietLibraries(pylogging.Filter):
+  """Drops INFO lines of orbax/grain (dozens per checkpoint); warnings and errors still show."""
+
+  def filter(self, record):
+    noisy = any(f'/{name}/' in record.pathname for name in ('orbax', 'grain', 'jax', 'absl'))
+    return record.levelno >= pylogging.WARNING or not noisy
+
+
+def main(argv):
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  config = _CONFIG.value
+  try:
+    config_lib.validate_config(config)
+  except config_lib.ConfigError as e:
+    logging.error('%s', e)
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  import jax  # pylint: disable=import-outside-toplevel
+  if _want_distributed():
+    jax.distributed.initialize()
+  logging.info('JAX process %d/%d, devices: %s', jax.process_index(), jax.process_count(),
+               jax.devices())
+  run(config, _WORKDIR.value, _MODE.value)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,1 @@
+"""Training: sharding, train state, optimizer, checkpoints, metrics and the train loop."""

@@ -1,0 +1,54 @@
+"""Orbax checkpoints of the train state together with the grain iterator state.
+
+A checkpoint step directory holds 'state' (the TrainState pytree, restored with the shardings of
+the current mesh, so a run may resume on another topology) and 'data' (the grain iterator's
+position, so the next batch after a resume is the one that would have come next).
+Orbax writes each step to a temporary directory and renames it when complete, so an interrupted
+save never replaces the last good checkpoint.
+"""
+from __future__ import annotations
+
+import os
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+
+def make_manager(workdir: str, config, *, async_save: bool = True) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=config.train.keep_checkpoints,
+      enable_async_checkpointing=async_save,
+      create=True,
+  )
+  return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, 'checkpoints')),
+                               options=options, item_names=('state', 'data'))
+
+
+def save(manager: ocp.CheckpointManager, state, data_iterator=None, *, force: bool = False):
+  items = {'state': ocp.args.StandardSave(state)}
+  if data_iterator is not None:
+    items['data'] = grain.checkpoint.CheckpointSave(data_iterator)
+  manager.save(int(jax.device_get(state.step)), args=ocp.args.Composite(**items), force=force)
+
+
+def restore_latest(manager: ocp.CheckpointManager, abstract_state, data_iterator=None):
+  """Restores the newest complete checkpoint into ``abstract_state``'s shapes and shardings.
+
+  Returns the restored TrainState, or None when there is no checkpoint. ``data_iterator`` (a
+  grain DatasetIterator) is moved to the saved position in place.
+  """
+  step = manager.latest_step()
+  if step is None:
+    return None
+  items = {'state': ocp.args.StandardRestore(abstract_state)}
+  if data_iterator is not None:
+    items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
+  restored = manager.restore(step, args=ocp.args.Composite(**items))
+  return restored['state']
+
+
+def abstract_like(state_shardings, state_shapes):
+  """ShapeDtypeStructs carrying shardings, the restore target for another topology."""
+  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                      state_shapes, state_shardings)

@@ -1,0 +1,190 @@
+"""The train loop: `--mode=train`.
+
+Reading order: make_train_step (the jitted step: loss, gradients, AdamW, EMA, non-finite skip),
+then train_and_evaluate (data, mesh, state, checkpoints, logging).
+"""
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+from absl import logging
+
+from wvd_jax.data import pipeline
+from wvd_jax.diffusion import objective, schedules
+from wvd_jax.models import autoencoder as autoencoder_lib
+from wvd_jax.training import checkpoints, metrics, optimizer, sharding
+from wvd_jax.training import state as state_lib
+
+
+def latent_valid_mask(mask: jax.Array, downsample: int) -> jax.Array:
+  """(B, N, H, W) pixel validity -> (B, N, H/d, W/d): a latent is valid if its whole cell is."""
+  if downsample == 1:
+    return mask
+  b, n, h, w = mask.shape
+  cells = mask.reshape(b, n, h // downsample, downsample, w // downsample, downsample)
+  return cells.all(axis=(3, 5))
+
+
+def make_loss_fn(config, graphdef, autoencoder):
+  """loss_fn(params, batch, rng) -> (loss, metrics): encode, noise, predict, weigh."""
+  schedule = schedules.CosineSchedule.from_config(config)
+  d = config.diffusion
+
+  def loss_fn(params, batch, rng):
+    latents = autoencoder_lib.encode_video(autoencoder, batch['rgb'], batch['xyz'])
+    valid = latent_valid_mask(batch['mask'], autoencoder.downsample)
+    apply_fn = functools.partial(state_lib.apply_model, graphdef, params)
+    return objective.diffusion_loss(
+        apply_fn, latents, valid, rng, schedule=schedule, prediction=d.prediction,
+        p_unconditional=d.p_unconditional, p_rgb_known=d.p_rgb_known,
+        rgb_weight=d.rgb_loss_weight, xyz_weight=d.xyz_loss_weight)
+
+  return loss_fn
+
+
+def make_train_step(config, graphdef, tx, autoencoder):
+  """The pure train step (state, batch) -> (state, metrics); jit it with shardings."""
+  loss_fn = make_loss_fn(config, graphdef, autoencoder)
+  ema_decay = config.optim.ema_decay
+
+  def train_step(state: state_lib.TrainState, batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+    (loss, step_metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, batch, rng)
+    grad_norm = optax.global_norm(grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params,
+                       params)
+    # A non-finite loss or gradient skips the update (counted), instead of poisoning the weights.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=keep(params, state.params),
+        opt_state=keep(opt_state, state.opt_state),
+        ema_params=keep(ema, state.ema_params),
+        num_nonfinite=jnp.where(finite, 0, state.num_nonfinite + 1),
+    )
+    step_metrics = dict(step_metrics, grad_norm=grad_norm,
+                        num_nonfinite=new_state.num_nonfinite)
+    return new_state, step_metrics
+
+  return train_step
+
+
+def make_eval_step(config, graphdef, autoencoder):
+  loss_fn = make_loss_fn(config, graphdef, autoencoder)
+
+  def eval_step(params, batch, rng):
+    return loss_fn(params, batch, rng)[1]
+
+  return eval_step
+
+
+class _Preemption:
+  """Turns SIGTERM into a flag so the loop can checkpoint and exit cleanly."""
+
+  def __init__(self):
+    self.requested = False
+    try:
+      signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # Not the main thread (e.g. inside some test runners).
+      pass
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+
+def train_and_evaluate(config, workdir: str) -> state_lib.TrainState:
+  """Trains the config's model, resuming from the latest checkpoint in ``workdir``."""
+  os.makedirs(workdir, exist_ok=True)
+  mesh = sharding.make_mesh(config)
+  logging.info('mesh: %s', dict(mesh.shape))
+  tx = optimizer.make_optimizer(config)
+  autoencoder = autoencoder_lib.make_autoencoder(config)
+  graphdef, state_sh = state_lib.state_shardings(config, mesh, tx)
+
+  train_ds = pipeline.make_dataset(config, 'train', workdir, process_index=jax.process_index(),
+                                   process_count=jax.process_count())
+  train_iter = iter(train_ds)
+  manager = checkpoints.make_manager(workdir, config)
+  state_shapes = jax.eval_shape(lambda: state_lib.create_train_state(config, mesh, tx)[1])
+  restored = checkpoints.restore_latest(
+      manager, checkpoints.abstract_like(state_sh, state_shapes), train_iter)
+  if restored is None:
+    _, state, _ = state_lib.create_train_state(config, mesh, tx)
+  else:
+    state = restored
+    logging.info('resumed from step %d', int(state.step))
+
+  batch_sh = sharding.batch_sharding(mesh)
+  train_step = jax.jit(make_train_step(config, graphdef, tx, autoencoder),
+                       in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None),
+                       donate_argnums=(0,))
+  eval_step = jax.jit(make_eval_step(config, graphdef, autoencoder))
+  writer = metrics.MetricWriter(workdir)
+  preemption = _Preemption()
+  num_params = sum(x.size for x in jax.tree.leaves(state.params))
+  logging.info('model parameters: %.3fM', num_params / 1e6)
+
+  step = int(state.step)
+  pending = []
+  last_time, last_step = time.time(), step
+  with tqdm.tqdm(total=config.train.num_steps, initial=step, desc='train',
+                 disable=jax.process_index() != 0) as progress:
+    while step < config.train.num_steps:
+      batch = sharding.global_batch(next(train_iter), mesh)
+      state, step_metrics = train_step(state, batch)
+      step += 1
+      pending.append(step_metrics)
+      progress.update(1)
+      if step % config.train.log_every == 0 or step == config.train.num_steps:
+        # One host sync per logging interval, not per step.
+        fetched = jax.device_get(pending)
+        pending = []
+        means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+        now = time.time()
+        means['steps_per_sec'] = (step - last_step) / max(now - last_time, 1e-9)
+        last_time, last_step = now, step
+        means['num_nonfinite'] = float(fetched[-1]['num_nonfinite'])
+        writer.write_scalars(step, means, prefix='train/')
+        progress.set_postfix(loss=f"{means['loss']:.4f}")
+        if means['num_nonfinite'] >= 10:
+          raise FloatingPointError(
+              f'{int(means["num_nonfinite"])} non-finite updates in a row at step {step}; '
+              'stopping with the last good checkpoint intact')
+      if step % config.train.eval_every == 0 and config.train.num_eval_batches > 0:
+        writer.write_scalars(step, evaluate(config, workdir, eval_step, state.ema_params, mesh),
+                             prefix='validation/')
+      if step % config.train.checkpoint_every == 0 or preemption.requested:
+        checkpoints.save(manager, state, train_iter)
+      if preemption.requested:
+        logging.warning('SIGTERM: saved a checkpoint at step %d, exiting', step)
+        break
+  if manager.latest_step() != step:
+    checkpoints.save(manager, state, train_iter)
+  manager.wait_until_finished()
+  manager.close()
+  writer.close()
+  return state
+
+
+def evaluate(config, workdir, eval_step, params, mesh) -> dict:
+  """Mean validation losses over a fixed set of batches and noise draws."""
+  ds = pipeline.make_dataset(config, 'validation', workdir, process_index=jax.process_index(),
+                             process_count=jax.process_count(), shuffle=False, repeat=True)
+  totals = []
+  for i, batch in zip(range(config.train.num_eval_batches), ds):
+    rng = jax.random.PRNGKey(10_000 + i)
+    totals.append(jax.device_get(eval_step(params, sharding.global_batch(batch, mesh), rng)))
+  return {k: float(np.mean([t[k] for t in totals])) for k in totals[0]}
