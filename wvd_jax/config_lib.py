@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import ml_collections
 
-MODES = ('train', 'sample')
+MODES = ('train', 'sample', 'export')
 ATTENTION_IMPLEMENTATIONS = ('auto', 'xla', 'cudnn')
-REMAT_POLICIES = ('none', 'full', 'dots_saveable')
+REMAT_POLICIES = ('none', 'full', 'dots_saveable', 'minimal')  # See models/dit.py REMAT_POLICIES.
 DTYPES = ('float32', 'bfloat16')
 
 
@@ -46,7 +46,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.mlp_ratio = 4.0
   config.model.compute_dtype = 'float32'  # Parameters are always float32.
   config.model.attention = 'auto'  # cuDNN on GPU, XLA elsewhere.
-  config.model.remat = 'none'
+  config.model.remat = 'none'  # Per-block remat policy: none/full/dots_saveable/minimal (dit.py).
   config.model.scan_layers = False  # Unrolled is faster on GPU (DESIGN.md); scan compiles faster.
 
   config.diffusion = ml_collections.ConfigDict()
@@ -84,6 +84,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.keep_checkpoints = 3
   config.train.eval_every = 50
   config.train.num_eval_batches = 1
+  config.train.log_sample_grids = True  # A sample grid in TensorBoard at every evaluation.
+  config.train.max_nonfinite_steps = 10  # Stop after this many skipped updates in a row.
+  config.train.peak_tflops = 0.0  # Matmul rate for MFU; 0 measures it at start-up.
 
   config.sample = ml_collections.ConfigDict()
   config.sample.num_steps = 32
@@ -157,6 +160,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for key in ('num_steps', 'log_every', 'checkpoint_every', 'keep_checkpoints', 'eval_every'):
     _require(t[key] > 0, f'train.{key}', f'must be positive, got {t[key]}')
   _require(t.num_eval_batches >= 0, 'train.num_eval_batches', 'must be >= 0')
+  _require(t.max_nonfinite_steps > 0, 'train.max_nonfinite_steps', 'must be positive')
+  _require(t.peak_tflops >= 0, 'train.peak_tflops', 'must be >= 0 (0 measures it)')
   s = config.sample
   _require(s.num_steps > 0, 'sample.num_steps', 'must be positive')
   _require(0.0 <= s.eta <= 1.0, 'sample.eta', 'must be in [0, 1]')

@@ -40,6 +40,9 @@ def run(config, workdir: str, mode: str):
   if mode == 'sample':
     from wvd_jax.tasks import sample  # pylint: disable=import-outside-toplevel
     return sample.sample(config, workdir)
+  if mode == 'export':
+    from wvd_jax.training import export  # pylint: disable=import-outside-toplevel
+    return export.export(config, workdir)
   raise ValueError(f'unknown mode {mode!r}')
 
 

@@ -37,17 +37,19 @@ def box_room(seed, n_views=8, size=64, fov_deg=60.0, half_size=(3.0, 2.0, 4.0), 
   """A clip: dict(xyz (N, H, W, 3), depth, K (N, 3, 3), cam_to_world (N, 4, 4)), float64.
 
   Cameras sit in the inner half of the room and look at random points on the walls, so most
-  views see 2-3 walls; `planar_view` makes view 1 face a wall squarely-ish (one plane)."""
+  views see 2-3 walls; `planar_view` makes view 1 see a single wall (a plane)."""
   rng = np.random.default_rng(seed)
   half = np.asarray(half_size, np.float64)
   poses = []
   for i in range(n_views):
     eye = rng.uniform(-0.5, 0.5, 3) * half
     target = rng.uniform(-1, 1, 3) * half
-    if planar_view and i == 1:
-      eye = np.array([0.1, 0.2, 0.0]) * half
-      target = np.array([0.3, 0.1, 1.0]) * half
+    if planar_view and i == 1:  # sees only the z = +half wall, obliquely (focal observable)
+      eye = np.array([0.0, 0.0, half[2] - 1.5])
+      target = np.array([0.5, 0.3, half[2]])
     up = rng.normal(size=3) * 0.3 + np.array([0.0, 1.0, 0.0])
+    if planar_view and i == 1:
+      up = np.array([0.1, 1.0, 0.0])
     poses.append(look_at(eye, target, up))
   c2w = np.stack(poses)
   fov = np.deg2rad(fov_deg) * (rng.uniform(0.8, 1.2, n_views) if per_view_fov else np.ones(n_views))
@@ -62,6 +64,5 @@ def canonicalize(clip):
   w2c0 = cameras.invert_pose(clip['cam_to_world'][0])
   out = dict(clip)
   out['xyz'] = cameras.transform_points(w2c0, clip['xyz'])
-  out['cam_to_world'] = cameras.matmul_poses(w2c0, clip['cam_to_world']) if hasattr(
-      cameras, 'matmul_poses') else np.einsum('ij,njk->nik', w2c0, clip['cam_to_world'])
+  out['cam_to_world'] = cameras.compose_poses(w2c0, clip['cam_to_world'])
   return out

@@ -1,72 +1,176 @@
-"""The DiT: shapes, dtypes, conditioning and gradients."""
+"""The DiT: shapes, dtypes, conditioning, gradients, scan/remat equivalence, the 2B size.
+
+Models run through split/merge + jax.jit with parameters as arguments, and random parameters are
+drawn with numpy on the abstract structure (nnx.eval_shape): eager NNX initialization compiles
+every random op separately on XLA:CPU, which would dominate these tests' run time.
+"""
+import dataclasses
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from wvd_jax.models import dit, layers
 
-
-def _model(**kw):
-  cfg = dit.DiTConfig(in_channels=6, patch_size=4, width=48, depth=2, num_heads=4, **kw)
-  model = dit.DiT(cfg, rngs=nnx.Rngs(0))
-  # adaLN-zero and the zero head make a fresh model output 0; perturb to test the wiring.
-  graphdef, state = nnx.split(model)
-  leaves, tree = jax.tree.flatten(state)
-  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-  leaves = [l + 0.05 * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)]
-  return nnx.merge(graphdef, jax.tree.unflatten(tree, leaves))
+TINY = dit.DiTConfig(in_channels=6, patch_size=4, width=48, depth=2, num_heads=4)
 
 
-def _inputs(b=2, n=3):
-  x = jax.random.normal(jax.random.PRNGKey(2), (b, n, 16, 16, 6))
+def random_params(cfg: dit.DiTConfig, seed: int = 0):
+  """(graphdef, pure-dict params) with every parameter random (adaLN-zero switched on).
+
+  Kernels ~ N(0, 1/fan_in), vectors ~ N(0, 0.05^2), norm scales ~ 1 + N(0, 0.05^2).
+  """
+  graphdef, abstract = nnx.split(nnx.eval_shape(lambda: dit.DiT(cfg, rngs=nnx.Rngs(0))))
+  rng = np.random.default_rng(seed)
+
+  def draw(path, leaf):
+    if leaf.ndim >= 2 and path[-1].key != 'cond_embed' and path[-1].key != 'scale':
+      std = 1.0 / np.sqrt(leaf.shape[-2])
+    else:
+      std = 0.05
+    value = rng.normal(0.0, std, leaf.shape).astype(np.float32)
+    return jnp.asarray(value + (1.0 if path[-1].key == 'scale' else 0.0))
+
+  return graphdef, jax.tree_util.tree_map_with_path(draw, nnx.to_pure_dict(abstract))
+
+
+@functools.lru_cache(maxsize=None)
+def _forward(graphdef):
+  return jax.jit(lambda p, x, t, c: nnx.merge(graphdef, p)(x, t, c))
+
+
+@functools.lru_cache(maxsize=None)
+def _loss_and_grad(graphdef):
+  loss = lambda p, x, t, c: jnp.mean(nnx.merge(graphdef, p)(x, t, c) ** 2)
+  return jax.jit(jax.value_and_grad(loss))
+
+
+def _inputs(b=2, n=3, seed=2):
+  x = jax.random.normal(jax.random.PRNGKey(seed), (b, n, 16, 16, 6))
   return x, jnp.linspace(0.1, 0.9, b), jnp.zeros((b, n, 2))
 
 
-def test_shapes_and_dtype():
+@pytest.fixture(scope='module')
+def tiny():
+  return random_params(TINY)
+
+
+def test_shapes_and_dtype(tiny):
+  graphdef, params = tiny
   x, t, c = _inputs()
-  assert _model()(x, t, c).shape == x.shape
-  out = _model(compute_dtype='bfloat16')(x, t, c)
-  assert out.dtype == jnp.float32 and out.shape == x.shape
+  out = _forward(graphdef)(params, x, t, c)
+  assert out.shape == x.shape and out.dtype == jnp.float32
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+  # bf16 compute, same float32 parameters: float32 output close to the float32 model's.
+  bf16_graphdef, _ = random_params(dataclasses.replace(TINY, compute_dtype='bfloat16'))
+  out16 = _forward(bf16_graphdef)(params, x, t, c)
+  assert out16.dtype == jnp.float32 and out16.shape == x.shape
+  assert np.abs(out16 - out).max() < 0.05 * np.abs(out).max()
+  assert np.abs(out16 - out).max() > 0  # It did compute in bf16.
 
 
 def test_fresh_model_outputs_zero():
-  cfg = dit.DiTConfig(in_channels=6, patch_size=4, width=48, depth=1, num_heads=4)
-  x, t, c = _inputs()
-  np.testing.assert_array_equal(dit.DiT(cfg, rngs=nnx.Rngs(0))(x, t, c), 0.0)
-
-
-def test_condition_embedding_and_time_change_output():
-  model = _model()
-  x, t, c = _inputs()
-  base = model(x, t, c)
-  assert np.abs(model(x, t, c.at[:, 0, 0].set(1.0)) - base).max() > 1e-4
-  assert np.abs(model(x, t + 0.05, c) - base).max() > 1e-4
-
-
-def test_frames_interact_through_attention():
-  model = _model()
-  x, t, c = _inputs()
-  moved = model(x.at[:, 2].add(1.0), t, c)
-  assert np.abs(moved[:, 0] - model(x, t, c)[:, 0]).max() > 1e-4
-
-
-def test_gradients_finite():
-  model = _model()
-  x, t, c = _inputs()
+  """adaLN-zero and the zero head: a freshly initialized DiT predicts exactly 0."""
+  model = dit.DiT(TINY, rngs=nnx.Rngs(0))
   graphdef, state = nnx.split(model)
-  loss = lambda s: jnp.mean(nnx.merge(graphdef, s)(x, t, c) ** 2)
-  grads = jax.grad(loss)(state)
-  assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+  x, t, c = _inputs()
+  np.testing.assert_array_equal(_forward(graphdef)(nnx.to_pure_dict(state), x, t, c), 0.0)
+
+
+def test_condition_embedding_and_time_change_output(tiny):
+  graphdef, params = tiny
+  x, t, c = _inputs()
+  forward = _forward(graphdef)
+  base = forward(params, x, t, c)
+  rgb0 = forward(params, x, t, c.at[:, 0, 0].set(1.0))
+  xyz0 = forward(params, x, t, c.at[:, 0, 1].set(1.0))
+  assert np.abs(rgb0 - base).max() > 1e-3
+  assert np.abs(xyz0 - rgb0).max() > 1e-3  # RGB and XYZ flags have different embeddings.
+  assert np.abs(forward(params, x, t + 0.05, c) - base).max() > 1e-3
+
+
+def test_frames_interact_and_batch_elements_do_not(tiny):
+  graphdef, params = tiny
+  x, t, c = _inputs()
+  forward = _forward(graphdef)
+  base = forward(params, x, t, c)
+  moved = forward(params, x.at[:, 2].add(1.0), t, c)
+  assert np.abs(moved[:, 0] - base[:, 0]).max() > 1e-3  # Attention spans frames.
+  moved = forward(params, x.at[1].add(1.0), t, c)
+  np.testing.assert_allclose(moved[0], base[0], atol=1e-5)  # Samples are independent.
+
+
+def test_scan_and_remat_match_unrolled_with_finite_gradients(tiny):
+  """Same parameters; lax.scan / remat only change how the stack is run, not the function."""
+  graphdef, params = tiny
+  x, t, c = _inputs()
+  loss, grads = _loss_and_grad(graphdef)(params, x, t, c)
+  for leaf in jax.tree.leaves(grads):
+    assert np.isfinite(leaf).all() and np.abs(leaf).max() > 0
+  for variant in (dict(scan_layers=True, remat='full'), dict(remat='minimal')):
+    other, _ = random_params(dataclasses.replace(TINY, **variant))
+    loss2, grads2 = _loss_and_grad(other)(params, x, t, c)
+    np.testing.assert_allclose(loss2, loss, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(grads2), jax.tree.leaves(grads)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * np.abs(b).max())
+
+
+def test_paper_2b_parameter_count_without_allocating():
+  import configs.wvd_2b as wvd_2b
+  config = wvd_2b.get_config()
+  cfg = dit.DiTConfig.from_config(config)
+  state = nnx.state(nnx.eval_shape(lambda: dit.DiT(cfg, rngs=nnx.Rngs(0))))
+  leaves = jax.tree.leaves(state)
+  assert all(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in leaves)  # Nothing allocated.
+  count = sum(leaf.size for leaf in leaves)
+  assert 1.9e9 <= count <= 2.2e9, count
+  # Exactly the architecture's count: per block qkv 3w^2, out w^2, MLP 8w^2 + 5w, adaLN 6w^2 +
+  # 6w, QK-norm scales 2*head_dim; patch embed, time MLP, condition rows, final adaLN, head.
+  w, d, hd, pd = cfg.width, cfg.depth, cfg.head_dim, cfg.patch_size ** 2 * cfg.in_channels
+  assert (cfg.width, cfg.depth, cfg.num_heads, hd, pd) == (2048, 28, 16, 128, 32)
+  block = 3 * w * w + w * w + 8 * w * w + 5 * w + 6 * w * w + 6 * w + 2 * hd
+  rest = (pd * w + w) + (256 * w + w) + (w * w + w) + 2 * w + (2 * w * w + 2 * w) + (w * pd + pd)
+  assert count == d * block + rest
+  assert all(leaf.dtype == jnp.float32 for leaf in leaves)
 
 
 def test_rope_preserves_norm_and_is_relative():
-  angles = layers.rope_3d_angles(2, 3, 3, 12)
+  rope = layers.rope_3d(2, 3, 3, 12)
   q = jax.random.normal(jax.random.PRNGKey(0), (1, 18, 1, 12))
-  rotated = layers.apply_rope(q, angles)
+  rotated = layers.apply_rope(q, rope)
   np.testing.assert_allclose(jnp.linalg.norm(rotated, axis=-1), jnp.linalg.norm(q, axis=-1),
                              rtol=1e-5)
-  # Same vector at two positions: the dot product depends only on the offset.
+  # Same vector at every position: the dot product depends only on the (frame, row, col) offset.
   v = jnp.broadcast_to(q[:, :1], q.shape)
-  r = layers.apply_rope(v, angles)[0, :, 0]
-  np.testing.assert_allclose(r[0] @ r[4], r[4] @ r[8], rtol=1e-4)  # offsets (0,1,1) both
+  r = layers.apply_rope(v, rope)[0, :, 0]
+  np.testing.assert_allclose(r[0] @ r[4], r[4] @ r[8], rtol=1e-4)  # Offsets (0,1,1) both.
+  np.testing.assert_allclose(r[0] @ r[9], r[4] @ r[13], rtol=1e-4)  # Offsets (1,0,0) both.
+  assert abs(float(r[0] @ r[4]) - float(r[0] @ r[9])) > 1e-3  # Different offsets differ.
+
+
+def test_bad_configs_and_inputs_raise():
+  with pytest.raises(ValueError, match='remat'):
+    dataclasses.replace(TINY, remat='everything')
+  with pytest.raises(ValueError, match='num_heads'):
+    dataclasses.replace(TINY, num_heads=5)
+  with pytest.raises(ValueError, match='head_dim'):
+    dit.DiT(dataclasses.replace(TINY, width=16, num_heads=4), rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match='cuDNN'):
+    layers.resolve_attention_implementation('cudnn', jnp.float32)
+  assert layers.resolve_attention_implementation('auto', jnp.bfloat16) == 'xla'  # On CPU.
+  graphdef, params = random_params(TINY)
+  x, t, c = _inputs()
+  with pytest.raises(ValueError, match='divisible'):
+    _forward(graphdef)(params, x[:, :, :15], t, c)
+  with pytest.raises(ValueError, match='cond_mask'):
+    _forward(graphdef)(params, x, t, c[:, :2])
+
+
+def test_constrain_is_a_no_op_without_a_mesh():
+  x = jnp.ones((2, 3, 4))
+  assert layers.constrain(x, layers.TOKENS) is x
+  with nnx.logical_axis_rules((('activation_batch', 'data'),)):
+    assert layers.constrain(x, layers.TOKENS) is x  # Rules alone are not enough.

@@ -9,7 +9,7 @@ import trimesh
 from PIL import Image
 
 from tests.conftest import REPO
-from wvd_jax.tasks import sample
+from wvd_jax.diffusion import generate
 from wvd_jax.training import optimizer, sharding
 from wvd_jax.training import state as state_lib
 
@@ -26,14 +26,14 @@ def test_sampler_keeps_condition_and_is_finite(config):
   graphdef, state, _ = state_lib.create_train_state(config, mesh, optimizer.make_optimizer(config))
   params = _perturbed_params(state.params)
   rgb0 = jax.random.uniform(jax.random.PRNGKey(1), (2, 16, 16, 3), minval=-1, maxval=1)
-  rgb, xyz = sample.sample_from_first_frame(config, graphdef, params, rgb0, 4,
+  rgb, xyz = generate.sample_from_first_frame(config, graphdef, params, rgb0, 4,
                                             jax.random.PRNGKey(2))
   assert rgb.shape == xyz.shape == (2, 4, 16, 16, 3)
   assert np.isfinite(rgb).all() and np.isfinite(xyz).all()
   np.testing.assert_array_equal(rgb[:, 0], rgb0)
   assert np.abs(rgb[:, 1:]).max() <= 1.0 and np.abs(xyz).max() <= 1.0
   # Deterministic for a seed.
-  again, _ = sample.sample_from_first_frame(config, graphdef, params, rgb0, 4,
+  again, _ = generate.sample_from_first_frame(config, graphdef, params, rgb0, 4,
                                             jax.random.PRNGKey(2))
   np.testing.assert_array_equal(rgb, again)
 

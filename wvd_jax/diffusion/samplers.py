@@ -1,61 +1,230 @@
-"""Jitted samplers: DDIM over the VP schedule with inpainting of known values.
+"""Jitted samplers over the VP schedule: DDIM / ancestral predictors, a Langevin corrector,
+classifier-free guidance and inpainting of known values.
 
-The whole loop runs inside jit (lax.fori_loop, fixed shapes, no host round trips). Known values
-(``known`` (B, N, h, w, 2C), ``known_mask`` of the same shape, 1 where given) are put back at
-every step. Parts flagged as clean conditions in ``cond_mask`` are replaced by their clean value,
-exactly as during training.
+Entry point: ``sample(apply_fn, params, rng, known, known_mask, cond_mask, schedule=...,
+prediction=..., config=SamplerConfig(...))``; ``ddim_sample`` keeps the older keyword signature.
+The whole loop runs inside one jit (``lax.fori_loop`` over noise levels, another over corrector
+steps; fixed shapes, no host round trips).
+
+Time grid: num_steps + 1 equally spaced times 1 = t_0 > t_1 > ... > t_num_steps = 0. At each
+level t_i (i < num_steps):
+  1. impose the known values at level t_i (below);
+  2. ``langevin_steps`` corrector steps at t_i (``langevin.py``), the known values re-imposed
+     with fresh noise after each;
+  3. the predictor moves t_i -> t_{i+1}: DDIM (eta in [0, 1]: 0 deterministic, 1 = ancestral) or
+     the ancestral DDPM posterior q(z_s | z_t, x0_hat). The last level returns x0_hat itself.
+Network evaluations: num_steps * (1 + langevin_steps), doubled (one batch of 2B) with guidance.
+
+Known values (inpainting). ``known`` and ``known_mask`` have the latents' shape (B, N, h, w, 2C)
+(RGB latents then XYZ latents on channels; in the VAE case they are latent-resolution tensors:
+encode the known pixels and give a mask per latent pixel). ``known_mask`` is a float mask, 1
+where a value is given (a mask per frame, per modality and per pixel; values in between blend).
+Two kinds of known parts:
+  * clean conditions: where ``cond_mask`` (B, N, 2) flags a frame's RGB ([..., 0]) or XYZ
+    ([..., 1]) AND ``known_mask`` is set, the network input holds the clean known value, as in
+    training (``objective.diffusion_loss``); the network is told through ``cond_mask``.
+  * replacement: every other known part is replaced by a fresh forward sample at the current
+    level, z <- (1 - m) z + m (alpha_t known + sigma_t noise) (score SDE's inpainting).
+The returned sample equals ``known`` where ``known_mask`` is 1, exactly.
+
+Classifier-free guidance (``guidance`` w; 1 = off, one network pass): the conditional pass sees
+``cond_mask`` and the clean conditions; the unconditional pass sees ``cond_mask`` = 0 and every
+known part (clean conditions included) replaced by its forward-noised value, i.e. plain
+replacement. Predictions combine as x0 = x0_u + w (x0_c - x0_u) and likewise eps (the two inputs
+agree outside the known parts, so the combination is one consistent (x0, eps) pair there).
+w = 0 is replacement-only sampling with the unconditional network.
+
+apply_fn: (params, z_t (B, N, h, w, 2C), t (B,), cond_mask (B, N, 2)) -> network output like
+z_t (v, epsilon or x0 per ``prediction``); static, so hashable: a module-level function, a
+``functools.partial`` (hashed by identity: reuse the same object to reuse the compiled sampler)
+or a frozen dataclass with ``__call__``. ``params`` is a traced pytree.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
 
-from wvd_jax.diffusion import schedules
+from wvd_jax.diffusion import langevin, objective, schedules
+
+KINDS = ('ddim', 'ancestral')
 
 
-@functools.partial(jax.jit, static_argnames=('apply_fn', 'schedule', 'prediction', 'num_steps',
-                                             'clip_x0'))
+@dataclasses.dataclass(frozen=True)
+class SamplerConfig:
+  """What ``sample`` does; hashable (a static jit argument: a new value recompiles).
+
+  Attributes:
+    kind: 'ddim' (eta-controlled) or 'ancestral' (DDPM posterior sampling; equals DDIM eta=1).
+    num_steps: predictor steps (noise levels) from t=1 to t=0.
+    eta: DDIM stochasticity in [0, 1]; ignored by 'ancestral'.
+    guidance: classifier-free guidance scale w >= 0; 1 = off (no unconditional pass).
+    langevin_steps: corrector steps per level (0 = off).
+    snr: the corrector's signal-to-noise ratio (score SDE uses 0.075-0.16).
+    clip_x0: clip the predictor's x0 to [-1, 1] (pixel space; off for VAE latents).
+  """
+  kind: str = 'ddim'
+  num_steps: int = 50
+  eta: float = 0.0
+  guidance: float = 1.0
+  langevin_steps: int = 0
+  snr: float = 0.16
+  clip_x0: bool = False
+
+  def __post_init__(self):
+    if self.kind not in KINDS:
+      raise ValueError(f'SamplerConfig.kind must be one of {KINDS}, got {self.kind!r}')
+    if not isinstance(self.num_steps, int) or self.num_steps < 1:
+      raise ValueError(f'SamplerConfig.num_steps must be an int >= 1, got {self.num_steps!r}')
+    if not 0.0 <= self.eta <= 1.0:
+      raise ValueError(f'SamplerConfig.eta must be in [0, 1], got {self.eta}')
+    if not self.guidance >= 0.0:
+      raise ValueError(f'SamplerConfig.guidance must be >= 0, got {self.guidance}')
+    if not isinstance(self.langevin_steps, int) or self.langevin_steps < 0:
+      raise ValueError('SamplerConfig.langevin_steps must be an int >= 0, got '
+                       f'{self.langevin_steps!r}')
+    if not self.snr > 0.0:
+      raise ValueError(f'SamplerConfig.snr must be > 0, got {self.snr}')
+
+  @property
+  def guided(self) -> bool:
+    return self.guidance != 1.0
+
+  @property
+  def network_evals(self) -> int:
+    """Network forward passes over a batch of B (a guided 2B call counts twice)."""
+    return self.num_steps * (1 + self.langevin_steps) * (2 if self.guided else 1)
+
+  @classmethod
+  def from_config(cls, config) -> 'SamplerConfig':
+    """From ``config.sample`` (keys other than num_steps/eta are optional) and the autoencoder."""
+    s = config.sample
+    return cls(kind=s.get('kind', 'ddim'), num_steps=int(s.num_steps), eta=float(s.eta),
+               guidance=float(s.get('guidance', 1.0)),
+               langevin_steps=int(s.get('langevin_steps', 0)), snr=float(s.get('snr', 0.16)),
+               clip_x0=config.autoencoder.kind == 'pixel')
+
+
+def _check_inputs(known, known_mask, cond_mask):
+  if known.ndim != 5 or known.shape[-1] % 2:
+    raise ValueError(f'known must be (B, N, h, w, 2C) latents; got shape {known.shape}')
+  try:
+    jnp.broadcast_shapes(known_mask.shape, known.shape)
+  except ValueError:
+    raise ValueError(f'known_mask {known_mask.shape} does not broadcast to known '
+                     f'{known.shape}') from None
+  b, n = known.shape[:2]
+  if cond_mask.shape != (b, n, 2):
+    raise ValueError(f'cond_mask must be (B, N, 2) = ({b}, {n}, 2); got {cond_mask.shape}')
+
+
+@functools.partial(jax.jit, static_argnames=('apply_fn', 'schedule', 'prediction', 'config'))
+def sample(apply_fn, params, rng: jax.Array, known: jax.Array, known_mask: jax.Array,
+           cond_mask: jax.Array, *, schedule: schedules.CosineSchedule, prediction: str,
+           config: SamplerConfig = SamplerConfig()) -> jax.Array:
+  """Samples x0 (B, N, h, w, 2C) float32 given known values (see the module docstring).
+
+  Args:
+    apply_fn: (params, z_t, t (B,), cond_mask (B, N, 2)) -> network output; static.
+    params: the network's parameters (a pytree, traced).
+    rng: PRNG key; the result is a deterministic function of it.
+    known: (B, N, h, w, 2C) known values (anything where known_mask is 0).
+    known_mask: float mask broadcastable to known, 1 where the value is given.
+    cond_mask: (B, N, 2) clean-condition flags per frame and modality (RGB, XYZ).
+    schedule, prediction: the noise schedule and the network's parameterization.
+    config: the sampler (kind, num_steps, eta, guidance, langevin_steps, snr, clip_x0).
+  Returns:
+    (B, N, h, w, 2C) float32 samples, equal to ``known`` where known_mask is 1.
+  """
+  _check_inputs(known, known_mask, cond_mask)
+  if prediction not in ('v', 'epsilon', 'x0'):
+    raise ValueError(f'unknown prediction {prediction!r}')
+  known = known.astype(jnp.float32)
+  known_mask = jnp.broadcast_to(known_mask.astype(jnp.float32), known.shape)
+  cond_mask = cond_mask.astype(jnp.float32)
+  clean = known_mask * objective.expand_cond_mask(cond_mask, known.shape[-1] // 2)
+  unknown = 1.0 - known_mask
+  batch = known.shape[0]
+  num_steps, w = config.num_steps, config.guidance
+
+  rng_init, rng_loop = jax.random.split(rng)
+  times = jnp.linspace(1.0, 0.0, num_steps + 1)
+  logsnrs = schedule.logsnr(times)
+
+  def impose(z, alpha, sigma, key):
+    """Known parts <- a fresh forward sample at this level (clean conditions included)."""
+    noised = alpha * known + sigma * jax.random.normal(key, z.shape)
+    return (1.0 - known_mask) * z + known_mask * noised
+
+  def denoise(z, t, alpha, sigma):
+    """(conditional network input, x0_hat, eps_hat), guided if configured."""
+    z_c = (1.0 - clean) * z + clean * known
+    t_b = jnp.full((batch,), t)
+    if not config.guided:
+      out = apply_fn(params, z_c, t_b, cond_mask)
+      x0, eps = schedules.to_x0_eps(prediction, out, z_c, alpha, sigma)
+      return z_c, x0, eps
+    out = apply_fn(params, jnp.concatenate([z_c, z]), jnp.concatenate([t_b, t_b]),
+                   jnp.concatenate([cond_mask, jnp.zeros_like(cond_mask)]))
+    x0_c, eps_c = schedules.to_x0_eps(prediction, out[:batch], z_c, alpha, sigma)
+    x0_u, eps_u = schedules.to_x0_eps(prediction, out[batch:], z, alpha, sigma)
+    return z_c, x0_u + w * (x0_c - x0_u), eps_u + w * (eps_c - eps_u)
+
+  def corrector(z, t, alpha, sigma, a, key):
+    def body(j, z):
+      noise_key, impose_key = jax.random.split(jax.random.fold_in(key, j))
+      _, _, eps = denoise(z, t, alpha, sigma)
+      score = langevin.score_from_eps(eps, sigma)
+      noise = jax.random.normal(noise_key, z.shape)
+      step = langevin.signal_to_noise_step(score, noise, unknown, config.snr, a)
+      return impose(langevin.langevin_step(z, score, noise, step), alpha, sigma, impose_key)
+    return jax.lax.fori_loop(0, config.langevin_steps, body, z)
+
+  def level(i, z):
+    t = times[i]
+    logsnr_t, logsnr_s = logsnrs[i], logsnrs[i + 1]
+    alpha_t, sigma_t = jnp.sqrt(jax.nn.sigmoid(logsnr_t)), jnp.sqrt(jax.nn.sigmoid(-logsnr_t))
+    alpha_s, sigma_s = jnp.sqrt(jax.nn.sigmoid(logsnr_s)), jnp.sqrt(jax.nn.sigmoid(-logsnr_s))
+    impose_key, corrector_key, noise_key = jax.random.split(jax.random.fold_in(rng_loop, i), 3)
+    z = impose(z, alpha_t, sigma_t, impose_key)
+    if config.langevin_steps:
+      a = jnp.square(alpha_t / alpha_s)  # 1 - beta of the step t -> s.
+      z = corrector(z, t, alpha_t, sigma_t, a, corrector_key)
+    z_c, x0, eps = denoise(z, t, alpha_t, sigma_t)
+    if config.clip_x0:
+      x0 = jnp.clip(x0, -1.0, 1.0)
+      eps = (z_c - alpha_t * x0) / sigma_t
+    # 1 - r with r = alpha_t^2 sigma_s^2 / (sigma_t^2 alpha_s^2) = exp(logsnr_t - logsnr_s):
+    # the posterior q(z_s | z_t, x0) has variance sigma_s^2 (1 - r).
+    one_minus_r = -jnp.expm1(logsnr_t - logsnr_s)
+    if config.kind == 'ancestral':
+      mean = (alpha_t / alpha_s) * jnp.square(sigma_s / sigma_t) * z_c + alpha_s * one_minus_r * x0
+      z_next = mean + sigma_s * jnp.sqrt(one_minus_r) * jax.random.normal(noise_key, z.shape)
+    elif config.eta == 0.0:
+      z_next = alpha_s * x0 + sigma_s * eps
+    else:
+      noise_std = config.eta * sigma_s * jnp.sqrt(one_minus_r)
+      z_next = (alpha_s * x0 + jnp.sqrt(jnp.maximum(sigma_s ** 2 - noise_std ** 2, 0.0)) * eps
+                + noise_std * jax.random.normal(noise_key, z.shape))
+    # The last step lands on t = 0: return the prediction itself, not its tiny-noise version.
+    return jnp.where(i == num_steps - 1, x0, z_next)
+
+  z = jax.random.normal(rng_init, known.shape)
+  z = jax.lax.fori_loop(0, num_steps, level, z)
+  return (1.0 - known_mask) * z + known_mask * known
+
+
 def ddim_sample(apply_fn, params, rng: jax.Array, known: jax.Array, known_mask: jax.Array,
                 cond_mask: jax.Array, *, schedule: schedules.CosineSchedule, prediction: str,
                 num_steps: int, eta: float = 0.0, clip_x0: bool = True) -> jax.Array:
-  """Samples x0 (B, N, h, w, 2C) given known values.
+  """DDIM with inpainting (no guidance, no corrector): ``sample`` with SamplerConfig('ddim').
 
-  Args:
-    apply_fn: (params, z_t, t (B,), cond_mask (B, N, 2)) -> network output; hashable (static),
-      e.g. ``functools.partial(apply_model, graphdef)``.
-    params: the network's parameters (a pytree, traced).
-    rng: PRNG key.
-    known, known_mask: (B, N, h, w, 2C); the sample equals ``known`` where the mask is 1.
-    cond_mask: (B, N, 2) frame/modality clean-condition flags given to the network.
-    eta: 0 for deterministic DDIM, 1 for ancestral-like sampling.
-    clip_x0: clip the predicted x0 to [-1, 1] (pixel space; off for VAE latents).
+  Kept for its keyword signature (``tasks/sample.py``). ``eta`` must be a Python float (it is
+  part of the static config). Shapes as in ``sample``.
   """
-  times = jnp.linspace(1.0, 0.0, num_steps + 1)
-  batch = known.shape[0]
-  rng, init_rng = jax.random.split(rng)
-  z = jax.random.normal(init_rng, known.shape)
-
-  def step(i, carry):
-    z, rng = carry
-    t, s = times[i], times[i + 1]
-    z = known_mask * known + (1.0 - known_mask) * z
-    alpha_t, sigma_t = schedule.alpha_sigma(t)
-    alpha_s, sigma_s = schedule.alpha_sigma(s)
-    output = apply_fn(params, z, jnp.full((batch,), t), cond_mask)
-    x0, eps = schedules.to_x0_eps(prediction, output, z, alpha_t, sigma_t)
-    if clip_x0:
-      x0 = jnp.clip(x0, -1.0, 1.0)
-      eps = (z - alpha_t * x0) / sigma_t
-    ratio = (sigma_s / sigma_t) ** 2 * (1.0 - (alpha_t * sigma_s) ** 2 / (alpha_s * sigma_t) ** 2)
-    noise_std = eta * jnp.sqrt(jnp.clip(ratio, 0.0, None))
-    rng, noise_rng = jax.random.split(rng)
-    z = (alpha_s * x0 + jnp.sqrt(jnp.clip(sigma_s ** 2 - noise_std ** 2, 0.0, None)) * eps
-         + noise_std * jax.random.normal(noise_rng, z.shape))
-    # The last step lands on t = 0: return the prediction itself, not its tiny-noise version.
-    z = jnp.where(i == num_steps - 1, x0, z)
-    return z, rng
-
-  z, _ = jax.lax.fori_loop(0, num_steps, step, (z, rng))
-  return known_mask * known + (1.0 - known_mask) * z
+  config = SamplerConfig(kind='ddim', num_steps=int(num_steps), eta=float(eta),
+                         clip_x0=bool(clip_x0))
+  return sample(apply_fn, params, rng, known, known_mask, cond_mask, schedule=schedule,
+                prediction=prediction, config=config)

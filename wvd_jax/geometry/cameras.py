@@ -86,6 +86,13 @@ def invert_pose(T):
   return make_pose(rt, -_xp.matvec(rt, T[..., :3, 3]))
 
 
+def compose_poses(a, b):
+  """a @ b for 4x4 transforms (..., 4, 4) (broadcasting), e.g. world_to_cam0 @ cam_to_world
+  re-expresses poses in camera 0's frame."""
+  xp = _xp.array_module(a, b)
+  return _xp.matmul(_xp.as_float(xp, a), _xp.as_float(xp, b))
+
+
 def transform_points(T, points):
   """Applies T (..., 4, 4) to points (..., 3) -> (..., 3): R @ p + t.
 

@@ -8,8 +8,9 @@ Depth elimination: with camera-frame point c = R x + t and pixel ray r = K^-1 [u
 ||x - P^-1(d r)|| = ||c - d r|| and the best depth is d* = max(0, r.c / |r|^2), in closed form.
 So only rotation (axis-angle increment on the initial rotation), camera centre and log-focal are
 optimized (L-BFGS from optax in a lax.while_loop: at most `num_iters` iterations, one jit), and d* is exact per pixel.
-rho is a pseudo-Huber (quadratic below `robust_delta`, linear above) so that a few bad points
-(e.g. low-confidence outliers) pull with bounded force.
+rho is quadratic below `robust_delta` and robust above: a pseudo-Huber (linear tails) for a
+first L-BFGS stage from the closed form, then a Cauchy penalty (redescending tails; its scale
+set from the first stage's median residual) so that outliers lose their pull on the cameras.
 
 Closed-form initialization, all vectorized over views (vmap), each candidate scored with the
 same loss and the best kept per view:
@@ -41,6 +42,7 @@ from wvd_jax.geometry import cameras
 from wvd_jax.geometry import rotations
 
 _TINY = 1e-12
+_LINESEARCH = lambda: optax.scale_by_zoom_linesearch(max_linesearch_steps=12, initial_guess_strategy='one')
 MIN_POINTS = 6  # the 3x4 DLT needs 6 correspondences (planar PnP 4)
 
 
@@ -124,12 +126,15 @@ def _dlt(src, dst, w, irls_iters: int):
   to similarity transforms of src and dst (Hartley normalization and relative thresholds)."""
   scale = _hartley(dst, w)[0][0, 0]  # sqrt 2 / typical dst spread
 
-  def reweighted(_, g):
+  def solve(_, carry):  # one traced copy of the solve for all rounds (compile time)
+    _, wk = carry
+    g = _dlt_once(src, dst, wk)
     proj = _xp.matvec(g, _homogeneous(src))
     err = jnp.linalg.norm(_safe_div(proj[:, :2], proj[:, 2:]) - dst, axis=-1) * scale
-    return _dlt_once(src, dst, jnp.where(jnp.isfinite(err), w / jnp.maximum(err, 1e-4), 0.0))
+    return g, jnp.where(jnp.isfinite(err), w / jnp.maximum(err, 1e-4), 0.0)
 
-  return jax.lax.fori_loop(0, irls_iters, reweighted, _dlt_once(src, dst, w))
+  g0 = jnp.zeros((3, src.shape[-1] + 1), src.dtype)
+  return jax.lax.fori_loop(0, irls_iters + 1, solve, (g0, w))[0]
 
 
 def _det3(m):
@@ -155,6 +160,7 @@ def _polar(m, iters: int = 12):
   return jax.lax.fori_loop(0, iters, step, m)
 
 
+@jax.jit
 def decompose_projection(p):
   """RQ-decomposes a 3x4 projection P ~ K [R | t] (any scale and sign).
 
@@ -181,6 +187,7 @@ def decompose_projection(p):
   return kp, jnp.stack([r1, r2, r3]), t
 
 
+@functools.partial(jax.jit, static_argnames=('iters',))
 def weiszfeld_focal(cam_points, pixels, weights, principal_point, iters: int = 10):
   """Focal (scalar) of a camera-frame point map: argmin_f sum w ||p - f x~||, with
   p = pixel - principal point, x~ = (X / Z, Y / Z); Weiszfeld iterations from the L2 solution
@@ -200,6 +207,7 @@ def weiszfeld_focal(cam_points, pixels, weights, principal_point, iters: int = 1
   return f
 
 
+@functools.partial(jax.jit, static_argnames=('irls_iters',))
 def dlt_camera(points, uv, weights, irls_iters: int = 2):
   """Uncalibrated camera from >= 6 (world point, pixel) pairs: points (M, 3), uv (M, 2),
   weights (M,). Returns (K (3, 3), R, t) with world_to_cam = [R | t]. Degenerate for planar
@@ -207,16 +215,29 @@ def dlt_camera(points, uv, weights, irls_iters: int = 2):
   return decompose_projection(_dlt(points, uv, weights, irls_iters))
 
 
-def _plane_frame(points, w):
-  """Weighted centroid mu (3,), orthonormal E (3, 3) (columns: two in-plane axes, normal) and
-  in-plane coordinates (M, 2)."""
-  sw = jnp.maximum(w.sum(), _TINY)
-  mu = (w[:, None] * points).sum(0) / sw
-  x = points - mu
-  cov = (w[:, None, None] * x[:, :, None] * x[:, None, :]).sum(0) / sw
-  _, vec = jnp.linalg.eigh(cov)
+def _plane_frame(points, w, iters: int = 3):
+  """Dominant plane of points (M, 3) with weights (M,): centroid mu (3,), orthonormal E (3, 3)
+  (columns: two in-plane axes, then the normal) and in-plane coordinates (M, 2). Weighted PCA,
+  re-weighted by 1 / distance to the plane a few times (IRLS) so off-plane outliers and a
+  second, smaller surface do not tilt it."""
+  def fit(wk):
+    sw = jnp.maximum(wk.sum(), _TINY)
+    mu = (wk[:, None] * points).sum(0) / sw
+    x = points - mu
+    cov = (wk[:, None, None] * x[:, :, None] * x[:, None, :]).sum(0) / sw
+    lam, vec = jnp.linalg.eigh(cov)
+    return mu, vec, lam
+
+  def reweight(_, carry):
+    mu, vec, lam = carry
+    dist = jnp.abs(((points - mu) * vec[:, 0]).sum(-1))
+    floor = 1e-3 * jnp.sqrt(jnp.maximum(lam[2], _TINY))  # relative to the plane's extent
+    return fit(w / jnp.maximum(dist, floor))
+
+  mu, vec, _ = jax.lax.fori_loop(0, iters, reweight, fit(w))
   e1, e2 = vec[:, 2], vec[:, 1]
   e = jnp.stack([e1, e2, jnp.cross(e1, e2)], 1)
+  x = points - mu
   return mu, e, jnp.stack([(x * e1).sum(-1), (x * e2).sum(-1)], -1)
 
 
@@ -234,6 +255,7 @@ def _focal_from_homography(h):
   return jnp.where(inv_f2 > 0, jax.lax.rsqrt(jnp.maximum(inv_f2, _TINY)), jnp.nan)
 
 
+@functools.partial(jax.jit, static_argnames=('irls_iters',))
 def planar_focal(points, uv, weights, principal_point, irls_iters: int = 2):
   """Focal of a square-pixel camera with known principal point from a view of a plane
   (points (M, 3) near a plane, uv (M, 2), weights (M,)); NaN when unobservable."""
@@ -262,6 +284,7 @@ def _pose_from_homography(h, K, mu, e):
   return rot, g[:, 2] / lam - _xp.matvec(rot, mu)
 
 
+@functools.partial(jax.jit, static_argnames=('irls_iters',))
 def pnp_linear(points, uv, weights, K, irls_iters: int = 2):
   """Calibrated linear PnP (>= 6 non-planar points): the DLT of P, then K^-1 P projected onto
   [R | t]. (The Hartley-normalized DLT is invariant to the similarity K^-1 of the image when
@@ -269,6 +292,7 @@ def pnp_linear(points, uv, weights, K, irls_iters: int = 2):
   return _pose_from_projection(_dlt(points, uv, weights, irls_iters), K)
 
 
+@functools.partial(jax.jit, static_argnames=('irls_iters',))
 def pnp_planar(points, uv, weights, K, irls_iters: int = 2):
   """Calibrated PnP for (near-)planar points (>= 4) via the plane homography in the points'
   PCA frame. Returns (R, t), world_to_cam."""
@@ -289,13 +313,17 @@ def _ray_residuals(rot, center, focal, points, offsets):
   return c - d[:, None] * r, d, r
 
 
-def _robust(e, delta):
-  return jnp.sqrt((e * e).sum(-1) + delta * delta) - delta
+def _robust(e, delta, cauchy=False):
+  """Robust penalty of residual vectors e (..., 3); both branches ~ |e|^2 / (2 delta) near 0.
+  Pseudo-Huber (convex, linear tails) or Cauchy (redescending: far outliers lose influence)."""
+  e2 = (e * e).sum(-1)
+  return jnp.where(cauchy, delta / 2 * jnp.log1p(e2 / (delta * delta)),
+                   jnp.sqrt(e2 + delta * delta) - delta)
 
 
-def _view_loss(rot, center, focal, points, offsets, w, delta):
+def _view_loss(rot, center, focal, points, offsets, w, delta, cauchy=False):
   e, _, _ = _ray_residuals(rot, center, focal, points, offsets)
-  val = (w * _robust(e, delta)).sum() / jnp.maximum(w.sum(), _TINY)
+  val = (w * _robust(e, delta, cauchy)).sum() / jnp.maximum(w.sum(), _TINY)
   ok = jnp.all(jnp.isfinite(rot)) & jnp.all(jnp.isfinite(center)) & jnp.isfinite(focal) & (
       focal > 0)
   return jnp.where(ok & jnp.isfinite(val), val, jnp.inf)
@@ -416,7 +444,7 @@ def _initialize(prep: _Prepared, focal_init, shared_focal, canonical, robust_del
   return r0, c0, f0
 
 
-def _refine(prep: _Prepared, r0, c0, f0, shared_focal, optimize_focal, robust_delta,
+def _refine(prep: _Prepared, r0, c0, f0, shared_focal, optimize_focal, robust_delta, cauchy,
             num_iters: int):
   """L-BFGS on all pixels over (rotation increment omega (n, 3), centre (n, 3), log focal
   (n,)); returns the best (rotation, centre, focal) seen."""
@@ -430,13 +458,13 @@ def _refine(prep: _Prepared, r0, c0, f0, shared_focal, optimize_focal, robust_de
 
   def total_loss(params):
     rot, center, focal = unpack(params)
-    per_view = jax.vmap(lambda r, c, f, x, o, ww: _view_loss(r, c, f, x, o, ww, robust_delta))(
-        rot, center, focal, prep.xn, prep.offsets, prep.wts)
+    per_view = jax.vmap(lambda r, c, f, x, o, ww: _view_loss(
+        r, c, f, x, o, ww, robust_delta, cauchy))(rot, center, focal, prep.xn, prep.offsets,
+                                                  prep.wts)
     return jnp.sum(jnp.where(prep.enough, per_view, 0.0))
 
   params = dict(omega=jnp.zeros((n, 3), r0.dtype), center=c0, log_f=jnp.log(f0))
-  opt = optax.lbfgs(linesearch=optax.scale_by_zoom_linesearch(
-      max_linesearch_steps=12, initial_guess_strategy='one'))
+  opt = optax.lbfgs(linesearch=_LINESEARCH())
   value_and_grad = optax.value_and_grad_from_state(total_loss)
 
   def cond(carry):
@@ -492,7 +520,7 @@ def _finalize(prep: _Prepared, rot, center, focal, shape, default_focal) -> Post
 @functools.partial(jax.jit, static_argnames=('num_iters', 'irls_iters', 'init_points'))
 def post_optimize_jit(xyz, weights, mask, principal_point, focal_init, shared_focal=True,
                       canonical=False, optimize_focal=True, robust_delta=1e-3, *,
-                      num_iters: int = 100, irls_iters: int = 2,
+                      num_iters: int = 100, irls_iters: int = 4,
                       init_points: int = 4096) -> PostOptResult:
   """Jitted core of `post_optimize` (see there): xyz (N, H, W, 3), weights (N, H, W), mask
   (N, H, W) bool, principal_point (2,) or (N, 2), focal_init (N,) (NaN or <= 0: estimate).
@@ -504,14 +532,25 @@ def post_optimize_jit(xyz, weights, mask, principal_point, focal_init, shared_fo
   prep = _prepare(xyz, weights, mask, principal_point)
   r0, c0, f0 = _initialize(prep, focal_init, shared_focal, canonical, robust_delta, irls_iters,
                            init_points, default_focal)
-  rot, center, focal = _refine(prep, r0, c0, f0, shared_focal, optimize_focal, robust_delta,
-                               num_iters)
+
+  def stage(carry, cauchy):
+    # Stage 1: pseudo-Huber from the closed form. Stage 2: Cauchy with a scale set from the
+    # stage-1 residuals, so that points far off (outliers) stop pulling the cameras.
+    rot, center, focal = carry
+    e = jax.vmap(_ray_residuals)(rot, center, focal, prep.xn, prep.offsets)[0]
+    res = jnp.where(prep.wts > 0, jnp.linalg.norm(e, axis=-1), jnp.nan)
+    delta = jnp.where(cauchy, jnp.maximum(robust_delta, 3.0 * jnp.nanmedian(res)), robust_delta)
+    delta = jnp.where(jnp.isfinite(delta), delta, robust_delta)
+    return _refine(prep, rot, center, focal, shared_focal, optimize_focal, delta, cauchy,
+                   num_iters), None
+
+  rot, center, focal = jax.lax.scan(stage, (r0, c0, f0), jnp.array([False, True]))[0]
   return _finalize(prep, rot, center, focal, (n, h, w), default_focal)
 
 
 def post_optimize(xyz, weights=None, mask=None, *, principal_point=None, focal=None,
                   shared_focal: bool = True, canonical: bool = False,
-                  optimize_focal: bool = True, num_iters: int = 100, irls_iters: int = 2,
+                  optimize_focal: bool = True, num_iters: int = 100, irls_iters: int = 4,
                   init_points: int = 4096, robust_delta: float = 1e-3,
                   check: bool = True) -> PostOptResult:
   """Recovers cameras and depth from XYZ images (paper eq. 3).

@@ -12,6 +12,7 @@ unspecified order). Everything is static-shaped and jittable; cameras are batche
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple, Optional
 
 import jax
@@ -104,6 +105,14 @@ def rasterize_points(points, colors, valid, K, cam_to_world, height: int, width:
   batch = np.broadcast_shapes(K.shape[:-2], cam_to_world.shape[:-2])
   K = jnp.broadcast_to(K, batch + (3, 3)).reshape(-1, 3, 3)
   cam_to_world = jnp.broadcast_to(cam_to_world, batch + (4, 4)).reshape(-1, 4, 4)
-  one = lambda k, c: _rasterize_one(points, colors, valid.astype(bool), k, c, height, width, near)
-  out = jax.vmap(one)(K, cam_to_world)
+  out = _rasterize_cameras(points, colors, valid.astype(bool), K, cam_to_world, near,
+                           height=int(height), width=int(width))
   return jax.tree.map(lambda a: a.reshape(batch + a.shape[1:]), out)
+
+
+@functools.partial(jax.jit, static_argnames=('height', 'width'))
+def _rasterize_cameras(points, colors, valid, K, cam_to_world, near, *, height, width):
+  """vmap of `_rasterize_one` over cameras K (B, 3, 3), cam_to_world (B, 4, 4) (one compiled
+  program per shape, also when called eagerly)."""
+  one = lambda k, c: _rasterize_one(points, colors, valid, k, c, height, width, near)
+  return jax.vmap(one)(K, cam_to_world)

@@ -65,6 +65,12 @@ def add_frames(memory: PointMemory, xyz, rgb, mask=None, voxel_size: float = 2.0
   pts, cols, ok = _flatten_frames(xyz, rgb, mask)
   if cols.shape[-1] != memory.colors.shape[-1]:
     raise ValueError(f'rgb has {cols.shape[-1]} channels, memory has {memory.colors.shape[-1]}')
+  return _add_points(memory, pts, cols, ok, voxel_size)
+
+
+@jax.jit
+def _add_points(memory: PointMemory, pts, cols, ok, voxel_size) -> PointMemory:
+  """`add_frames` on flat points (M, 3), colours (M, Ch), flags (M,)."""
   capacity = memory.points.shape[0]
   all_pts = jnp.concatenate([memory.points, pts.astype(memory.points.dtype)])
   all_cols = jnp.concatenate([memory.colors, cols.astype(memory.colors.dtype)])

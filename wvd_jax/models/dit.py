@@ -7,7 +7,17 @@ pre-norm (RMSNorm) with adaLN-zero modulation from the diffusion time, QK-normed
 GELU MLP. A learned embedding marks which frames and modalities are clean conditions
 (cond_mask (B, N, 2): [:, :, 0] RGB known, [:, :, 1] XYZ known), so one network trains on
 conditional and unconditional clips. The head un-patchifies back to (B, N, h, w, 2C).
-Parameters are float32; compute runs in ``compute_dtype``.
+
+Precision: parameters are float32; matmuls, attention and the block internals run in
+``compute_dtype`` (bfloat16 on accelerators); the residual stream between blocks is kept in
+``residual_dtype`` (float32 by default, as PyTorch autocast does) so that the small gated
+updates of adaLN-zero blocks are not rounded away; the final norm, modulation and head run in
+float32 (they are tiny) and the output is float32.
+
+Blocks are stored stacked: every block parameter has a leading 'layers' axis of size depth (built
+with nnx.vmap). ``scan_layers`` only changes how the forward walks that stack (lax.scan, or an
+unrolled Python loop over slices, which is ~20% faster on GPU: DESIGN.md), so checkpoints are the
+same for both. ``remat`` picks a rematerialization policy per block (see REMAT_POLICIES).
 """
 from __future__ import annotations
 
@@ -20,9 +30,31 @@ from flax import nnx
 
 from wvd_jax.models import layers
 
-_REMAT_POLICIES = {
+
+def _is_cudnn_attention_forward(prim) -> bool:
+  return prim.name.startswith('dot_product_attention_fwd')
+
+
+def _minimal_policy(prim, *avals, **params) -> bool:
+  """Saves every projection matmul output and cuDNN attention's forward outputs (output and
+  softmax statistics), recomputes only the elementwise work (norms, modulation, RoPE, GELU)."""
+  return (jax.checkpoint_policies.dots_with_no_batch_dims_saveable(prim, *avals, **params)
+          or _is_cudnn_attention_forward(prim))
+
+
+# name -> jax.checkpoint policy applied per block (None: no remat).
+#   none           keep every intermediate (fastest, most memory).
+#   full           keep only each block's input; recompute the whole block in the backward.
+#   dots_saveable  keep matmul outputs without batch dims (MaxText's 'minimal'); attention
+#                  (batched dots, or the cuDNN kernel) is recomputed.
+#   minimal        dots_saveable + keep cuDNN flash attention's outputs, so the backward
+#                  recomputes only elementwise work (on the XLA attention path it equals
+#                  dots_saveable).
+REMAT_POLICIES = {
+    'none': None,
     'full': jax.checkpoint_policies.nothing_saveable,
     'dots_saveable': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    'minimal': _minimal_policy,
 }
 
 
@@ -35,15 +67,39 @@ class DiTConfig:
   num_heads: int
   mlp_ratio: float = 4.0
   compute_dtype: str = 'float32'
-  attention: str = 'auto'
-  remat: str = 'none'
+  attention: str = 'auto'  # 'auto' (cuDNN on GPU with 16-bit compute, else XLA), 'xla', 'cudnn'.
+  remat: str = 'none'  # A key of REMAT_POLICIES.
+  scan_layers: bool = False  # lax.scan over the stacked blocks instead of an unrolled loop.
+  residual_dtype: str = 'float32'  # dtype of the residual stream between blocks.
+
+  def __post_init__(self):
+    if self.width % self.num_heads:
+      raise ValueError(f'width {self.width} is not divisible by num_heads {self.num_heads}')
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(f'remat must be one of {tuple(REMAT_POLICIES)}, got {self.remat!r}')
+    for name in ('compute_dtype', 'residual_dtype'):
+      if getattr(self, name) not in ('float32', 'bfloat16', 'float16'):
+        raise ValueError(f'{name} must be float32, bfloat16 or float16, got '
+                         f'{getattr(self, name)!r}')
+    if self.depth < 1 or self.patch_size < 1:
+      raise ValueError(f'depth and patch_size must be positive, got {self.depth}, '
+                       f'{self.patch_size}')
+
+  @property
+  def head_dim(self) -> int:
+    return self.width // self.num_heads
+
+  @property
+  def mlp_hidden(self) -> int:
+    return int(self.width * self.mlp_ratio)
 
   @classmethod
   def from_config(cls, config) -> 'DiTConfig':
     m = config.model
     return cls(in_channels=2 * config.autoencoder.latent_channels, patch_size=m.patch_size,
                width=m.width, depth=m.depth, num_heads=m.num_heads, mlp_ratio=m.mlp_ratio,
-               compute_dtype=m.compute_dtype, attention=m.attention, remat=m.remat)
+               compute_dtype=m.compute_dtype, attention=m.attention, remat=m.remat,
+               scan_layers=bool(m.scan_layers))
 
 
 def _modulate(x, shift, scale):
@@ -60,17 +116,30 @@ class Block(nnx.Module):
     self.attn = layers.Attention(cfg.width, cfg.num_heads, implementation=impl, dtype=dtype,
                                  rngs=rngs)
     self.norm2 = nnx.RMSNorm(cfg.width, epsilon=1e-6, use_scale=False, dtype=dtype, rngs=rngs)
-    self.mlp = layers.Mlp(cfg.width, int(cfg.width * cfg.mlp_ratio), dtype=dtype, rngs=rngs)
+    self.mlp = layers.Mlp(cfg.width, cfg.mlp_hidden, dtype=dtype, rngs=rngs)
     self.modulation = nnx.Linear(cfg.width, 6 * cfg.width, dtype=dtype,
                                  kernel_init=layers.zeros_init(('embed', 'mlp')),
                                  bias_init=layers.zeros_init(('mlp',)), rngs=rngs)
 
-  def __call__(self, x, c, rope_angles):
+  def __call__(self, x, c, rope):
+    """x (B, T, width) residual stream, c (B, width) conditioning, rope (cos, sin) tables."""
     mod = self.modulation(jax.nn.silu(c))
     shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(mod, 6, axis=-1)
-    x = x + gate1[:, None, :] * self.attn(_modulate(self.norm1(x), shift1, scale1), rope_angles)
+    x = x + gate1[:, None, :] * self.attn(_modulate(self.norm1(x), shift1, scale1), rope)
+    x = layers.constrain(x, layers.TOKENS)
     x = x + gate2[:, None, :] * self.mlp(_modulate(self.norm2(x), shift2, scale2))
-    return x
+    return layers.constrain(x, layers.TOKENS)
+
+
+def _stacked_blocks(cfg: DiTConfig, rngs: nnx.Rngs) -> Block:
+  """``depth`` blocks as one Block whose parameters have a leading 'layers' axis."""
+
+  @nnx.split_rngs(splits=cfg.depth)
+  @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: 'layers'})
+  def make(block_rngs):
+    return Block(cfg, rngs=block_rngs)
+
+  return make(rngs)
 
 
 class DiT(nnx.Module):
@@ -81,22 +150,29 @@ class DiT(nnx.Module):
     dtype = jnp.dtype(cfg.compute_dtype)
     p, w = cfg.patch_size, cfg.width
     patch_dim = p * p * cfg.in_channels
+    layers.rope_3d_angles(1, 1, 1, cfg.head_dim)  # Validates head_dim early.
     self.patch_embed = nnx.Linear(patch_dim, w, dtype=dtype,
                                   kernel_init=layers.dense_init(('patch', 'embed')),
                                   bias_init=layers.zeros_init(('embed',)), rngs=rngs)
     self.time_mlp1 = nnx.Linear(256, w, dtype=dtype,
-                                kernel_init=layers.dense_init(('freq', 'embed')), rngs=rngs)
+                                kernel_init=layers.dense_init(('freq', 'embed')),
+                                bias_init=layers.zeros_init(('embed',)), rngs=rngs)
     self.time_mlp2 = nnx.Linear(w, w, dtype=dtype,
-                                kernel_init=layers.dense_init(('embed', 'mlp')), rngs=rngs)
-    # Row 0: "this frame's RGB is a clean condition", row 1: the same for XYZ.
+                                kernel_init=layers.dense_init(('embed', 'mlp')),
+                                bias_init=layers.zeros_init(('mlp',)), rngs=rngs)
+    # Row 0: "this frame's RGB is a clean condition", row 1: the same for XYZ. Tiny, so it stays
+    # replicated (sharding its width would fight the batch sharding of the tokens it is added to).
     self.cond_embed = nnx.Param(
-        nnx.with_partitioning(nnx.initializers.normal(0.02), (None, 'embed'))(rngs.params(), (2, w)))
-    self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.depth)])
-    self.final_norm = nnx.RMSNorm(w, epsilon=1e-6, use_scale=False, dtype=dtype, rngs=rngs)
-    self.final_modulation = nnx.Linear(w, 2 * w, dtype=dtype,
+        nnx.with_partitioning(nnx.initializers.normal(0.02), ('cond', None))(
+            rngs.params(), (2, w)))
+    self.blocks = _stacked_blocks(cfg, rngs)
+    # The output layer runs in float32: it is tiny and sets the precision of the prediction.
+    self.final_norm = nnx.RMSNorm(w, epsilon=1e-6, use_scale=False, dtype=jnp.float32,
+                                  rngs=rngs)
+    self.final_modulation = nnx.Linear(w, 2 * w, dtype=jnp.float32,
                                        kernel_init=layers.zeros_init(('embed', 'mlp')),
                                        bias_init=layers.zeros_init(('mlp',)), rngs=rngs)
-    self.head = nnx.Linear(w, patch_dim, dtype=dtype,
+    self.head = nnx.Linear(w, patch_dim, dtype=jnp.float32,
                            kernel_init=layers.zeros_init(('embed', 'patch')),
                            bias_init=layers.zeros_init(('patch',)), rngs=rngs)
 
@@ -110,20 +186,36 @@ class DiT(nnx.Module):
     if t.shape != (b,) or cond_mask.shape != (b, n, 2):
       raise ValueError(f'times must be ({b},) and cond_mask ({b}, {n}, 2); got {t.shape}, '
                        f'{cond_mask.shape}')
-    dtype = jnp.dtype(cfg.compute_dtype)
+    dtype, residual_dtype = jnp.dtype(cfg.compute_dtype), jnp.dtype(cfg.residual_dtype)
     tokens = einops.rearrange(x, 'b n (h p) (w q) c -> b (n h w) (p q c)', p=p, q=p)
-    tokens = self.patch_embed(tokens.astype(dtype))
+    tokens = self.patch_embed(tokens.astype(dtype)).astype(residual_dtype)
     cond = cond_mask.astype(jnp.float32) @ self.cond_embed[...]  # (B, N, width)
-    tokens = tokens + jnp.repeat(cond, (h // p) * (w // p), axis=1).astype(dtype)
+    tokens = tokens + jnp.repeat(cond, (h // p) * (w // p), axis=1).astype(residual_dtype)
+    tokens = layers.constrain(tokens, layers.TOKENS)
     temb = self.time_mlp2(jax.nn.silu(self.time_mlp1(layers.timestep_features(t).astype(dtype))))
-    angles = layers.rope_3d_angles(n, h // p, w // p, cfg.width // cfg.num_heads)
-    block_fn = Block.__call__
-    if cfg.remat != 'none':
-      block_fn = nnx.remat(block_fn, policy=_REMAT_POLICIES[cfg.remat])
-    for block in self.blocks:
-      tokens = block_fn(block, tokens, temb, angles)
-    shift, scale = jnp.split(self.final_modulation(jax.nn.silu(temb)), 2, axis=-1)
-    out = self.head(_modulate(self.final_norm(tokens), shift, scale))
+    rope = layers.rope_3d(n, h // p, w // p, cfg.head_dim)
+    tokens = self._run_blocks(tokens, temb, rope)
+    shift, scale = jnp.split(self.final_modulation(jax.nn.silu(temb.astype(jnp.float32))), 2,
+                             axis=-1)
+    out = self.head(_modulate(self.final_norm(tokens.astype(jnp.float32)), shift, scale))
     out = einops.rearrange(out, 'b (n h w) (p q c) -> b n (h p) (w q) c', n=n, h=h // p,
                            w=w // p, p=p, q=p)
-    return out.astype(jnp.float32)
+    return layers.constrain(out.astype(jnp.float32), ('activation_batch',) + (None,) * 4)
+
+  def _run_blocks(self, tokens, temb, rope):
+    cfg = self.cfg
+    graphdef, stacked = nnx.split(self.blocks)
+
+    def block_fn(layer_state, x):
+      return nnx.merge(graphdef, layer_state)(x, temb, rope)
+
+    if cfg.remat != 'none':
+      # Inside a scan, CSE cannot merge the recomputation into the forward, so no barrier.
+      block_fn = jax.checkpoint(block_fn, policy=REMAT_POLICIES[cfg.remat],
+                                prevent_cse=not cfg.scan_layers)
+    if cfg.scan_layers:
+      tokens, _ = jax.lax.scan(lambda x, s: (block_fn(s, x), None), tokens, stacked)
+      return tokens
+    for i in range(cfg.depth):
+      tokens = block_fn(jax.tree.map(lambda a, i=i: a[i], stacked), tokens)
+    return tokens

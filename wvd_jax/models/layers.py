@@ -1,8 +1,15 @@
-"""Transformer pieces of the WVD DiT: 3D rotary embedding, attention, timestep embedding.
+"""Transformer pieces of the WVD DiT: 3D rotary embedding, attention, MLP, timestep embedding.
 
-Logical axis names (mapped onto the device mesh by ``training.sharding`` rules):
-  'embed' model width, 'mlp' MLP hidden, 'heads' attention heads x head dim (fused), 'patch' the
-  flattened patch features, 'freq' timestep features.
+Logical axis names (mapped onto the (data, fsdp, tensor) device mesh by the rules in
+``training.sharding``):
+  parameters:  'layers' the stacked-blocks axis, 'embed' model width, 'mlp' MLP hidden and adaLN
+               outputs, 'heads' attention heads (x head dim, x q/k/v, fused), 'kv' the head dim,
+               'patch' flattened patch features, 'freq' timestep features, 'cond' condition rows.
+  activations: 'activation_batch', 'activation_length' (tokens), 'activation_embed',
+               'activation_heads', 'activation_kv', 'activation_mlp'.
+Activations are pinned with :func:`constrain`, a no-op unless a mesh (``jax.set_mesh``) and
+logical axis rules (``nnx.logical_axis_rules``) are both active while tracing; the training code
+enters both with ``training.sharding.use_mesh(mesh)``.
 """
 from __future__ import annotations
 
@@ -10,7 +17,15 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
+from flax.core import spmd as flax_spmd
+from jax.sharding import PartitionSpec as P
+
+# Activation logical axes of the (B, T, width) residual stream.
+TOKENS = ('activation_batch', 'activation_length', 'activation_embed')
+# Of per-head tensors (B, T, heads, head_dim).
+HEADS = ('activation_batch', 'activation_length', 'activation_heads', 'activation_kv')
 
 
 def dense_init(axes: tuple[str | None, ...], init=nnx.initializers.xavier_uniform()):
@@ -22,9 +37,52 @@ def zeros_init(axes: tuple[str | None, ...]):
   return nnx.with_partitioning(nnx.initializers.zeros_init(), axes)
 
 
+def ones_init(axes: tuple[str | None, ...]):
+  return nnx.with_partitioning(nnx.initializers.ones_init(), axes)
+
+
+def logical_to_mesh_spec(shape: tuple[int, ...], logical_axes, rules, mesh_shape) -> P:
+  """PartitionSpec for an array of ``shape`` whose dims carry ``logical_axes``.
+
+  ``rules``: pairs (logical name, mesh axis | tuple of mesh axes | None); names without a rule
+  are replicated. ``mesh_shape``: {mesh axis: size}. Mesh axes missing from the mesh are dropped,
+  and a dim whose size the chosen axes do not divide is left unsharded (replicated) rather than
+  padded, so tiny or odd shapes still run on any mesh.
+  """
+  if len(logical_axes) != len(shape):
+    raise ValueError(f'{len(logical_axes)} logical axes {logical_axes} for shape {shape}')
+  table = dict(rules)
+  spec, used = [], set()
+  for size, name in zip(shape, logical_axes):
+    target = table.get(name) if name is not None else None
+    axes = () if target is None else (target,) if isinstance(target, str) else tuple(target)
+    axes = tuple(a for a in axes if a in mesh_shape and a not in used)
+    if not axes or size % int(np.prod([mesh_shape[a] for a in axes])):
+      spec.append(None)
+      continue
+    used.update(axes)
+    spec.append(axes[0] if len(axes) == 1 else axes)
+  return P(*spec)
+
+
+def constrain(x: jax.Array, logical_axes: tuple[str | None, ...]) -> jax.Array:
+  """Pins the sharding of activation ``x`` by logical axis names; a no-op without a mesh context.
+
+  Active only while tracing under both ``jax.set_mesh(mesh)`` and ``nnx.logical_axis_rules``
+  (``training.sharding.use_mesh`` enters both), so single-device code, tests and eval_shape
+  are unaffected.
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  rules = flax_spmd.get_logical_axis_rules()
+  if mesh.empty or not rules:
+    return x
+  spec = logical_to_mesh_spec(x.shape, logical_axes, rules, dict(mesh.shape))
+  return jax.lax.with_sharding_constraint(x, spec)
+
+
 def rope_3d_angles(num_frames: int, rows: int, cols: int, head_dim: int,
-                   base: float = 10_000.0) -> jax.Array:
-  """Rotation angles (T, head_dim // 2) for tokens ordered (frame, row, col), T = N*rows*cols.
+                   base: float = 10_000.0) -> np.ndarray:
+  """Rotation angles (T, head_dim // 2) float64 numpy (static shapes) for tokens ordered (frame, row, col), T = N*rows*cols.
 
   The head dimension is split into three even parts, rotated by the frame, row and column index
   respectively; the row and column parts get 2*(head_dim//6) features each, the frame the rest.
@@ -33,28 +91,45 @@ def rope_3d_angles(num_frames: int, rows: int, cols: int, head_dim: int,
     raise ValueError(f'3D RoPE needs an even head_dim >= 6, got {head_dim}')
   spatial = 2 * (head_dim // 6)
   dims = (head_dim - 2 * spatial, spatial, spatial)
-  grids = jnp.meshgrid(jnp.arange(num_frames), jnp.arange(rows), jnp.arange(cols), indexing='ij')
+  grids = np.meshgrid(np.arange(num_frames), np.arange(rows), np.arange(cols), indexing='ij')
   angles = []
   for dim, grid in zip(dims, grids):
-    inv_freq = 1.0 / base ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim)
-    angles.append(grid.reshape(-1, 1).astype(jnp.float32) * inv_freq)
-  return jnp.concatenate(angles, axis=-1)
+    inv_freq = 1.0 / base ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
+    angles.append(grid.reshape(-1, 1).astype(np.float64) * inv_freq)
+  return np.concatenate(angles, axis=-1)
 
 
-def apply_rope(x: jax.Array, angles: jax.Array) -> jax.Array:
-  """Rotates feature pairs (i, i + D/2) of x (B, T, H, D) by angles (T, D/2)."""
+def rope_3d(num_frames: int, rows: int, cols: int, head_dim: int) -> tuple[jax.Array, jax.Array]:
+  """(cos, sin) tables, each (T, head_dim // 2) float32, computed once per forward pass."""
+  angles = rope_3d_angles(num_frames, rows, cols, head_dim)
+  return jnp.asarray(np.cos(angles), jnp.float32), jnp.asarray(np.sin(angles), jnp.float32)
+
+
+def apply_rope(x: jax.Array, rope: tuple[jax.Array, jax.Array]) -> jax.Array:
+  """Rotates feature pairs (i, i + D/2) of x (B, T, H, D) by rope = (cos, sin), each (T, D/2).
+
+  Computed in float32, returned in x's dtype.
+  """
+  cos, sin = rope[0][:, None, :], rope[1][:, None, :]
   half = x.shape[-1] // 2
   x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
-  cos, sin = jnp.cos(angles)[:, None, :], jnp.sin(angles)[:, None, :]
   out = jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
   return out.astype(x.dtype)
 
 
-def resolve_attention_implementation(name: str, dtype) -> str | None:
-  """'auto' picks cuDNN flash attention on GPU with 16-bit inputs, XLA otherwise."""
+def resolve_attention_implementation(name: str, dtype) -> str:
+  """'auto' picks cuDNN flash attention on GPU with 16-bit compute, the portable XLA path else.
+
+  'cudnn' is only valid with bfloat16/float16 compute (cuDNN's flash attention has no float32
+  kernel), so asking for it with float32 is an error here rather than deep inside XLA.
+  """
+  half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
   if name == 'auto':
-    half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
     return 'cudnn' if jax.default_backend() == 'gpu' and half else 'xla'
+  if name == 'cudnn' and not half:
+    raise ValueError(f'cuDNN attention needs bfloat16/float16 compute, got {jnp.dtype(dtype)}')
+  if name not in ('xla', 'cudnn'):
+    raise ValueError(f"attention implementation must be 'auto', 'xla' or 'cudnn', got {name!r}")
   return name
 
 
@@ -67,7 +142,11 @@ def timestep_features(t: jax.Array, dim: int = 256, max_period: float = 10_000.0
 
 
 class Attention(nnx.Module):
-  """Multi-head self-attention with QK RMSNorm and 3D RoPE over (B, T, width) tokens."""
+  """Multi-head self-attention with QK RMSNorm and 3D RoPE over (B, T, width) tokens.
+
+  The fused qkv kernel (width, 3 * width) orders its output columns (head, q/k/v, head_dim), so
+  splitting it over the 'tensor' mesh axis hands each device whole heads with their q, k and v.
+  """
 
   def __init__(self, width: int, num_heads: int, *, implementation: str, dtype, rngs: nnx.Rngs):
     self.num_heads = num_heads
@@ -75,22 +154,27 @@ class Attention(nnx.Module):
     self.implementation = implementation
     self.qkv = nnx.Linear(width, 3 * width, use_bias=False, dtype=dtype,
                           kernel_init=dense_init(('embed', 'heads')), rngs=rngs)
-    self.q_norm = nnx.RMSNorm(self.head_dim, epsilon=1e-6, dtype=dtype, rngs=rngs)
-    self.k_norm = nnx.RMSNorm(self.head_dim, epsilon=1e-6, dtype=dtype, rngs=rngs)
+    self.q_norm = nnx.RMSNorm(self.head_dim, epsilon=1e-6, dtype=dtype,
+                              scale_init=ones_init(('kv',)), rngs=rngs)
+    self.k_norm = nnx.RMSNorm(self.head_dim, epsilon=1e-6, dtype=dtype,
+                              scale_init=ones_init(('kv',)), rngs=rngs)
     self.out = nnx.Linear(width, width, use_bias=False, dtype=dtype,
                           kernel_init=dense_init(('heads', 'embed')), rngs=rngs)
 
-  def __call__(self, x: jax.Array, rope_angles: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, rope: tuple[jax.Array, jax.Array]) -> jax.Array:
     b, t, _ = x.shape
-    qkv = self.qkv(x).reshape(b, t, 3, self.num_heads, self.head_dim)
-    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    q = apply_rope(self.q_norm(q), rope_angles)
-    k = apply_rope(self.k_norm(k), rope_angles)
+    qkv = self.qkv(x).reshape(b, t, self.num_heads, 3, self.head_dim)
+    q, k, v = (constrain(qkv[:, :, :, i], HEADS) for i in range(3))
+    q = apply_rope(self.q_norm(q), rope)
+    k = apply_rope(self.k_norm(k), rope)
     y = jax.nn.dot_product_attention(q, k, v, implementation=self.implementation)
+    y = constrain(y, HEADS)
     return self.out(y.reshape(b, t, -1))
 
 
 class Mlp(nnx.Module):
+  """width -> hidden (tanh-GELU) -> width."""
+
   def __init__(self, width: int, hidden: int, *, dtype, rngs: nnx.Rngs):
     self.fc1 = nnx.Linear(width, hidden, dtype=dtype, kernel_init=dense_init(('embed', 'mlp')),
                           bias_init=zeros_init(('mlp',)), rngs=rngs)
@@ -98,4 +182,5 @@ class Mlp(nnx.Module):
                           bias_init=zeros_init(('embed',)), rngs=rngs)
 
   def __call__(self, x):
-    return self.fc2(jax.nn.gelu(self.fc1(x), approximate=True))
+    h = constrain(self.fc1(x), ('activation_batch', 'activation_length', 'activation_mlp'))
+    return self.fc2(jax.nn.gelu(h, approximate=True))

@@ -9,61 +9,23 @@ condition, samples all frames' RGB and XYZ, and writes under <workdir>/samples/:
 """
 from __future__ import annotations
 
-import functools
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import logging
 
-from wvd_jax import files
+from wvd_jax import files, visualize
 from wvd_jax.data import pipeline
-from wvd_jax.diffusion import objective, samplers, schedules
+from wvd_jax.diffusion import generate
 from wvd_jax.geometry import export
-from wvd_jax.models import autoencoder as autoencoder_lib
-from wvd_jax.tasks import visualize
-from wvd_jax.training import checkpoints, optimizer, sharding
-from wvd_jax.training import state as state_lib
-
-
-def load_params(config, workdir: str, use_ema: bool = True):
-  """(graphdef, params) of the newest checkpoint in ``workdir``; clear error if there is none."""
-  mesh = sharding.make_mesh(config)
-  tx = optimizer.make_optimizer(config)
-  graphdef, state_sh = state_lib.state_shardings(config, mesh, tx)
-  manager = checkpoints.make_manager(workdir, config, async_save=False)
-  if manager.latest_step() is None:
-    raise FileNotFoundError(f'no checkpoint under {os.path.join(workdir, "checkpoints")}; '
-                            'run --mode=train first')
-  shapes = jax.eval_shape(lambda: state_lib.create_train_state(config, mesh, tx)[1])
-  state = checkpoints.restore_latest(manager, checkpoints.abstract_like(state_sh, shapes))
-  logging.info('loaded checkpoint at step %d', int(state.step))
-  return graphdef, (state.ema_params if use_ema else state.params)
-
-
-def sample_from_first_frame(config, graphdef, params, rgb0: jax.Array, num_frames: int,
-                            rng: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Samples RGB and XYZ (B, N, H, W, 3) in [-1, 1] given frame 0's RGB (B, H, W, 3)."""
-  autoencoder = autoencoder_lib.make_autoencoder(config)
-  b, h, w, _ = rgb0.shape
-  rgb = jnp.zeros((b, num_frames, h, w, 3)).at[:, 0].set(rgb0)
-  known = autoencoder_lib.encode_video(autoencoder, rgb, jnp.zeros_like(rgb))
-  cond_mask = jnp.zeros((b, num_frames, 2)).at[:, 0, 0].set(1.0)
-  c = known.shape[-1] // 2
-  known_mask = jnp.broadcast_to(objective.expand_cond_mask(cond_mask, c), known.shape)
-  latents = samplers.ddim_sample(
-      functools.partial(state_lib.apply_model, graphdef), params, rng, known, known_mask,
-      cond_mask, schedule=schedules.CosineSchedule.from_config(config),
-      prediction=config.diffusion.prediction, num_steps=config.sample.num_steps,
-      eta=config.sample.eta, clip_x0=config.autoencoder.kind == 'pixel')
-  return autoencoder_lib.decode_video(autoencoder, latents)
+from wvd_jax.training import checkpoints
 
 
 def sample(config, workdir: str) -> dict[str, np.ndarray]:
   """Runs the sample mode and returns what it wrote to samples.npz."""
-  graphdef, params = load_params(config, workdir, config.sample.use_ema)
+  graphdef, params = checkpoints.restore_params(config, workdir, config.sample.use_ema)
   source = pipeline.load_split(config, config.sample.split, workdir)
   index = config.sample.example_index
   if index >= len(source):
@@ -72,7 +34,7 @@ def sample(config, workdir: str) -> dict[str, np.ndarray]:
   clip = pipeline.canonicalize_clip(source[index])
   s = config.sample.num_samples
   rgb0 = jnp.broadcast_to(clip['rgb'][0], (s,) + clip['rgb'].shape[1:])
-  rgb, xyz = sample_from_first_frame(config, graphdef, params, rgb0, clip['rgb'].shape[0],
+  rgb, xyz = generate.sample_from_first_frame(config, graphdef, params, rgb0, clip['rgb'].shape[0],
                                      jax.random.PRNGKey(config.seed))
   rgb, xyz = np.asarray(rgb), np.asarray(xyz)
   out_dir = os.path.join(workdir, 'samples')

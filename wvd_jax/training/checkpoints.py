@@ -13,6 +13,7 @@ import os
 import grain
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
 
 def make_manager(workdir: str, config, *, async_save: bool = True) -> ocp.CheckpointManager:
@@ -52,3 +53,23 @@ def abstract_like(state_shardings, state_shapes):
   """ShapeDtypeStructs carrying shardings, the restore target for another topology."""
   return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                       state_shapes, state_shardings)
+
+
+def restore_params(config, workdir: str, use_ema: bool = True):
+  """(graphdef, params) of the newest checkpoint in ``workdir``, on this process's mesh.
+
+  Raises FileNotFoundError naming the directory when there is no checkpoint.
+  """
+  from wvd_jax.training import optimizer, sharding  # pylint: disable=import-outside-toplevel
+  from wvd_jax.training import state as state_lib  # pylint: disable=import-outside-toplevel
+  mesh = sharding.make_mesh(config)
+  tx = optimizer.make_optimizer(config)
+  graphdef, state_sh = state_lib.state_shardings(config, mesh, tx)
+  manager = make_manager(workdir, config, async_save=False)
+  if manager.latest_step() is None:
+    raise FileNotFoundError(f'no checkpoint under {os.path.join(workdir, "checkpoints")}; '
+                            'run --mode=train first')
+  shapes = jax.eval_shape(lambda: state_lib.create_train_state(config, mesh, tx)[1])
+  state = restore_latest(manager, abstract_like(state_sh, shapes))
+  logging.info('loaded checkpoint at step %d', int(state.step))
+  return graphdef, (state.ema_params if use_ema else state.params)

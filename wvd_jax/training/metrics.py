@@ -1,6 +1,7 @@
 """Metric writing: console lines (absl logging) and TensorBoard scalars/images in the workdir."""
 from __future__ import annotations
 
+import json
 import os
 
 import jax
@@ -9,22 +10,28 @@ from absl import logging
 
 
 class MetricWriter:
-  """Writes scalars to TensorBoard (process 0 only) and one console line per call."""
+  """Writes scalars to TensorBoard and to <workdir>/metrics.jsonl (process 0 only), and one
+  console line per call. The JSON lines file ({"step": s, "train/loss": ...} per line) is what
+  scripts and tests read; a resumed run appends to it."""
 
   def __init__(self, workdir: str, enabled: bool | None = None):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
     self._writer = None
+    self._jsonl = None
     if self.enabled:
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
       self._writer = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')  # pylint: disable=consider-using-with
 
   def write_scalars(self, step: int, scalars: dict, prefix: str = ''):
     if not self.enabled:
       return
+    scalars = {f'{prefix}{k}': float(v) for k, v in scalars.items()}
     for name, value in scalars.items():
-      self._writer.add_scalar(f'{prefix}{name}', float(value), step)
-    line = ', '.join(f'{prefix}{k}={float(v):.5g}' for k, v in scalars.items())
-    logging.info('step %d: %s', step, line)
+      self._writer.add_scalar(name, value, step)
+    self._jsonl.write(json.dumps({'step': step, **scalars}) + '\n')
+    self._jsonl.flush()
+    logging.info('step %d: %s', step, ', '.join(f'{k}={v:.5g}' for k, v in scalars.items()))
 
   def write_image(self, step: int, name: str, image: np.ndarray):
     """image (H, W, 3) uint8."""
@@ -38,3 +45,10 @@ class MetricWriter:
   def close(self):
     if self._writer is not None:
       self._writer.close()
+      self._jsonl.close()
+
+
+def read_jsonl(workdir: str) -> list[dict]:
+  """The records of <workdir>/metrics.jsonl, in order."""
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f if line.strip()]

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from wvd_jax.models import dit
+from wvd_jax.models import builder
 from wvd_jax.training import sharding
 
 
@@ -28,24 +28,9 @@ class TrainState:
   num_nonfinite: jax.Array  # Consecutive skipped (non-finite) updates.
 
 
-def build_model(config, seed: int = 0) -> dit.DiT:
-  return dit.DiT(dit.DiTConfig.from_config(config), rngs=nnx.Rngs(seed))
-
-
-def abstract_model(config):
-  """(graphdef, abstract nnx.State) without allocating any parameter."""
-  model = nnx.eval_shape(lambda: build_model(config))
-  return nnx.split(model)
-
-
-def apply_model(graphdef, params, z_t, t, cond_mask):
-  """Runs the DiT whose structure is ``graphdef`` with parameters ``params`` (a pure dict)."""
-  return nnx.merge(graphdef, params)(z_t, t, cond_mask)
-
-
 def state_shardings(config, mesh, tx: optax.GradientTransformation):
   """(graphdef, TrainState of NamedShardings) for the config's model on ``mesh``."""
-  graphdef, abstract_state = abstract_model(config)
+  graphdef, abstract_state = builder.abstract_model(config)
   params_sh = sharding.param_shardings(abstract_state, mesh)
   rep = sharding.replicated(mesh)
   abstract_params = nnx.to_pure_dict(abstract_state)
@@ -64,7 +49,7 @@ def create_train_state(config, mesh, tx: optax.GradientTransformation):
 
   @functools.partial(jax.jit, out_shardings=shardings)
   def init():
-    params = nnx.to_pure_dict(nnx.state(build_model(config, seed=config.seed)))
+    params = nnx.to_pure_dict(nnx.state(builder.build_model(config, seed=config.seed)))
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                       ema_params=params, rng=jax.random.PRNGKey(config.seed + 1),
                       num_nonfinite=jnp.zeros((), jnp.int32))

@@ -17,10 +17,12 @@ import optax
 import tqdm
 from absl import logging
 
+from wvd_jax import visualize
 from wvd_jax.data import pipeline
-from wvd_jax.diffusion import objective, schedules
+from wvd_jax.diffusion import generate, objective, schedules
 from wvd_jax.models import autoencoder as autoencoder_lib
-from wvd_jax.training import checkpoints, metrics, optimizer, sharding
+from wvd_jax.models import builder, dit
+from wvd_jax.training import checkpoints, flops, metrics, optimizer, sharding
 from wvd_jax.training import state as state_lib
 
 
@@ -41,7 +43,7 @@ def make_loss_fn(config, graphdef, autoencoder):
   def loss_fn(params, batch, rng):
     latents = autoencoder_lib.encode_video(autoencoder, batch['rgb'], batch['xyz'])
     valid = latent_valid_mask(batch['mask'], autoencoder.downsample)
-    apply_fn = functools.partial(state_lib.apply_model, graphdef, params)
+    apply_fn = functools.partial(builder.apply_model, graphdef, params)
     return objective.diffusion_loss(
         apply_fn, latents, valid, rng, schedule=schedule, prediction=d.prediction,
         p_unconditional=d.p_unconditional, p_rgb_known=d.p_rgb_known,
@@ -105,6 +107,16 @@ class _Preemption:
     self.requested = True
 
 
+def _restore_or_init(config, mesh, tx, manager, state_sh, data_iterator):
+  state_shapes = jax.eval_shape(lambda: state_lib.create_train_state(config, mesh, tx)[1])
+  restored = checkpoints.restore_latest(
+      manager, checkpoints.abstract_like(state_sh, state_shapes), data_iterator)
+  if restored is not None:
+    logging.info('resumed from step %d', int(restored.step))
+    return restored
+  return state_lib.create_train_state(config, mesh, tx)[1]
+
+
 def train_and_evaluate(config, workdir: str) -> state_lib.TrainState:
   """Trains the config's model, resuming from the latest checkpoint in ``workdir``."""
   os.makedirs(workdir, exist_ok=True)
@@ -114,18 +126,11 @@ def train_and_evaluate(config, workdir: str) -> state_lib.TrainState:
   autoencoder = autoencoder_lib.make_autoencoder(config)
   graphdef, state_sh = state_lib.state_shardings(config, mesh, tx)
 
-  train_ds = pipeline.make_dataset(config, 'train', workdir, process_index=jax.process_index(),
-                                   process_count=jax.process_count())
-  train_iter = iter(train_ds)
+  train_iter = iter(pipeline.make_dataset(config, 'train', workdir,
+                                          process_index=jax.process_index(),
+                                          process_count=jax.process_count()))
   manager = checkpoints.make_manager(workdir, config)
-  state_shapes = jax.eval_shape(lambda: state_lib.create_train_state(config, mesh, tx)[1])
-  restored = checkpoints.restore_latest(
-      manager, checkpoints.abstract_like(state_sh, state_shapes), train_iter)
-  if restored is None:
-    _, state, _ = state_lib.create_train_state(config, mesh, tx)
-  else:
-    state = restored
-    logging.info('resumed from step %d', int(state.step))
+  state = _restore_or_init(config, mesh, tx, manager, state_sh, train_iter)
 
   batch_sh = sharding.batch_sharding(mesh)
   train_step = jax.jit(make_train_step(config, graphdef, tx, autoencoder),
@@ -134,8 +139,12 @@ def train_and_evaluate(config, workdir: str) -> state_lib.TrainState:
   eval_step = jax.jit(make_eval_step(config, graphdef, autoencoder))
   writer = metrics.MetricWriter(workdir)
   preemption = _Preemption()
-  num_params = sum(x.size for x in jax.tree.leaves(state.params))
-  logging.info('model parameters: %.3fM', num_params / 1e6)
+  logging.info('model parameters: %.3fM', sum(x.size for x in jax.tree.leaves(state.params)) / 1e6)
+  step_flops = _train_step_flops(config)
+  peak_tflops = config.train.peak_tflops or flops.measure_matmul_tflops(
+      dtype=jnp.dtype(config.model.compute_dtype))
+  logging.info('train step: %.3g TFLOP (model FLOPs); matmul rate %.1f TFLOP/s a device',
+               step_flops / 1e12, peak_tflops)
 
   step = int(state.step)
   pending = []
@@ -155,17 +164,21 @@ def train_and_evaluate(config, workdir: str) -> state_lib.TrainState:
         means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
         now = time.time()
         means['steps_per_sec'] = (step - last_step) / max(now - last_time, 1e-9)
+        means['mfu'] = means['steps_per_sec'] * step_flops / (
+            peak_tflops * 1e12 * jax.device_count())
         last_time, last_step = now, step
         means['num_nonfinite'] = float(fetched[-1]['num_nonfinite'])
         writer.write_scalars(step, means, prefix='train/')
         progress.set_postfix(loss=f"{means['loss']:.4f}")
-        if means['num_nonfinite'] >= 10:
+        if means['num_nonfinite'] >= config.train.max_nonfinite_steps:
+          manager.wait_until_finished()
           raise FloatingPointError(
-              f'{int(means["num_nonfinite"])} non-finite updates in a row at step {step}; '
-              'stopping with the last good checkpoint intact')
-      if step % config.train.eval_every == 0 and config.train.num_eval_batches > 0:
-        writer.write_scalars(step, evaluate(config, workdir, eval_step, state.ema_params, mesh),
-                             prefix='validation/')
+              f'{int(means["num_nonfinite"])} non-finite updates in a row at step {step} '
+              f'(config.train.max_nonfinite_steps={config.train.max_nonfinite_steps}); the '
+              'updates were skipped and the last checkpoint is intact')
+      if step % config.train.eval_every == 0:
+        evaluate(config, workdir, eval_step, graphdef, state, mesh, writer, step)
+        last_time = time.time()  # Evaluation time is not training time.
       if step % config.train.checkpoint_every == 0 or preemption.requested:
         checkpoints.save(manager, state, train_iter)
       if preemption.requested:
@@ -179,12 +192,32 @@ def train_and_evaluate(config, workdir: str) -> state_lib.TrainState:
   return state
 
 
-def evaluate(config, workdir, eval_step, params, mesh) -> dict:
-  """Mean validation losses over a fixed set of batches and noise draws."""
+def _train_step_flops(config) -> float:
+  d = config.data
+  latent = d.image_size // config.autoencoder.downsample
+  tokens = d.num_frames * (latent // config.model.patch_size) ** 2
+  return flops.dit_train_step_flops(dit.DiTConfig.from_config(config), d.batch_size, tokens)
+
+
+def evaluate(config, workdir, eval_step, graphdef, state, mesh, writer, step):
+  """Validation losses (EMA weights, fixed batches and noise) and a sample grid to TensorBoard."""
   ds = pipeline.make_dataset(config, 'validation', workdir, process_index=jax.process_index(),
                              process_count=jax.process_count(), shuffle=False, repeat=True)
-  totals = []
-  for i, batch in zip(range(config.train.num_eval_batches), ds):
-    rng = jax.random.PRNGKey(10_000 + i)
-    totals.append(jax.device_get(eval_step(params, sharding.global_batch(batch, mesh), rng)))
-  return {k: float(np.mean([t[k] for t in totals])) for k in totals[0]}
+  batches = [b for _, b in zip(range(max(config.train.num_eval_batches, 1)), ds)]
+  if config.train.num_eval_batches > 0:
+    totals = [jax.device_get(eval_step(state.ema_params, sharding.global_batch(b, mesh),
+                                       jax.random.PRNGKey(10_000 + i)))
+              for i, b in enumerate(batches)]
+    writer.write_scalars(step, {k: float(np.mean([t[k] for t in totals])) for k in totals[0]},
+                         prefix='validation/')
+  if config.train.log_sample_grids and jax.process_index() == 0:
+    # Process-local: one clip, sampled from its first frame with the EMA weights.
+    clip = jax.tree.map(lambda x: x[:1], batches[0])
+    rgb, xyz = generate.sample_from_first_frame(
+        config, graphdef, jax.device_get(state.ema_params), jnp.asarray(clip['rgb'][:, 0]),
+        config.data.num_frames, jax.random.PRNGKey(step))
+    gt_xyz = np.where(clip['mask'][0][..., None], clip['xyz'][0], -1.0)
+    grid = visualize.frame_grid([visualize.to_uint8(x) for x in
+                                 (clip['rgb'][0], np.asarray(rgb[0]), np.asarray(xyz[0]), gt_xyz)])
+    writer.write_image(step, 'validation/samples', grid)
+  writer.flush()

@@ -1,0 +1,279 @@
+"""Vectorized ray caster of the synthetic world (jitted JAX, batched over the frames of a clip).
+
+For every pixel centre (u, v) = (col + 0.5, row + 0.5) a ray leaves the camera centre along
+``d = R K^-1 [u, v, 1]`` (OpenCV camera, ``R`` the rotation of cam_to_world), scaled so its
+camera-frame z is 1: the ray parameter of the nearest hit is then exactly the pixel's z-depth.
+Primitives are intersected analytically (spheres, yawed boxes, capped vertical cylinders, the
+room's inside faces, the ground disc); each scene slot is an unrolled, fused loop body, so XLA
+turns the whole intersection into a few passes over the rays.
+
+Shading: the hit's texture (mip level from the pixel footprint, bilinear within the level,
+mirror-repeat wrapping) times the material tint, lit by ambient + Lambertian sun + (rooms) a
+Lambertian point lamp with distance falloff. Rays that miss everything see a sky gradient and
+get depth 0 (invalid). No shadows or inter-reflections.
+
+Outputs per frame: RGB uint8, z-depth float32 (0 where the ray hits nothing), and the hit
+surface id (int32, -1 for the background; see scenes.py for the numbering).
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from wvd_jax.data import scenes
+from wvd_jax.data import textures
+
+_EPS_T = 1e-4  # Minimum ray parameter of a hit (metres of camera z).
+_SAFE = 1e-12
+
+
+def _safe(x):
+  """x with values closer to 0 than _SAFE replaced by +-_SAFE (avoids 0 * inf = NaN)."""
+  return jnp.where(jnp.abs(x) < _SAFE, jnp.where(x < 0, -_SAFE, _SAFE), x)
+
+
+def _take(table, index):
+  """table[index] for a small (M, C) table and (R,) indices (clamped)."""
+  return jnp.take(table, jnp.clip(index, 0, table.shape[0] - 1), axis=0)
+
+
+def _intersect(o, dx, dy, dz, s):
+  """Nearest hit: (t (R,), surface id (R,) int32, -1 where nothing is hit)."""
+  best = jnp.full(dx.shape, jnp.inf, jnp.float32)
+  sid = jnp.full(dx.shape, -1, jnp.int32)
+
+  def keep(t, hit, surface, best, sid):
+    hit = hit & (t > _EPS_T) & (t < best)
+    return jnp.where(hit, t, best), jnp.where(hit, surface, sid)
+
+  a = dx * dx + dy * dy + dz * dz
+  for i in range(scenes.MAX_SPHERES):
+    sph = s['spheres'][i]
+    ox, oy, oz = o[0] - sph[0], o[1] - sph[1], o[2] - sph[2]
+    b = dx * ox + dy * oy + dz * oz
+    c = ox * ox + oy * oy + oz * oz - sph[3] * sph[3]
+    disc = b * b - a * c
+    t = (-b - jnp.sqrt(jnp.maximum(disc, 0.0))) / a
+    best, sid = keep(t, (disc > 0) & (sph[3] > 0), scenes.SPHERE0 + i, best, sid)
+  for i in range(scenes.MAX_BOXES):
+    box = s['boxes'][i]
+    cs, sn = jnp.cos(box[6]), jnp.sin(box[6])
+    ox, oy, oz = o[0] - box[0], o[1] - box[1], o[2] - box[2]
+    lox, loz = cs * ox - sn * oz, sn * ox + cs * oz  # World -> box frame (yaw about +y).
+    ix, iy, iz = 1.0 / _safe(cs * dx - sn * dz), 1.0 / _safe(dy), 1.0 / _safe(sn * dx + cs * dz)
+    tx0, tx1 = (-box[3] - lox) * ix, (box[3] - lox) * ix
+    ty0, ty1 = (-box[4] - oy) * iy, (box[4] - oy) * iy
+    tz0, tz1 = (-box[5] - loz) * iz, (box[5] - loz) * iz
+    t_in = jnp.maximum(jnp.maximum(jnp.minimum(tx0, tx1), jnp.minimum(ty0, ty1)),
+                       jnp.minimum(tz0, tz1))
+    t_out = jnp.minimum(jnp.minimum(jnp.maximum(tx0, tx1), jnp.maximum(ty0, ty1)),
+                        jnp.maximum(tz0, tz1))
+    best, sid = keep(t_in, (t_in <= t_out) & (box[3] > 0), scenes.BOX0 + i, best, sid)
+  a_xz = _safe(dx * dx + dz * dz)
+  iy = 1.0 / _safe(dy)
+  for i in range(scenes.MAX_CYLINDERS):
+    cyl = s['cylinders'][i]
+    ox, oz = o[0] - cyl[0], o[2] - cyl[1]
+    r2 = cyl[2] * cyl[2]
+    b = dx * ox + dz * oz
+    disc = b * b - a_xz * (ox * ox + oz * oz - r2)
+    t = (-b - jnp.sqrt(jnp.maximum(disc, 0.0))) / a_xz
+    y = o[1] + t * dy
+    used = cyl[2] > 0
+    best, sid = keep(t, used & (disc > 0) & (y >= cyl[3]) & (y <= cyl[4]),
+                     scenes.CYLINDER0 + i, best, sid)
+    for cap in (cyl[3], cyl[4]):
+      t = (cap - o[1]) * iy
+      px, pz = ox + t * dx, oz + t * dz
+      best, sid = keep(t, used & (px * px + pz * pz <= r2), scenes.CYLINDER0 + i, best, sid)
+  # The room: the exit face of its box, from inside.
+  room_lo, room_hi = s['room'][:3], s['room'][3:]
+  has_room = room_hi[1] > room_lo[1]
+  t_faces = []
+  for axis, d in enumerate((dx, dy, dz)):
+    inv = 1.0 / _safe(d)
+    t_faces.append(jnp.where(d > 0, (room_hi[axis] - o[axis]) * inv,
+                             (room_lo[axis] - o[axis]) * inv))
+  t_room = jnp.minimum(jnp.minimum(t_faces[0], t_faces[1]), t_faces[2])
+  axis = jnp.where(t_faces[0] == t_room, 0, jnp.where(t_faces[1] == t_room, 1, 2))
+  positive = jnp.where(axis == 0, dx > 0, jnp.where(axis == 1, dy > 0, dz > 0))
+  face = scenes.ROOM0 + 2 * axis + positive.astype(jnp.int32)
+  hit = has_room & (t_room > _EPS_T) & (t_room < best)
+  best, sid = jnp.where(hit, t_room, best), jnp.where(hit, face, sid)
+  # The ground disc (object scenes), seen from above.
+  gx, gz, g_radius = s['ground'][0], s['ground'][1], s['ground'][2]
+  t = -o[1] * iy
+  px, pz = o[0] + t * dx - gx, o[2] + t * dz - gz
+  best, sid = keep(t, (g_radius > 0) & (dy < 0) & (px * px + pz * pz <= g_radius * g_radius),
+                   scenes.GROUND, best, sid)
+  return best, sid
+
+
+def _surface_frame(p, sid, s):
+  """Normal (R, 3) (unit, not yet facing the camera) and surface coordinates (R, 2) in metres."""
+  x, y, z = p[:, 0], p[:, 1], p[:, 2]
+  zero, one = jnp.zeros_like(x), jnp.ones_like(x)
+  # Spheres.
+  sph = _take(s['spheres'], sid - scenes.SPHERE0)
+  r = jnp.maximum(sph[:, 3], 1e-6)
+  n_s = (p - sph[:, :3]) / r[:, None]
+  uv_s = jnp.stack([jnp.arctan2(n_s[:, 0], n_s[:, 2]) * r,
+                    jnp.arcsin(jnp.clip(n_s[:, 1], -1.0, 1.0)) * r], -1)
+  # Boxes: the face is the local axis where the point is (relatively) furthest out.
+  box = _take(s['boxes'], sid - scenes.BOX0)
+  cs, sn = jnp.cos(box[:, 6]), jnp.sin(box[:, 6])
+  rx, ry, rz = x - box[:, 0], y - box[:, 1], z - box[:, 2]
+  qx, qz = cs * rx - sn * rz, sn * rx + cs * rz
+  half = jnp.maximum(box[:, 3:6], 1e-6)
+  fx, fy, fz = jnp.abs(qx) / half[:, 0], jnp.abs(ry) / half[:, 1], jnp.abs(qz) / half[:, 2]
+  on_x = (fx >= fy) & (fx >= fz)
+  on_y = ~on_x & (fy >= fz)
+  on_z = ~on_x & ~on_y
+  lnx = jnp.where(on_x, jnp.sign(qx), 0.0)
+  lny = jnp.where(on_y, jnp.sign(ry), 0.0)
+  lnz = jnp.where(on_z, jnp.sign(qz), 0.0)
+  n_b = jnp.stack([cs * lnx + sn * lnz, lny, -sn * lnx + cs * lnz], -1)  # Box -> world.
+  uv_b = jnp.stack([jnp.where(on_x, qz, qx), jnp.where(on_y, qz, ry)], -1)
+  # Cylinders: side or cap.
+  cyl = _take(s['cylinders'], sid - scenes.CYLINDER0)
+  cx, cz = x - cyl[:, 0], z - cyl[:, 1]
+  radius = jnp.maximum(cyl[:, 2], 1e-6)
+  on_cap = (jnp.minimum(jnp.abs(y - cyl[:, 3]), jnp.abs(y - cyl[:, 4])) < 1e-4 * (1 + radius)) & (
+      cx * cx + cz * cz < (radius * (1 - 1e-3)) ** 2)
+  top = jnp.abs(y - cyl[:, 4]) < jnp.abs(y - cyl[:, 3])
+  n_side = jnp.stack([cx / radius, zero, cz / radius], -1)
+  n_cap = jnp.stack([zero, jnp.where(top, one, -one), zero], -1)
+  n_c = jnp.where(on_cap[:, None], n_cap, n_side)
+  uv_c = jnp.where(on_cap[:, None], jnp.stack([cx, cz], -1),
+                   jnp.stack([jnp.arctan2(cx, cz) * radius, y], -1))
+  # Room faces: face k = 2 * axis + (wall on the + side); normals point into the room.
+  k = sid - scenes.ROOM0
+  axis = k // 2
+  sign = jnp.where(k % 2 == 1, -1.0, 1.0)
+  n_r = jnp.stack([jnp.where(axis == 0, sign, 0.0), jnp.where(axis == 1, sign, 0.0),
+                   jnp.where(axis == 2, sign, 0.0)], -1)
+  uv_r = jnp.stack([jnp.where(axis == 0, z, x), jnp.where(axis == 1, z, y)], -1)
+  # Ground.
+  n_g = jnp.stack([zero, one, zero], -1)
+  uv_g = jnp.stack([x, z], -1)
+
+  def select(values):
+    out = values[-1]  # Ground (and background, whose value is unused).
+    for lo, hi, v in zip((scenes.SPHERE0, scenes.BOX0, scenes.CYLINDER0, scenes.ROOM0),
+                         (scenes.BOX0, scenes.CYLINDER0, scenes.ROOM0, scenes.GROUND), values):
+      out = jnp.where(((sid >= lo) & (sid < hi))[:, None], v, out)
+    return out
+
+  return select((n_s, n_b, n_c, n_r, n_g)), select((uv_s, uv_b, uv_c, uv_r, uv_g))
+
+
+def _sample_texture(texels, offsets, tex, st, level):
+  """Bilinear lookup of textures ``tex`` (R,) at coordinates st (R, 2) in [0, 1] (s right,
+  t down) and integer mip ``level`` (R,)."""
+  size = (textures.TEXTURE_SIZE >> level).astype(jnp.int32)
+  base = offsets[tex, level]
+  fx = st[:, 0] * size - 0.5
+  fy = st[:, 1] * size - 0.5
+  x0, y0 = jnp.floor(fx), jnp.floor(fy)
+  wx, wy = (fx - x0)[:, None], (fy - y0)[:, None]
+  x0, y0 = x0.astype(jnp.int32), y0.astype(jnp.int32)
+  top = size - 1
+  xa, xb = jnp.clip(x0, 0, top), jnp.clip(x0 + 1, 0, top)
+  ya, yb = jnp.clip(y0, 0, top), jnp.clip(y0 + 1, 0, top)
+
+  def at(yy, xx):
+    return jnp.take(texels, base + yy * size + xx, axis=0)
+
+  return ((1 - wy) * ((1 - wx) * at(ya, xa) + wx * at(ya, xb))
+          + wy * ((1 - wx) * at(yb, xa) + wx * at(yb, xb)))
+
+
+def _mirror(x):
+  """Mirror-repeat wrap of texture coordinates to [0, 1] (period 2, seamless)."""
+  m = jnp.mod(x, 2.0)
+  return 1.0 - jnp.abs(m - 1.0)
+
+
+def _render_view(s, texels, offsets, K, cam_to_world, height: int, width: int):
+  """One view: (depth (H, W) f32, rgb (H, W, 3) u8, surface id (H, W) i32)."""
+  v, u = jnp.meshgrid(jnp.arange(height, dtype=jnp.float32) + 0.5,
+                      jnp.arange(width, dtype=jnp.float32) + 0.5, indexing='ij')
+  u, v = u.reshape(-1), v.reshape(-1)
+  fx, skew, cx, fy, cy = K[0, 0], K[0, 1], K[0, 2], K[1, 1], K[1, 2]
+  cam_y = (v - cy) / fy
+  cam_x = (u - cx - skew * cam_y) / fx
+  rot = cam_to_world[:3, :3]
+  o = cam_to_world[:3, 3]
+  dx = rot[0, 0] * cam_x + rot[0, 1] * cam_y + rot[0, 2]
+  dy = rot[1, 0] * cam_x + rot[1, 1] * cam_y + rot[1, 2]
+  dz = rot[2, 0] * cam_x + rot[2, 1] * cam_y + rot[2, 2]
+  t, sid = _intersect(o, dx, dy, dz, s)
+  hit = sid >= 0
+  t = jnp.where(hit, t, 0.0)
+  d = jnp.stack([dx, dy, dz], -1)
+  p = o + t[:, None] * d
+  normal, uv = _surface_frame(p, sid, s)
+  d_len = jnp.linalg.norm(d, axis=-1)
+  cos = jnp.sum(normal * d, -1) / d_len
+  normal = jnp.where((cos > 0)[:, None], -normal, normal)  # Face the camera.
+  # Material and texture.
+  surface = jnp.clip(sid, 0, scenes.NUM_SURFACES - 1)
+  tex = s['texture'][surface]
+  scale = s['tex_scale'][surface]
+  st = uv / scale[:, None] + s['tex_offset'][surface]
+  st = jnp.stack([_mirror(st[:, 0]), _mirror(-st[:, 1])], -1)  # Texture rows run down.
+  texels_per_pixel = (t / fx) / jnp.maximum(jnp.abs(cos), 0.2) * textures.TEXTURE_SIZE / scale
+  level = jnp.clip(jnp.round(jnp.log2(jnp.maximum(texels_per_pixel, 1e-6))), 0,
+                   textures.MIP_LEVELS - 1).astype(jnp.int32)
+  albedo = _sample_texture(texels, offsets, tex, st, level) * s['tint'][surface]
+  # Light.
+  sun_dir, sun, ambient, lamp_pos, lamp, sky_top, sky_bottom = scenes.light_parts(s['light'])
+  diffuse = sun * jnp.maximum(normal @ sun_dir, 0.0)
+  to_lamp = lamp_pos - p
+  lamp_dist2 = jnp.sum(to_lamp * to_lamp, -1)
+  lamp_cos = jnp.maximum(jnp.sum(normal * to_lamp, -1), 0.0) / jnp.sqrt(jnp.maximum(lamp_dist2, 1e-6))
+  diffuse = diffuse + lamp * lamp_cos / (1.0 + 0.35 * lamp_dist2)
+  colour = albedo * (ambient + diffuse)[:, None]
+  up = jnp.clip(0.5 + 0.5 * dy / d_len, 0.0, 1.0)[:, None]  # Sky: brighter towards the horizon.
+  sky = sky_bottom + (sky_top - sky_bottom) * up
+  colour = jnp.where(hit[:, None], colour, sky)
+  rgb = jnp.round(jnp.clip(colour, 0.0, 1.0) * 255.0).astype(jnp.uint8)
+  return (t.reshape(height, width), rgb.reshape(height, width, 3),
+          sid.reshape(height, width))
+
+
+@functools.partial(jax.jit, static_argnames=('height', 'width'))
+def render_views(scene_arrays, texels, offsets, K, cam_to_world, *, height: int, width: int):
+  """Renders views (F, ...) of one scene; jitted, compiled once per (F, H, W).
+
+  Args:
+    scene_arrays: ``Scene.arrays()`` (fixed shapes).
+    texels, offsets: the texture bank (``textures.texture_bank()``).
+    K: (F, 3, 3) float32 intrinsics; cam_to_world: (F, 4, 4) float32 poses.
+  Returns:
+    depth (F, H, W) float32 z-depth (0 = background), rgb (F, H, W, 3) uint8,
+    surface (F, H, W) int32 hit surface id (-1 = background).
+  """
+  return jax.vmap(lambda k, c: _render_view(scene_arrays, texels, offsets, k, c, height, width))(
+      K, cam_to_world)
+
+
+@functools.lru_cache(maxsize=None)
+def _device_bank():
+  """The texture bank as device arrays (put once per process)."""
+  bank = textures.texture_bank()
+  return jnp.asarray(bank.texels), jnp.asarray(bank.offsets)
+
+
+def render(scene: scenes.Scene, K: np.ndarray, cam_to_world: np.ndarray, height: int,
+           width: int) -> dict[str, np.ndarray]:
+  """numpy wrapper of `render_views`: depth (F, H, W) f32, rgb (F, H, W, 3) u8, surface (F, H, W)."""
+  texels, offsets = _device_bank()
+  arrays = {k: jnp.asarray(v) for k, v in scene.arrays().items()}
+  depth, rgb, surface = render_views(arrays, texels, offsets, jnp.asarray(K, jnp.float32),
+                                     jnp.asarray(cam_to_world, jnp.float32), height=height,
+                                     width=width)
+  return dict(depth=np.asarray(depth), rgb=np.asarray(rgb), surface=np.asarray(surface))
