@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import ml_collections
 
-MODES = ('train', 'sample', 'export')
+TASK_MODES = ('image_to_3d', 'depth', 'multiview', 'camera_control')
+MODES = ('train', 'sample', 'export') + TASK_MODES
 ATTENTION_IMPLEMENTATIONS = ('auto', 'xla', 'cudnn')
 REMAT_POLICIES = ('none', 'full', 'dots_saveable', 'minimal')  # See models/dit.py REMAT_POLICIES.
 DTYPES = ('float32', 'bfloat16')
@@ -90,7 +91,11 @@ def base_config() -> ml_collections.ConfigDict:
 
   config.sample = ml_collections.ConfigDict()
   config.sample.num_steps = 32
+  config.sample.kind = 'ddim'  # 'ddim' or 'ancestral'.
   config.sample.eta = 0.0  # DDIM stochasticity.
+  config.sample.guidance = 1.0  # Classifier-free guidance scale; 1 is off.
+  config.sample.langevin_steps = 0  # Langevin corrector steps per noise level (WVD uses them).
+  config.sample.snr = 0.16  # Corrector signal-to-noise ratio.
   config.sample.num_samples = 1  # Samples per held-out input.
   config.sample.split = 'test'
   config.sample.example_index = 0
@@ -165,6 +170,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   s = config.sample
   _require(s.num_steps > 0, 'sample.num_steps', 'must be positive')
   _require(0.0 <= s.eta <= 1.0, 'sample.eta', 'must be in [0, 1]')
+  _require(s.kind in ('ddim', 'ancestral'), 'sample.kind', f"'ddim' or 'ancestral', got {s.kind!r}")
+  _require(s.guidance >= 0, 'sample.guidance', 'must be >= 0 (1 is off)')
+  _require(s.langevin_steps >= 0, 'sample.langevin_steps', 'must be >= 0')
+  _require(s.snr > 0, 'sample.snr', 'must be positive')
   _require(s.num_samples > 0, 'sample.num_samples', 'must be positive')
   _require(s.split in ('train', 'validation', 'test'), 'sample.split',
            f'one of train/validation/test, got {s.split!r}')

@@ -19,6 +19,14 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to an ml_collect
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and outputs.')
 _MODE = flags.DEFINE_enum('mode', 'train', list(config_lib.MODES), 'What to run.')
+_INPUT = flags.DEFINE_string('input', None, 'Task modes: an image file (a directory of images for '
+                             'multiview).')
+_OUTPUT = flags.DEFINE_string('output', None, 'Task modes: output directory (default '
+                              '<workdir>/<mode>).')
+_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'Task modes: an exported checkpoint '
+                                  '(default <workdir>/export).')
+_CAMERA_PATH = flags.DEFINE_string('camera_path', 'orbit', 'camera_control: a preset (orbit, '
+                                   'dolly, pan) or a JSON camera path file.')
 _DISTRIBUTED = flags.DEFINE_bool(
     'distributed', None, 'Call jax.distributed.initialize(); default: when the environment '
     'names several processes (SLURM, TPU pod, JAX_COORDINATOR_ADDRESS).')
@@ -40,6 +48,8 @@ def run(config, workdir: str, mode: str):
   if mode == 'sample':
     from wvd_jax.tasks import sample  # pylint: disable=import-outside-toplevel
     return sample.sample(config, workdir)
+  if mode in config_lib.TASK_MODES:
+    return _run_task(config, workdir, mode)
   if mode == 'export':
     from wvd_jax.training import export  # pylint: disable=import-outside-toplevel
     return export.export(config, workdir)
@@ -52,6 +62,21 @@ class _QuietLibraries(pylogging.Filter):
   def filter(self, record):
     noisy = any(f'/{name}/' in record.pathname for name in ('orbax', 'grain', 'jax', 'absl'))
     return record.levelno >= pylogging.WARNING or not noisy
+
+
+def _run_task(config, workdir: str, mode: str):
+  from wvd_jax.tasks import api  # pylint: disable=import-outside-toplevel
+  if not _INPUT.value:
+    raise app.UsageError(f'--mode={mode} needs --input')
+  model = api.WVD.load(_CHECKPOINT.value or os.path.join(workdir, 'export'), config)
+  output = _OUTPUT.value or os.path.join(workdir, mode)
+  if mode == 'image_to_3d':
+    return model.image_to_3d(_INPUT.value, output)
+  if mode == 'depth':
+    return model.monocular_depth(_INPUT.value, output)
+  if mode == 'multiview':
+    return model.multiview(_INPUT.value, output)
+  return model.camera_control(_INPUT.value, _CAMERA_PATH.value, output)
 
 
 def main(argv):
@@ -67,7 +92,12 @@ def main(argv):
     sys.exit(2)
   import jax  # pylint: disable=import-outside-toplevel
   if _want_distributed():
-    jax.distributed.initialize()
+    # SLURM and TPU pods are detected by JAX itself; a manual launch names the coordinator in
+    # JAX_COORDINATOR_ADDRESS and this process in JAX_NUM_PROCESSES / JAX_PROCESS_ID.
+    manual = {k: int(os.environ[v]) for k, v in (('num_processes', 'JAX_NUM_PROCESSES'),
+                                                 ('process_id', 'JAX_PROCESS_ID'))
+              if v in os.environ}
+    jax.distributed.initialize(**manual)
   logging.info('JAX process %d/%d, devices: %s', jax.process_index(), jax.process_count(),
                jax.devices())
   run(config, _WORKDIR.value, _MODE.value)

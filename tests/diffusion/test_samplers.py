@@ -32,19 +32,13 @@ Z_MAX = 4.5
 
 
 def _spd_solve(m: jax.Array, b: jax.Array) -> jax.Array:
-  """Solves m x = b for a batch of small SPD matrices (B, d, d) by Gauss-Jordan elimination.
+  """Solves m x = b for a batch of SPD matrices m (B, d, d), b (B, d) by Cholesky.
 
-  Vectorized over the batch (d steps of elementwise work): far faster on CPU than LAPACK's
-  per-matrix calls for thousands of 8x8 systems. SPD matrices need no pivoting.
+  (Of the solvers tried, Cholesky compiled fastest on XLA:CPU: 0.8 s against 3-4 s for LU or an
+  unrolled Gauss-Jordan, which matters as every sampler program inlines this denoiser.)
   """
-  d = m.shape[-1]
-  for k in range(d):
-    row = m[:, k, :] / m[:, k, k:k + 1]
-    rhs = b[:, k] / m[:, k, k]
-    factor = m[:, :, k].at[:, k].set(0.0)
-    m = (m - factor[:, :, None] * row[:, None, :]).at[:, k, :].set(row)
-    b = (b - factor * rhs[:, None]).at[:, k].set(rhs)
-  return b
+  factor = jax.scipy.linalg.cho_factor(m, lower=True)
+  return jax.scipy.linalg.cho_solve(factor, b[..., None])[..., 0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,7 +159,7 @@ def test_input_validation():
     samplers.sample(GaussianDenoiser('v'), params, jax.random.PRNGKey(0), x, x,
                     jnp.zeros((2, 3, 2)), schedule=SCHEDULE, prediction='v')
   with pytest.raises(ValueError, match='known_mask'):
-    samplers.sample(GaussianDenoiser('v'), params, jax.random.PRNGKey(0), x, x[:, :1, :, :1],
+    samplers.sample(GaussianDenoiser('v'), params, jax.random.PRNGKey(0), x, jnp.zeros((2, 3) + SHAPE[1:]),
                     jnp.zeros((2, 2, 2)), schedule=SCHEDULE, prediction='v')
   with pytest.raises(ValueError, match='prediction'):
     samplers.sample(GaussianDenoiser('v'), params, jax.random.PRNGKey(0), x, x,
@@ -176,7 +170,7 @@ def test_shapes_determinism_and_known_values_kept():
   """Every feature on: per-pixel mask, a clean condition, guidance, eta, Langevin."""
   mean, cov = _gaussian(0.8)
   params = _params(mean, cov)
-  batch = 3
+  batch = NUM_SAMPLES  # The batch of the statistical tests: one compiled program for both.
   rng = np.random.default_rng(0)
   known = jnp.asarray(rng.normal(size=(batch,) + SHAPE).astype(np.float32))
   known_mask = jnp.asarray((rng.uniform(size=(batch,) + SHAPE) < 0.4).astype(np.float32))
@@ -198,19 +192,19 @@ def test_shapes_determinism_and_known_values_kept():
 def test_ancestral_equals_ddim_with_eta_one():
   """The DDPM posterior q(z_s | z_t, x0) is DDIM at eta = 1 (same noise draws)."""
   params = _params(*_gaussian(0.8))
-  known, known_mask, cond_mask, _ = _inpainting_problem(*_gaussian(0.8), 16, [0, 1, 5])
+  known, known_mask, cond_mask, _ = _inpainting_problem(*_gaussian(0.8), NUM_SAMPLES, [0, 1, 5])
   kwargs = dict(num_steps=8, langevin_steps=1)
   ddim = _run(samplers.SamplerConfig(kind='ddim', eta=1.0, **kwargs), params, known, known_mask,
-              cond_mask)
+              cond_mask, prediction='epsilon')
   ancestral = _run(samplers.SamplerConfig(kind='ancestral', **kwargs), params, known,
-                   known_mask, cond_mask)
+                   known_mask, cond_mask, prediction='epsilon')
   np.testing.assert_allclose(ancestral, ddim, atol=2e-5)
 
 
 def test_ddim_sample_wrapper_is_sample():
   params = _params(*_gaussian(0.8))
-  known, known_mask, cond_mask, _ = _inpainting_problem(*_gaussian(0.8), 4, [0, 1, 2, 3],
-                                                         cond_frame0=True)
+  known, known_mask, cond_mask, _ = _inpainting_problem(*_gaussian(0.8), NUM_SAMPLES,
+                                                         [0, 1, 2, 3], cond_frame0=True)
   fn = GaussianDenoiser('v')
   old = samplers.ddim_sample(fn, params, jax.random.PRNGKey(3), known, known_mask, cond_mask,
                              schedule=SCHEDULE, prediction='v', num_steps=5, eta=0.3,
@@ -226,7 +220,7 @@ def test_classifier_free_guidance():
   result of a one-step sampler (x0_hat at t = 1) is affine in w."""
   mean, cov = _gaussian(0.9)
   params = _params(mean, cov)
-  known, known_mask, cond_mask, _ = _inpainting_problem(mean, cov, 64, [0, 1, 2, 3],
+  known, known_mask, cond_mask, _ = _inpainting_problem(mean, cov, NUM_SAMPLES, [0, 1, 2, 3],
                                                          cond_frame0=True)
 
   def run(guidance, cond, num_steps=5):
@@ -255,18 +249,22 @@ def test_langevin_step_size_rule():
 # Statistics against the exact Gaussian answers (4096 samples per run).
 
 
-@pytest.mark.parametrize('kind,eta,prediction,langevin_steps', [
-    ('ddim', 0.0, 'v', 0), ('ancestral', 0.0, 'epsilon', 0), ('ddim', 0.5, 'x0', 2)])
-def test_unconditional_samples_match_the_gaussian(kind, eta, prediction, langevin_steps):
+# DDIM needs ~100 steps and ancestral ~200 for their discretization bias to fall well below the
+# statistical resolution of 4096 samples (at 50 / 100 steps the worst covariance entry sits at
+# 4-5 standard errors; it is the variance of the smallest directions, 0.055, that suffers).
+@pytest.mark.parametrize('kind,eta,prediction,langevin_steps,num_steps', [
+    ('ddim', 0.0, 'v', 0, 100), ('ancestral', 0.0, 'epsilon', 0, 200), ('ddim', 0.5, 'x0', 2, 100)])
+def test_unconditional_samples_match_the_gaussian(kind, eta, prediction, langevin_steps,
+                                                  num_steps):
   mean, cov = _gaussian(0.9)
   zeros = jnp.zeros((NUM_SAMPLES,) + SHAPE)
-  config = samplers.SamplerConfig(kind=kind, eta=eta, num_steps=100,
+  config = samplers.SamplerConfig(kind=kind, eta=eta, num_steps=num_steps,
                                   langevin_steps=langevin_steps, snr=0.2)
   x = _run(config, _params(mean, cov), zeros, zeros, jnp.zeros((NUM_SAMPLES, 2, 2)),
            prediction=prediction)
   z_mean, z_cov = _z_scores(x, mean, cov)
-  print(f'unconditional {kind} eta={eta} {prediction} K={langevin_steps}: max|z| mean '
-        f'{z_mean:.2f} cov {z_cov:.2f}')
+  print(f'unconditional {kind} eta={eta} {prediction} K={langevin_steps} steps={num_steps}: '
+        f'max|z| mean {z_mean:.2f} cov {z_cov:.2f}')
   assert z_mean < Z_MAX and z_cov < Z_MAX
 
 
@@ -277,7 +275,7 @@ def test_clean_condition_matches_the_conditional():
   known, known_mask, cond_mask, x_known = _inpainting_problem(mean, cov, NUM_SAMPLES, known_idx,
                                                               cond_frame0=True)
   (c_mean, c_cov), u = _conditional(mean, cov, known_idx, x_known)
-  x = _run(samplers.SamplerConfig(num_steps=50), _params(mean, cov), known, known_mask,
+  x = _run(samplers.SamplerConfig(num_steps=100), _params(mean, cov), known, known_mask,
            cond_mask)
   z_mean, z_cov = _z_scores(x[:, u], c_mean, c_cov)
   print(f'clean condition: max|z| mean {z_mean:.2f} cov {z_cov:.2f}')
@@ -307,6 +305,12 @@ def replacement_problem():
 
 
 def test_replacement_with_langevin_matches_the_conditional(replacement_problem):
+  """Replacement + 10 corrector steps a level at snr 0.2 (550 network evaluations).
+
+  The corrector leaves a small bias: unadjusted Langevin inflates variances by about snr^2
+  (pooled over 24576 samples: +3.6% to +5.6%, i.e. 1.6-2.5 standard errors at 4096 samples),
+  so this test sits within its tolerance but not far below it.
+  """
   run, c_mean, c_cov = replacement_problem
   z_mean, z_cov = _z_scores(run(50, 10), c_mean, c_cov)
   z_mean_0, z_cov_0 = _z_scores(run(50, 0), c_mean, c_cov)

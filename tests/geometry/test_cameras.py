@@ -92,13 +92,14 @@ def test_quaternions_and_axis_angle():
   q /= np.linalg.norm(q, axis=-1, keepdims=True)
   q *= np.sign(q[:, :1])
   R = rotations.quaternion_to_rotation(q)
-  np.testing.assert_allclose(R @ np.swapaxes(R, -1, -2), np.broadcast_to(np.eye(3), R.shape), atol=1e-12)
+  np.testing.assert_allclose(R @ np.swapaxes(R, -1, -2), np.broadcast_to(np.eye(3), R.shape),
+                             atol=1e-12)
   np.testing.assert_allclose(np.linalg.det(R), 1.0, atol=1e-12)
   np.testing.assert_allclose(rotations.rotation_to_quaternion(R), q, atol=1e-12)
   # 180 degree rotations (trace = -1) are where naive formulas break.
   flips = np.stack([np.diag([1.0, -1, -1]), np.diag([-1.0, 1, -1]), np.diag([-1.0, -1, 1])])
-  np.testing.assert_allclose(rotations.quaternion_to_rotation(rotations.rotation_to_quaternion(flips)),
-                             flips, atol=1e-12)
+  back = rotations.quaternion_to_rotation(rotations.rotation_to_quaternion(flips))
+  np.testing.assert_allclose(back, flips, atol=1e-12)
   omega = rotations.rotation_to_axis_angle(R)
   np.testing.assert_allclose(rotations.axis_angle_to_rotation(omega), R, atol=1e-10)
   np.testing.assert_allclose(rotations.rotation_angle(R, R), 0.0, atol=1e-7)

@@ -27,14 +27,15 @@ def test_two_planes_nearer_wins_and_exact_mask():
   holes = np.zeros((H, W), bool)
   holes[25:, :6] = True  # far-plane points removed here: nothing lands
   pts = np.concatenate([far[~holes], near[rect]])
-  cols = np.concatenate([np.zeros(((~holes).sum(), 3)), np.ones((rect.sum(), 3))]).astype(np.float32)
+  cols = np.concatenate([np.zeros(((~holes).sum(), 3)), np.ones((rect.sum(), 3))])
+  cols = cols.astype(np.float32)
   pts, cols = _shuffled(rng, pts, cols)  # occlusion must not depend on point order
   r = jax.jit(rasterize_points, static_argnums=(5, 6))(pts, cols, None, K, c2w, H, W)
   np.testing.assert_array_equal(r.mask, ~holes)
   np.testing.assert_allclose(r.depth, np.where(rect, 2.0, np.where(holes, 0.0, 4.0)), rtol=1e-5)
   np.testing.assert_array_equal(r.colors[..., 0], rect.astype(np.float32))
-  np.testing.assert_allclose(r.xyz, np.where(rect[..., None], near, np.where(holes[..., None], 0, far)),
-                             atol=1e-5)
+  expected = np.where(rect[..., None], near, np.where(holes[..., None], 0, far))
+  np.testing.assert_allclose(r.xyz, expected, atol=1e-5)
   assert np.all(np.asarray(r.index)[holes] == len(pts))
 
 
@@ -42,7 +43,8 @@ def test_self_consistency_and_batched_cameras():
   """Rasterizing a view's unprojected depth into the same camera gives that depth back."""
   clip = scenes.box_room(1, n_views=3, size=32)
   pts = jnp.asarray(clip['xyz'], jnp.float32)
-  r = rasterize_points(pts[1].reshape(-1, 3), None, None, clip['K'][1], clip['cam_to_world'][1], 32, 32)
+  r = rasterize_points(pts[1].reshape(-1, 3), None, None, clip['K'][1], clip['cam_to_world'][1],
+                       32, 32)
   assert bool(r.mask.all()) and r.colors is None
   np.testing.assert_allclose(r.depth, clip['depth'][1], rtol=1e-4)
   # Batched over cameras == one camera at a time.

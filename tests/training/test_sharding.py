@@ -13,7 +13,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BATCH, FRAMES, SIZE = 4, 2, 8
-TINY = dict(in_channels=6, patch_size=2, width=64, depth=2, num_heads=4)
+TINY = dict(in_channels=6, patch_size=2, width=64, depth=1, num_heads=4)
 
 
 def _worker() -> dict:

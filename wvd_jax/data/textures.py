@@ -176,6 +176,12 @@ def texture_bank(size: int = TEXTURE_SIZE, levels: int = MIP_LEVELS) -> TextureB
   return TextureBank(texels=texels, offsets=offsets, names=NAMES)
 
 
+def pack_rgb(texels: np.ndarray) -> np.ndarray:
+  """(T, 3) float in [0, 1] -> (T,) uint32 with 8-bit R | G << 8 | B << 16 (one gather a tap)."""
+  q = np.round(np.clip(texels, 0.0, 1.0) * 255.0).astype(np.uint32)
+  return q[:, 0] | (q[:, 1] << 8) | (q[:, 2] << 16)
+
+
 def is_grey(texture_id: int) -> bool:
   """Whether a texture is grey (tinted freely by its material) rather than a colour photo."""
   name = NAMES[texture_id]

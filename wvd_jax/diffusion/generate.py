@@ -1,4 +1,10 @@
-"""Sampling 6D videos from the config's model: conditions in, decoded RGB and XYZ frames out."""
+"""Sampling 6D videos from the config's model: known RGB/XYZ in, decoded RGB and XYZ out.
+
+``generate_video`` is the one entry every task uses: a known RGB and XYZ video with per-pixel
+masks (any mix: a first frame, all frames' RGB, re-projected partial XYZ) and the frame-level
+clean-condition flags the model was trained with. Known pixels are encoded by the autoencoder;
+in the VAE case a latent is known only where its whole 8x8 cell is.
+"""
 from __future__ import annotations
 
 import functools
@@ -6,28 +12,58 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from wvd_jax.diffusion import objective, samplers, schedules
+from wvd_jax.diffusion import samplers, schedules
 from wvd_jax.models import autoencoder as autoencoder_lib
 from wvd_jax.models import builder
 
 
-def sample_from_first_frame(config, graphdef, params, rgb0: jax.Array, num_frames: int,
-                            rng: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """RGB and XYZ (B, N, H, W, 3) in [-1, 1] sampled given frame 0's RGB (B, H, W, 3).
+def _latent_mask(mask: jax.Array, downsample: int, channels: int) -> jax.Array:
+  """(B, N, H, W) pixel mask -> (B, N, h, w, channels) float latent mask."""
+  if downsample > 1:
+    b, n, h, w = mask.shape
+    mask = mask.reshape(b, n, h // downsample, downsample, w // downsample, downsample)
+    mask = mask.all(axis=(3, 5))
+  return jnp.broadcast_to(mask[..., None], mask.shape + (channels,)).astype(jnp.float32)
 
-  Frame 0's RGB is a clean condition (flagged in cond_mask, as in training); everything else,
-  frame 0's XYZ included, is generated.
+
+def generate_video(config, graphdef, params, rgb: jax.Array, rgb_mask: jax.Array,
+                   xyz: jax.Array, xyz_mask: jax.Array, cond_mask: jax.Array,
+                   rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Samples RGB and XYZ (B, N, H, W, 3) in [-1, 1] consistent with the known parts.
+
+  Args:
+    rgb, xyz: (B, N, H, W, 3) known values in [-1, 1] (anything where unknown).
+    rgb_mask, xyz_mask: (B, N, H, W) bool, where the values are known.
+    cond_mask: (B, N, 2) frames whose RGB / XYZ are clean conditions (as in training); their
+      masks should be all True. Other known pixels are imposed by replacement (+ Langevin).
   """
   autoencoder = autoencoder_lib.make_autoencoder(config)
+  known = autoencoder_lib.encode_video(autoencoder, jnp.where(rgb_mask[..., None], rgb, 0.0),
+                                       jnp.where(xyz_mask[..., None], xyz, 0.0))
+  channels = known.shape[-1] // 2
+  known_mask = jnp.concatenate(
+      [_latent_mask(rgb_mask, autoencoder.downsample, channels),
+       _latent_mask(xyz_mask, autoencoder.downsample, channels)], axis=-1)
+  latents = samplers.sample(
+      _apply_fn(graphdef), params, rng, known, known_mask, cond_mask.astype(jnp.float32),
+      schedule=schedules.CosineSchedule.from_config(config),
+      prediction=config.diffusion.prediction,
+      config=samplers.SamplerConfig.from_config(config))
+  return autoencoder_lib.decode_video(autoencoder, latents)
+
+
+@functools.lru_cache(maxsize=16)
+def _apply_fn(graphdef):
+  # One partial per model structure: the jitted sampler hashes it by identity and is reused.
+  return functools.partial(builder.apply_model, graphdef)
+
+
+def sample_from_first_frame(config, graphdef, params, rgb0: jax.Array, num_frames: int,
+                            rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """RGB and XYZ (B, N, H, W, 3) sampled given frame 0's RGB (B, H, W, 3) as clean condition."""
   b, h, w, _ = rgb0.shape
   rgb = jnp.zeros((b, num_frames, h, w, 3)).at[:, 0].set(rgb0)
-  known = autoencoder_lib.encode_video(autoencoder, rgb, jnp.zeros_like(rgb))
+  rgb_mask = jnp.zeros((b, num_frames, h, w), bool).at[:, 0].set(True)
   cond_mask = jnp.zeros((b, num_frames, 2)).at[:, 0, 0].set(1.0)
-  channels = known.shape[-1] // 2
-  known_mask = jnp.broadcast_to(objective.expand_cond_mask(cond_mask, channels), known.shape)
-  latents = samplers.ddim_sample(
-      functools.partial(builder.apply_model, graphdef), params, rng, known, known_mask,
-      cond_mask, schedule=schedules.CosineSchedule.from_config(config),
-      prediction=config.diffusion.prediction, num_steps=config.sample.num_steps,
-      eta=config.sample.eta, clip_x0=config.autoencoder.kind == 'pixel')
-  return autoencoder_lib.decode_video(autoencoder, latents)
+  return generate_video(config, graphdef, params, rgb, rgb_mask, jnp.zeros_like(rgb),
+                        jnp.zeros_like(rgb_mask), cond_mask, rng)

@@ -3,17 +3,23 @@ classifier-free guidance and inpainting of known values.
 
 Entry point: ``sample(apply_fn, params, rng, known, known_mask, cond_mask, schedule=...,
 prediction=..., config=SamplerConfig(...))``; ``ddim_sample`` keeps the older keyword signature.
-The whole loop runs inside one jit (``lax.fori_loop`` over noise levels, another over corrector
-steps; fixed shapes, no host round trips).
 
 Time grid: num_steps + 1 equally spaced times 1 = t_0 > t_1 > ... > t_num_steps = 0. At each
 level t_i (i < num_steps):
   1. impose the known values at level t_i (below);
-  2. ``langevin_steps`` corrector steps at t_i (``langevin.py``), the known values re-imposed
-     with fresh noise after each;
-  3. the predictor moves t_i -> t_{i+1}: DDIM (eta in [0, 1]: 0 deterministic, 1 = ancestral) or
-     the ancestral DDPM posterior q(z_s | z_t, x0_hat). The last level returns x0_hat itself.
+  2. ``langevin_steps`` corrector steps at t_i (``langevin.py``: score = -eps_hat / sigma_t,
+     signal-to-noise step size), the known values re-imposed with fresh noise after each;
+  3. the predictor moves t_i -> t_{i+1}: DDIM (eta in [0, 1]; 0 deterministic) or ancestral, the
+     DDPM posterior q(z_s | z_t, x0_hat) (equal to DDIM at eta = 1). The last level returns
+     x0_hat itself.
 Network evaluations: num_steps * (1 + langevin_steps), doubled (one batch of 2B) with guidance.
+
+Implementation: the whole loop is one jit, one ``lax.fori_loop`` over the num_steps * (1 +
+langevin_steps) network evaluations (fixed shapes, no host round trips). Each iteration imposes
+the known values, calls the network once and applies the corrector or predictor update, so the
+network appears once in the compiled program. Only (apply_fn, schedule, prediction, kind,
+guidance on/off, clip_x0) are static: num_steps, eta, guidance, langevin_steps and snr are traced,
+so changing them does not recompile.
 
 Known values (inpainting). ``known`` and ``known_mask`` have the latents' shape (B, N, h, w, 2C)
 (RGB latents then XYZ latents on channels; in the VAE case they are latent-resolution tensors:
@@ -32,7 +38,8 @@ Classifier-free guidance (``guidance`` w; 1 = off, one network pass): the condit
 known part (clean conditions included) replaced by its forward-noised value, i.e. plain
 replacement. Predictions combine as x0 = x0_u + w (x0_c - x0_u) and likewise eps (the two inputs
 agree outside the known parts, so the combination is one consistent (x0, eps) pair there).
-w = 0 is replacement-only sampling with the unconditional network.
+w = 0 is replacement-only sampling with the unconditional network. The Langevin corrector uses
+the guided score.
 
 apply_fn: (params, z_t (B, N, h, w, 2C), t (B,), cond_mask (B, N, 2)) -> network output like
 z_t (v, epsilon or x0 per ``prediction``); static, so hashable: a module-level function, a
@@ -54,7 +61,7 @@ KINDS = ('ddim', 'ancestral')
 
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
-  """What ``sample`` does; hashable (a static jit argument: a new value recompiles).
+  """What ``sample`` does.
 
   Attributes:
     kind: 'ddim' (eta-controlled) or 'ancestral' (DDPM posterior sampling; equals DDIM eta=1).
@@ -107,20 +114,6 @@ class SamplerConfig:
                clip_x0=config.autoencoder.kind == 'pixel')
 
 
-def _check_inputs(known, known_mask, cond_mask):
-  if known.ndim != 5 or known.shape[-1] % 2:
-    raise ValueError(f'known must be (B, N, h, w, 2C) latents; got shape {known.shape}')
-  try:
-    jnp.broadcast_shapes(known_mask.shape, known.shape)
-  except ValueError:
-    raise ValueError(f'known_mask {known_mask.shape} does not broadcast to known '
-                     f'{known.shape}') from None
-  b, n = known.shape[:2]
-  if cond_mask.shape != (b, n, 2):
-    raise ValueError(f'cond_mask must be (B, N, 2) = ({b}, {n}, 2); got {cond_mask.shape}')
-
-
-@functools.partial(jax.jit, static_argnames=('apply_fn', 'schedule', 'prediction', 'config'))
 def sample(apply_fn, params, rng: jax.Array, known: jax.Array, known_mask: jax.Array,
            cond_mask: jax.Array, *, schedule: schedules.CosineSchedule, prediction: str,
            config: SamplerConfig = SamplerConfig()) -> jax.Array:
@@ -138,31 +131,55 @@ def sample(apply_fn, params, rng: jax.Array, known: jax.Array, known_mask: jax.A
   Returns:
     (B, N, h, w, 2C) float32 samples, equal to ``known`` where known_mask is 1.
   """
-  _check_inputs(known, known_mask, cond_mask)
+  settings = dict(num_steps=jnp.asarray(config.num_steps, jnp.int32),
+                  langevin_steps=jnp.asarray(config.langevin_steps, jnp.int32),
+                  eta=jnp.asarray(config.eta, jnp.float32),
+                  guidance=jnp.asarray(config.guidance, jnp.float32),
+                  snr=jnp.asarray(config.snr, jnp.float32))
+  return _sample(apply_fn, params, rng, known, known_mask, cond_mask, settings,
+                 schedule=schedule, prediction=prediction, kind=config.kind,
+                 guided=config.guided, clip_x0=config.clip_x0)
+
+
+def _check_inputs(known, known_mask, cond_mask, prediction):
   if prediction not in ('v', 'epsilon', 'x0'):
     raise ValueError(f'unknown prediction {prediction!r}')
+  if known.ndim != 5 or known.shape[-1] % 2:
+    raise ValueError(f'known must be (B, N, h, w, 2C) latents; got shape {known.shape}')
+  try:
+    if jnp.broadcast_shapes(known_mask.shape, known.shape) != known.shape:
+      raise ValueError
+  except ValueError:
+    raise ValueError(f'known_mask {known_mask.shape} does not broadcast to known '
+                     f'{known.shape}') from None
+  b, n = known.shape[:2]
+  if cond_mask.shape != (b, n, 2):
+    raise ValueError(f'cond_mask must be (B, N, 2) = ({b}, {n}, 2); got {cond_mask.shape}')
+
+
+@functools.partial(jax.jit, static_argnames=('apply_fn', 'schedule', 'prediction', 'kind',
+                                             'guided', 'clip_x0'))
+def _sample(apply_fn, params, rng, known, known_mask, cond_mask, settings, *, schedule,
+            prediction, kind, guided, clip_x0):
+  """``sample`` with the traced settings (num_steps, langevin_steps, eta, guidance, snr)."""
+  _check_inputs(known, known_mask, cond_mask, prediction)
   known = known.astype(jnp.float32)
   known_mask = jnp.broadcast_to(known_mask.astype(jnp.float32), known.shape)
   cond_mask = cond_mask.astype(jnp.float32)
   clean = known_mask * objective.expand_cond_mask(cond_mask, known.shape[-1] // 2)
-  unknown = 1.0 - known_mask
   batch = known.shape[0]
-  num_steps, w = config.num_steps, config.guidance
-
+  num_steps, substeps = settings['num_steps'], settings['langevin_steps'] + 1
+  w = settings['guidance']
   rng_init, rng_loop = jax.random.split(rng)
-  times = jnp.linspace(1.0, 0.0, num_steps + 1)
-  logsnrs = schedule.logsnr(times)
 
-  def impose(z, alpha, sigma, key):
-    """Known parts <- a fresh forward sample at this level (clean conditions included)."""
-    noised = alpha * known + sigma * jax.random.normal(key, z.shape)
-    return (1.0 - known_mask) * z + known_mask * noised
+  def alpha_sigma(logsnr):
+    return jnp.sqrt(jax.nn.sigmoid(logsnr)), jnp.sqrt(jax.nn.sigmoid(-logsnr))
 
   def denoise(z, t, alpha, sigma):
     """(conditional network input, x0_hat, eps_hat), guided if configured."""
     z_c = (1.0 - clean) * z + clean * known
     t_b = jnp.full((batch,), t)
-    if not config.guided:
+    if not guided:
       out = apply_fn(params, z_c, t_b, cond_mask)
       x0, eps = schedules.to_x0_eps(prediction, out, z_c, alpha, sigma)
       return z_c, x0, eps
@@ -172,47 +189,48 @@ def sample(apply_fn, params, rng: jax.Array, known: jax.Array, known_mask: jax.A
     x0_u, eps_u = schedules.to_x0_eps(prediction, out[batch:], z, alpha, sigma)
     return z_c, x0_u + w * (x0_c - x0_u), eps_u + w * (eps_c - eps_u)
 
-  def corrector(z, t, alpha, sigma, a, key):
-    def body(j, z):
-      noise_key, impose_key = jax.random.split(jax.random.fold_in(key, j))
-      _, _, eps = denoise(z, t, alpha, sigma)
-      score = langevin.score_from_eps(eps, sigma)
-      noise = jax.random.normal(noise_key, z.shape)
-      step = langevin.signal_to_noise_step(score, noise, unknown, config.snr, a)
-      return impose(langevin.langevin_step(z, score, noise, step), alpha, sigma, impose_key)
-    return jax.lax.fori_loop(0, config.langevin_steps, body, z)
-
-  def level(i, z):
-    t = times[i]
-    logsnr_t, logsnr_s = logsnrs[i], logsnrs[i + 1]
-    alpha_t, sigma_t = jnp.sqrt(jax.nn.sigmoid(logsnr_t)), jnp.sqrt(jax.nn.sigmoid(-logsnr_t))
-    alpha_s, sigma_s = jnp.sqrt(jax.nn.sigmoid(logsnr_s)), jnp.sqrt(jax.nn.sigmoid(-logsnr_s))
-    impose_key, corrector_key, noise_key = jax.random.split(jax.random.fold_in(rng_loop, i), 3)
-    z = impose(z, alpha_t, sigma_t, impose_key)
-    if config.langevin_steps:
-      a = jnp.square(alpha_t / alpha_s)  # 1 - beta of the step t -> s.
-      z = corrector(z, t, alpha_t, sigma_t, a, corrector_key)
-    z_c, x0, eps = denoise(z, t, alpha_t, sigma_t)
-    if config.clip_x0:
+  def predictor(z_c, x0, eps, noise, alpha_s, sigma_s, logsnr_t, logsnr_s, alpha_t, sigma_t):
+    if clip_x0:
       x0 = jnp.clip(x0, -1.0, 1.0)
       eps = (z_c - alpha_t * x0) / sigma_t
     # 1 - r with r = alpha_t^2 sigma_s^2 / (sigma_t^2 alpha_s^2) = exp(logsnr_t - logsnr_s):
     # the posterior q(z_s | z_t, x0) has variance sigma_s^2 (1 - r).
     one_minus_r = -jnp.expm1(logsnr_t - logsnr_s)
-    if config.kind == 'ancestral':
+    if kind == 'ancestral':
       mean = (alpha_t / alpha_s) * jnp.square(sigma_s / sigma_t) * z_c + alpha_s * one_minus_r * x0
-      z_next = mean + sigma_s * jnp.sqrt(one_minus_r) * jax.random.normal(noise_key, z.shape)
-    elif config.eta == 0.0:
-      z_next = alpha_s * x0 + sigma_s * eps
-    else:
-      noise_std = config.eta * sigma_s * jnp.sqrt(one_minus_r)
-      z_next = (alpha_s * x0 + jnp.sqrt(jnp.maximum(sigma_s ** 2 - noise_std ** 2, 0.0)) * eps
-                + noise_std * jax.random.normal(noise_key, z.shape))
-    # The last step lands on t = 0: return the prediction itself, not its tiny-noise version.
-    return jnp.where(i == num_steps - 1, x0, z_next)
+      return mean + sigma_s * jnp.sqrt(one_minus_r) * noise, x0
+    noise_std = settings['eta'] * sigma_s * jnp.sqrt(one_minus_r)
+    return (alpha_s * x0 + jnp.sqrt(jnp.maximum(jnp.square(sigma_s) - jnp.square(noise_std), 0.0))
+            * eps + noise_std * noise), x0
+
+  def body(j, z):
+    """Network evaluation j: level i = j // substeps, corrector unless the last substep."""
+    i, sub = j // substeps, j % substeps
+    t = 1.0 - i.astype(jnp.float32) / num_steps.astype(jnp.float32)
+    s = 1.0 - (i + 1).astype(jnp.float32) / num_steps.astype(jnp.float32)
+    logsnr_t, logsnr_s = schedule.logsnr(t), schedule.logsnr(s)
+    (alpha_t, sigma_t), (alpha_s, sigma_s) = alpha_sigma(logsnr_t), alpha_sigma(logsnr_s)
+    impose_key, noise_key = jax.random.split(jax.random.fold_in(rng_loop, j))
+    # Known parts <- a fresh forward sample at this level (clean conditions included; the
+    # conditional network input swaps those for their clean value in ``denoise``).
+    noised = alpha_t * known + sigma_t * jax.random.normal(impose_key, z.shape)
+    z = (1.0 - known_mask) * z + known_mask * noised
+    z_c, x0, eps = denoise(z, t, alpha_t, sigma_t)
+    noise = jax.random.normal(noise_key, z.shape)
+    # Corrector: one Langevin step at level t (a = 1 - beta of the step t -> s).
+    score = langevin.score_from_eps(eps, sigma_t)
+    step = langevin.signal_to_noise_step(score, noise, 1.0 - known_mask, settings['snr'],
+                                         jnp.square(alpha_t / alpha_s))
+    corrected = langevin.langevin_step(z, score, noise, step)
+    # Predictor: t -> s; the last level lands on t = 0 and returns x0_hat itself, not its
+    # tiny-noise version.
+    predicted, x0 = predictor(z_c, x0, eps, noise, alpha_s, sigma_s, logsnr_t, logsnr_s,
+                              alpha_t, sigma_t)
+    predicted = jnp.where(i == num_steps - 1, x0, predicted)
+    return jnp.where(sub == substeps - 1, predicted, corrected)
 
   z = jax.random.normal(rng_init, known.shape)
-  z = jax.lax.fori_loop(0, num_steps, level, z)
+  z = jax.lax.fori_loop(0, num_steps * substeps, body, z)
   return (1.0 - known_mask) * z + known_mask * known
 
 
@@ -221,10 +239,12 @@ def ddim_sample(apply_fn, params, rng: jax.Array, known: jax.Array, known_mask: 
                 num_steps: int, eta: float = 0.0, clip_x0: bool = True) -> jax.Array:
   """DDIM with inpainting (no guidance, no corrector): ``sample`` with SamplerConfig('ddim').
 
-  Kept for its keyword signature (``tasks/sample.py``). ``eta`` must be a Python float (it is
-  part of the static config). Shapes as in ``sample``.
+  Kept for its signature (``tasks/sample.py``); ``num_steps`` and ``eta`` may be traced.
+  Shapes as in ``sample``.
   """
-  config = SamplerConfig(kind='ddim', num_steps=int(num_steps), eta=float(eta),
-                         clip_x0=bool(clip_x0))
-  return sample(apply_fn, params, rng, known, known_mask, cond_mask, schedule=schedule,
-                prediction=prediction, config=config)
+  settings = dict(num_steps=jnp.asarray(num_steps, jnp.int32),
+                  langevin_steps=jnp.asarray(0, jnp.int32), eta=jnp.asarray(eta, jnp.float32),
+                  guidance=jnp.asarray(1.0, jnp.float32), snr=jnp.asarray(1.0, jnp.float32))
+  return _sample(apply_fn, params, rng, known, known_mask, cond_mask, settings,
+                 schedule=schedule, prediction=prediction, kind='ddim', guided=False,
+                 clip_x0=bool(clip_x0))

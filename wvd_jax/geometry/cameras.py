@@ -200,7 +200,8 @@ def cam_to_world_to_colmap(cam_to_world):
 
 
 def colmap_to_cam_to_world(qvec, tvec):
-  """cam_to_world (..., 4, 4) from COLMAP's world_to_cam qvec (..., 4) (w, x, y, z) and tvec (..., 3)."""
+  """cam_to_world (..., 4, 4) from COLMAP's world_to_cam qvec (..., 4) (w, x, y, z) and
+  tvec (..., 3)."""
   return invert_pose(make_pose(rotations.quaternion_to_rotation(qvec), tvec))
 
 

@@ -13,7 +13,7 @@ def _atomic_write(path: str, data: bytes | str) -> None:
   path = os.fspath(path)
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
   try:
     with os.fdopen(fd, 'wb') as f:
       f.write(data.encode('utf-8') if isinstance(data, str) else data)

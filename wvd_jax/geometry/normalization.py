@@ -50,7 +50,8 @@ def fit_normalization(points, valid=None, percentile: float = 98.0, point_axes: 
   if valid is not None:
     valid = xp.asarray(valid)
     if valid.shape != points.shape[:-1]:
-      raise ValueError(f'valid shape {valid.shape} must equal points.shape[:-1] {points.shape[:-1]}')
+      raise ValueError(
+          f'valid shape {valid.shape} must equal points.shape[:-1] {points.shape[:-1]}')
   if not 50.0 < percentile <= 100.0:
     raise ValueError(f'percentile must be in (50, 100], got {percentile}')
   n_pt = points.ndim - 1 if point_axes is None else int(point_axes)

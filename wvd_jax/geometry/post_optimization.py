@@ -7,7 +7,9 @@ and per-pixel depth d minimizing the re-projection loss sum_pixels w * rho(||x -
 Depth elimination: with camera-frame point c = R x + t and pixel ray r = K^-1 [u, v, 1]^T,
 ||x - P^-1(d r)|| = ||c - d r|| and the best depth is d* = max(0, r.c / |r|^2), in closed form.
 So only rotation (axis-angle increment on the initial rotation), camera centre and log-focal are
-optimized (L-BFGS from optax in a lax.while_loop: at most `num_iters` iterations, one jit), and d* is exact per pixel.
+optimized, and d* is exact per pixel. The optimizer is optax's L-BFGS (zoom line search) in a
+lax.while_loop inside one jit: at most `num_iters` iterations per stage, stopping early once
+two iterations bring no improvement (at the float32 floor a line search can only fail).
 rho is quadratic below `robust_delta` and robust above: a pseudo-Huber (linear tails) for a
 first L-BFGS stage from the closed form, then a Cauchy penalty (redescending tails; its scale
 set from the first stage's median residual) so that outliers lose their pull on the cameras.
@@ -30,7 +32,7 @@ Conventions: OpenCV camera axes, cam_to_world poses, pixel centres at +0.5 (see 
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +44,6 @@ from wvd_jax.geometry import cameras
 from wvd_jax.geometry import rotations
 
 _TINY = 1e-12
-_LINESEARCH = lambda: optax.scale_by_zoom_linesearch(max_linesearch_steps=12, initial_guess_strategy='one')
 MIN_POINTS = 6  # the 3x4 DLT needs 6 correspondences (planar PnP 4)
 
 
@@ -53,7 +54,8 @@ class PostOptResult(NamedTuple):
   mask (N, H, W) pixels with a valid, weighted input point in front of the camera;
   residual (N,) weighted mean ||x - P^-1(d* r)|| in world units; ok (N,) False where a view
   had too few valid points or the solve failed (its outputs are then finite placeholders:
-  identity pose, default focal, zero depth)."""
+  identity pose, default focal, zero depth); iterations (2,) L-BFGS iterations run by the
+  two refinement stages (pseudo-Huber, Cauchy)."""
   depth: jax.Array
   K: jax.Array
   cam_to_world: jax.Array
@@ -61,6 +63,7 @@ class PostOptResult(NamedTuple):
   mask: jax.Array
   residual: jax.Array
   ok: jax.Array
+  iterations: jax.Array
 
 
 # ----------------------------------------------------------------------------------------------
@@ -94,8 +97,8 @@ def _hartley(x, w):
 def _dlt_once(src, dst, w):
   """Weighted DLT: G (3, D+1) with dst ~ G [src, 1], for src (M, D), dst (M, 2), w (M,) >= 0.
 
-  Hartley-normalized; the null vector comes from QR then SVD of the small R factor (an SVD of
-  the normal matrix A^T A would square the condition number, too much for float32)."""
+  Hartley-normalized; the null vector of the 2M x 3(D+1) system A comes from the small normal
+  matrix plus two correction steps (below)."""
   ts, ts_inv = _hartley(src, w)
   td, td_inv = _hartley(dst, w)
   sh = _xp.matvec(ts, _homogeneous(src))
@@ -208,10 +211,10 @@ def weiszfeld_focal(cam_points, pixels, weights, principal_point, iters: int = 1
 
 
 @functools.partial(jax.jit, static_argnames=('irls_iters',))
-def dlt_camera(points, uv, weights, irls_iters: int = 2):
+def dlt_camera(points, uv, weights, irls_iters: int = 4):
   """Uncalibrated camera from >= 6 (world point, pixel) pairs: points (M, 3), uv (M, 2),
   weights (M,). Returns (K (3, 3), R, t) with world_to_cam = [R | t]. Degenerate for planar
-  point sets (use `planar_camera`)."""
+  point sets (see `planar_focal`, `pnp_planar`)."""
   return decompose_projection(_dlt(points, uv, weights, irls_iters))
 
 
@@ -256,7 +259,7 @@ def _focal_from_homography(h):
 
 
 @functools.partial(jax.jit, static_argnames=('irls_iters',))
-def planar_focal(points, uv, weights, principal_point, irls_iters: int = 2):
+def planar_focal(points, uv, weights, principal_point, irls_iters: int = 4):
   """Focal of a square-pixel camera with known principal point from a view of a plane
   (points (M, 3) near a plane, uv (M, 2), weights (M,)); NaN when unobservable."""
   _, _, ab = _plane_frame(points, weights)
@@ -285,7 +288,7 @@ def _pose_from_homography(h, K, mu, e):
 
 
 @functools.partial(jax.jit, static_argnames=('irls_iters',))
-def pnp_linear(points, uv, weights, K, irls_iters: int = 2):
+def pnp_linear(points, uv, weights, K, irls_iters: int = 4):
   """Calibrated linear PnP (>= 6 non-planar points): the DLT of P, then K^-1 P projected onto
   [R | t]. (The Hartley-normalized DLT is invariant to the similarity K^-1 of the image when
   fx = fy, so this equals a DLT on normalized image points.) Returns (R, t), world_to_cam."""
@@ -293,7 +296,7 @@ def pnp_linear(points, uv, weights, K, irls_iters: int = 2):
 
 
 @functools.partial(jax.jit, static_argnames=('irls_iters',))
-def pnp_planar(points, uv, weights, K, irls_iters: int = 2):
+def pnp_planar(points, uv, weights, K, irls_iters: int = 4):
   """Calibrated PnP for (near-)planar points (>= 4) via the plane homography in the points'
   PCA frame. Returns (R, t), world_to_cam."""
   mu, e, ab = _plane_frame(points, weights)
@@ -445,9 +448,9 @@ def _initialize(prep: _Prepared, focal_init, shared_focal, canonical, robust_del
 
 
 def _refine(prep: _Prepared, r0, c0, f0, shared_focal, optimize_focal, robust_delta, cauchy,
-            num_iters: int):
+            num_iters):
   """L-BFGS on all pixels over (rotation increment omega (n, 3), centre (n, 3), log focal
-  (n,)); returns the best (rotation, centre, focal) seen."""
+  (n,)); returns the best (rotation, centre, focal) seen and the iteration count."""
   n = r0.shape[0]
 
   def unpack(params):
@@ -464,7 +467,8 @@ def _refine(prep: _Prepared, r0, c0, f0, shared_focal, optimize_focal, robust_de
     return jnp.sum(jnp.where(prep.enough, per_view, 0.0))
 
   params = dict(omega=jnp.zeros((n, 3), r0.dtype), center=c0, log_f=jnp.log(f0))
-  opt = optax.lbfgs(linesearch=_LINESEARCH())
+  opt = optax.lbfgs(linesearch=optax.scale_by_zoom_linesearch(
+      max_linesearch_steps=12, initial_guess_strategy='one'))
   value_and_grad = optax.value_and_grad_from_state(total_loss)
 
   def cond(carry):
@@ -487,10 +491,10 @@ def _refine(prep: _Prepared, r0, c0, f0, shared_focal, optimize_focal, robust_de
   init_val = total_loss(params)
   carry = (jnp.zeros((), jnp.int32), params, opt.init(params), params,
            jnp.where(jnp.isfinite(init_val), init_val, jnp.inf), jnp.zeros((), jnp.int32))
-  _, params_end, _, best, best_val, _ = jax.lax.while_loop(cond, body, carry)
+  its, params_end, _, best, best_val, _ = jax.lax.while_loop(cond, body, carry)
   end_val = total_loss(params_end)
   best = jax.tree.map(lambda b, p: jnp.where(end_val < best_val, p, b), best, params_end)
-  return unpack(best)
+  return unpack(best), its
 
 
 def _finalize(prep: _Prepared, rot, center, focal, shape, default_focal) -> PostOptResult:
@@ -514,7 +518,7 @@ def _finalize(prep: _Prepared, rot, center, focal, shape, default_focal) -> Post
   return PostOptResult(
       depth=depth.reshape(n, h, w), K=K, cam_to_world=cam_to_world,
       xyz=world.reshape(n, h, w, 3), mask=out_mask.reshape(n, h, w),
-      residual=jnp.where(ok, residual, jnp.inf), ok=ok)
+      residual=jnp.where(ok, residual, jnp.inf), ok=ok, iterations=jnp.zeros((2,), jnp.int32))
 
 
 @functools.partial(jax.jit, static_argnames=('num_iters', 'irls_iters', 'init_points'))
@@ -533,7 +537,8 @@ def post_optimize_jit(xyz, weights, mask, principal_point, focal_init, shared_fo
   r0, c0, f0 = _initialize(prep, focal_init, shared_focal, canonical, robust_delta, irls_iters,
                            init_points, default_focal)
 
-  def stage(carry, cauchy):
+  def stage(carry, xs):
+    cauchy, max_iters = xs
     # Stage 1: pseudo-Huber from the closed form. Stage 2: Cauchy with a scale set from the
     # stage-1 residuals, so that points far off (outliers) stop pulling the cameras.
     rot, center, focal = carry
@@ -542,10 +547,13 @@ def post_optimize_jit(xyz, weights, mask, principal_point, focal_init, shared_fo
     delta = jnp.where(cauchy, jnp.maximum(robust_delta, 3.0 * jnp.nanmedian(res)), robust_delta)
     delta = jnp.where(jnp.isfinite(delta), delta, robust_delta)
     return _refine(prep, rot, center, focal, shared_focal, optimize_focal, delta, cauchy,
-                   num_iters), None
+                   max_iters)
 
-  rot, center, focal = jax.lax.scan(stage, (r0, c0, f0), jnp.array([False, True]))[0]
-  return _finalize(prep, rot, center, focal, (n, h, w), default_focal)
+  stage_iters = jnp.array([num_iters, num_iters])  # traced: room for per-stage budgets
+  (rot, center, focal), iterations = jax.lax.scan(
+      stage, (r0, c0, f0), (jnp.array([False, True]), stage_iters))
+  return _finalize(prep, rot, center, focal, (n, h, w), default_focal)._replace(
+      iterations=iterations)
 
 
 def post_optimize(xyz, weights=None, mask=None, *, principal_point=None, focal=None,

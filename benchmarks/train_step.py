@@ -1,0 +1,175 @@
+"""Times the wvd_2b config's full train step on one device and prints one JSON object.
+
+The step is the one training runs (wvd_jax.training.train.make_train_step): conditioning-pattern
+sampling, noising, the DiT forward and backward, the masked per-modality v-loss, gradient
+clipping, AdamW, the EMA update and the non-finite guard, jitted with buffer donation. Inputs
+are cached VAE latents (8 frames of 32x32x4 RGB + 32x32x4 XYZ = 2048 tokens with patch 2), as
+with a pre-encoded dataset; the VAE's own cost is measured by benchmarks/vae_bench.py.
+
+Also times parts of the step (forward, forward+backward, optimizer+EMA) so the largest costs are
+visible, and measures the bf16 matmul rate in the same process for MFU.
+
+  python benchmarks/train_step.py                  # wvd_2b, batch 4 (GPU)
+  python benchmarks/train_step.py --small          # a tiny model on CPU, seconds
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from wvd_jax.training import flops, optimizer, sharding, train
+from wvd_jax.training import state as state_lib
+from wvd_jax.models import dit
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class CachedLatents:
+  """Identity autoencoder over pre-encoded latents (the step sees latents directly)."""
+  downsample = 1
+
+  def __init__(self, channels):
+    self.latent_channels = channels
+
+  def encode(self, x, rng=None):
+    del rng
+    return x
+
+  def decode(self, x):
+    return x
+
+
+def load_config(name):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'configs', f'{name}.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def timed(fn, *args, steps, warmup=2):
+  """Median seconds per call of a jitted fn whose first argument is donated and returned."""
+  out = None
+  for _ in range(warmup):
+    out = fn(*args)
+    args = (out[0],) + args[1:]
+    jax.block_until_ready(out)
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    out = fn(*args)
+    jax.block_until_ready(out)
+    times.append(time.perf_counter() - start)
+    args = (out[0],) + args[1:]
+  return float(np.median(times))
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument('--small', action='store_true')
+  parser.add_argument('--batch', type=int, default=4)
+  parser.add_argument('--steps', type=int, default=10)
+  parser.add_argument('--remat', default=None)
+  parser.add_argument('--scan_layers', type=int, default=None)
+  parser.add_argument('--parts', type=int, default=1, help='also time forward / fwd+bwd / update')
+  parser.add_argument('--devices', type=int, default=1,
+                      help='FSDP over this many devices; --batch is per device')
+  parser.add_argument('--data_parallel', type=int, default=1,
+                      help='of --devices, how many form the pure data axis (rest: fsdp)')
+  args = parser.parse_args()
+
+  config = load_config('wvd_2b')
+  config.data.batch_size = args.batch * args.devices
+  if args.small:
+    config.data.batch_size = 2
+    config.data.num_frames = 2
+    config.model.width, config.model.depth, config.model.num_heads = 64, 2, 4
+    config.model.compute_dtype = 'float32'
+  if args.remat is not None:
+    config.model.remat = args.remat
+  if args.scan_layers is not None and 'scan_layers' in config.model:
+    config.model.scan_layers = bool(args.scan_layers)
+  latent = 8 if args.small else config.data.image_size // config.autoencoder.downsample
+  channels = config.autoencoder.latent_channels
+  b, n = config.data.batch_size, config.data.num_frames
+
+  config.mesh.data = args.data_parallel
+  config.mesh.fsdp = args.devices // args.data_parallel
+  config.mesh.tensor = 1
+  mesh = sharding.make_mesh(config, jax.devices()[:args.devices])
+  tx = optimizer.make_optimizer(config)
+  graphdef, state, state_sh = state_lib.create_train_state(config, mesh, tx)
+  ae = CachedLatents(channels)
+  key = jax.random.PRNGKey(0)
+  batch = {
+      'rgb': jax.random.normal(key, (b, n, latent, latent, channels)),
+      'xyz': jax.random.normal(jax.random.fold_in(key, 1), (b, n, latent, latent, channels)),
+      'mask': jnp.ones((b, n, latent, latent), bool),
+  }
+  batch_sh = sharding.batch_sharding(mesh)
+  batch = jax.device_put(batch, batch_sh)
+  step = jax.jit(train.make_train_step(config, graphdef, tx, ae), donate_argnums=(0,),
+                 in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None))
+  compile_start = time.perf_counter()
+  compiled = step.lower(state, batch).compile()
+  compile_s = time.perf_counter() - compile_start
+  step_s = timed(compiled, state, batch, steps=args.steps)
+  state = None  # Donated.
+
+  tokens = n * (latent // config.model.patch_size) ** 2
+  dit_cfg = dit.DiTConfig.from_config(config)
+  step_flops = flops.dit_train_step_flops(dit_cfg, b, tokens)
+  peak = flops.measure_matmul_tflops(dtype=jnp.dtype(config.model.compute_dtype))
+  result = {
+      'benchmark': 'train_step', 'config': 'wvd_2b' + ('(small)' if args.small else ''),
+      'device': jax.devices()[0].device_kind, 'batch': b, 'frames': n, 'tokens': tokens,
+      'params_m': sum(x.size for x in jax.tree.leaves(
+          jax.eval_shape(lambda: state_lib.create_train_state(config, mesh, tx)[1].params))) / 1e6,
+      'remat': config.model.remat, 'compute_dtype': config.model.compute_dtype,
+      'compile_s': round(compile_s, 1), 'step_ms': round(step_s * 1e3, 2),
+      'model_tflop_per_step': round(step_flops / 1e12, 3),
+      'achieved_tflops': round(step_flops / step_s / 1e12, 1),
+      'matmul_tflops_measured': round(peak, 1),
+      'devices': args.devices, 'mesh': dict(mesh.shape),
+      'mfu': round(step_flops / step_s / (peak * 1e12 * args.devices), 4),
+      'samples_per_sec_per_device': round(b / step_s / args.devices, 2),
+      'peer_step_ms': 182.0, 'goal_step_ms': 164.0,
+  }
+  stats = jax.devices()[0].memory_stats() or {}
+  if 'peak_bytes_in_use' in stats:
+    result['peak_memory_gib'] = round(stats['peak_bytes_in_use'] / 2 ** 30, 1)
+
+  if args.parts and args.devices == 1:
+    # Cost breakdown: forward, forward+backward, and the optimizer+EMA update alone.
+    params = state_lib.create_train_state(config, mesh, tx)[1].params
+    loss_fn = train.make_loss_fn(config, graphdef, ae)
+    fwd = jax.jit(lambda p, bt: (p, loss_fn(p, bt, key)[0]))
+    fwd_bwd = jax.jit(lambda p, bt: (p, jax.grad(lambda q: loss_fn(q, bt, key)[0])(p)))
+    result['forward_ms'] = round(timed(fwd, params, batch, steps=args.steps) * 1e3, 2)
+    result['forward_backward_ms'] = round(timed(fwd_bwd, params, batch, steps=args.steps) * 1e3, 2)
+    opt_state = tx.init(params)
+    grads = jax.tree.map(jnp.ones_like, params)
+    decay = config.optim.ema_decay
+
+    def update(carry, grads):
+      p, o, ema = carry
+      u, o = tx.update(grads, o, p)
+      p = jax.tree.map(lambda a, d: a + d, p, u)
+      ema = jax.tree.map(lambda e, a: decay * e + (1 - decay) * a, ema, p)
+      return (p, o, ema), None
+
+    upd = jax.jit(update, donate_argnums=(0,))
+    ema = jax.tree.map(jnp.copy, params)
+    result['update_ms'] = round(timed(upd, (params, opt_state, ema), grads,
+                                      steps=args.steps) * 1e3, 2)
+  print(json.dumps(result))
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,155 @@
+"""The Python API: load an exported checkpoint once, run any task, optionally write files.
+
+  wvd = WVD.load('workdir/demo/export')
+  result = wvd.monocular_depth('photo.jpg', output_dir='out/')   # depth.npy, depth.png, ...
+  video = wvd.camera_control('photo.jpg', 'orbit', output_dir='out/')
+
+Outputs (when output_dir is given):
+  image_to_3d:    samples.png (RGB and XYZ rows), points.ply, cameras/ (COLMAP text),
+                  confidence.npy/.png, reconstruction.npz
+  depth:          depth.npy/.png (frame 0, normalized units), confidence.npy/.png
+  multiview:      depth_<i>.npy/.png, cameras/ (COLMAP text), confidence_<i>.npy/.png
+  camera_control: video.mp4, frames/frame_<t>.png, reprojected.png, camera_path.json
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from wvd_jax import files, visualize
+from wvd_jax.diffusion import generate
+from wvd_jax.geometry import export
+from wvd_jax.models import inference_checkpoint
+from wvd_jax.tasks import camera_paths, media, wvd_tasks
+
+
+class ModelGenerator:
+  """The trained model as a task generator (see wvd_tasks): inpaints known RGB/XYZ videos."""
+
+  def __init__(self, config, graphdef, params):
+    self.config, self.graphdef, self.params = config, graphdef, params
+
+  def __call__(self, rgb, rgb_mask, xyz, xyz_mask, cond_mask, rng, cameras=None):
+    del cameras  # The model infers geometry; it takes no camera input.
+    return generate.generate_video(self.config, self.graphdef, self.params, jnp.asarray(rgb),
+                                   jnp.asarray(rgb_mask), jnp.asarray(xyz),
+                                   jnp.asarray(xyz_mask), jnp.asarray(cond_mask), rng)
+
+
+class WVD:
+  """A loaded model and the four tasks. Inputs are image paths or (H, W, 3) arrays in [-1, 1]."""
+
+  def __init__(self, config, graphdef, params, generator=None):
+    self.config = config
+    self.image_size = config.data.image_size
+    self.num_frames = config.data.num_frames
+    self.num_samples = config.sample.num_samples
+    self.generator = generator or ModelGenerator(config, graphdef, params)
+    self._rng = jax.random.PRNGKey(config.seed)
+
+  @classmethod
+  def load(cls, path: str, config=None) -> 'WVD':
+    """From an exported checkpoint (--mode=export). ``config`` overrides sampling settings; its
+    model section must match the checkpoint's."""
+    stored, graphdef, params = inference_checkpoint.load(path, config)
+    return cls(config if config is not None else stored, graphdef, params)
+
+  def _image(self, image) -> np.ndarray:
+    if isinstance(image, str):
+      return media.load_image(image, self.image_size)
+    image = np.asarray(image, np.float32)
+    if image.shape != (self.image_size, self.image_size, 3):
+      raise ValueError(f'image arrays must be ({self.image_size}, {self.image_size}, 3) in '
+                       f'[-1, 1]; got {image.shape} (pass a file path to crop and resize)')
+    return image
+
+  def _next_rng(self):
+    self._rng, rng = jax.random.split(self._rng)
+    return rng
+
+  def image_to_3d(self, image, output_dir: str | None = None) -> wvd_tasks.Reconstruction:
+    rec = wvd_tasks.single_image_to_3d(self.generator, self._image(image),
+                                       num_frames=self.num_frames,
+                                       num_samples=self.num_samples, rng=self._next_rng())
+    if output_dir:
+      self._write_reconstruction(rec, output_dir)
+      export.write_ply(os.path.join(output_dir, 'points.ply'), rec.xyz[0].reshape(-1, 3),
+                       visualize.to_uint8(rec.rgb[0]).reshape(-1, 3))
+      grid = visualize.frame_grid([visualize.to_uint8(x) for s in range(len(rec.rgb))
+                                   for x in (rec.rgb[s], rec.xyz[s])])
+      visualize.save_png(os.path.join(output_dir, 'samples.png'), grid)
+    return rec
+
+  def monocular_depth(self, image, output_dir: str | None = None) -> wvd_tasks.Reconstruction:
+    rec = wvd_tasks.monocular_depth(self.generator, self._image(image),
+                                    num_frames=self.num_frames, num_samples=self.num_samples,
+                                    rng=self._next_rng())
+    if output_dir:
+      os.makedirs(output_dir, exist_ok=True)
+      media.save_depth(os.path.join(output_dir, 'depth'), rec.depth[0])
+      self._save_confidence(os.path.join(output_dir, 'confidence'), rec.confidence[0])
+    return rec
+
+  def multiview(self, images, output_dir: str | None = None) -> wvd_tasks.Reconstruction:
+    if isinstance(images, str):
+      images = media.list_images(images)
+    names = [os.path.basename(i) if isinstance(i, str) else f'frame_{k:05d}.png'
+             for k, i in enumerate(images)]
+    frames = np.stack([self._image(i) for i in images])
+    rec = wvd_tasks.multiview(self.generator, frames, num_samples=self.num_samples,
+                              rng=self._next_rng())
+    if output_dir:
+      self._write_reconstruction(rec, output_dir, names)
+      for k in range(len(frames)):
+        media.save_depth(os.path.join(output_dir, f'depth_{k}'), rec.depth[k])
+        self._save_confidence(os.path.join(output_dir, f'confidence_{k}'), rec.confidence[k])
+    return rec
+
+  def camera_control(self, image, path='orbit', output_dir: str | None = None,
+                     num_targets: int = 12) -> wvd_tasks.CameraControlResult:
+    """``path``: a preset name ('orbit', 'dolly', 'pan'), a JSON file, or (T, 4, 4) poses."""
+    intrinsics = None
+    if isinstance(path, str) and path in camera_paths.PRESETS:
+      relative = camera_paths.preset(path, num_targets)
+    elif isinstance(path, str):
+      relative, intrinsics = camera_paths.load(path)
+    else:
+      relative = np.asarray(path)
+    result = wvd_tasks.camera_control(self.generator, self._image(image), relative,
+                                      num_frames=self.num_frames, rng=self._next_rng(),
+                                      intrinsics=intrinsics)
+    if output_dir:
+      frames = visualize.to_uint8(result.frames)
+      for t, frame in enumerate(frames):
+        visualize.save_png(os.path.join(output_dir, 'frames', f'frame_{t:05d}.png'), frame)
+      media.save_video(os.path.join(output_dir, 'video.mp4'), frames)
+      shown = np.where(result.reprojected_mask[..., None], result.reprojected_xyz, -1.0)
+      visualize.save_png(os.path.join(output_dir, 'reprojected.png'),
+                     visualize.frame_grid([frames, visualize.to_uint8(shown)]))
+      camera_paths.save(os.path.join(output_dir, 'camera_path.json'), result.cam_to_world,
+                        result.intrinsics[0])
+    return result
+
+  def _write_reconstruction(self, rec, output_dir, names=None):
+    os.makedirs(output_dir, exist_ok=True)
+    n, h, w = rec.depth.shape
+    points = rec.xyz.mean(axis=0).reshape(-1, 3)
+    colors = visualize.to_uint8(rec.rgb.mean(axis=0)).reshape(-1, 3)
+    export.write_colmap_text(os.path.join(output_dir, 'cameras'), rec.intrinsics,
+                             rec.cam_to_world, w, h, points=points, colors=colors,
+                             image_names=names)
+    self._save_confidence(os.path.join(output_dir, 'confidence'), rec.confidence[0])
+    with files.atomic_write(os.path.join(output_dir, 'reconstruction.npz')) as f:
+      np.savez(f, rgb=rec.rgb, xyz=rec.xyz, depth=rec.depth, intrinsics=rec.intrinsics,
+               cam_to_world=rec.cam_to_world, spread=rec.spread, confidence=rec.confidence)
+    logging.info('wrote %s (post-optimization residual %.3g)', output_dir, rec.residual)
+
+  @staticmethod
+  def _save_confidence(prefix, confidence):
+    with files.atomic_write(prefix + '.npy') as f:
+      np.save(f, confidence)
+    visualize.save_png(prefix + '.png', np.round(np.clip(confidence, 0, 1) * 255).astype(np.uint8))
