@@ -48,6 +48,10 @@ def test_arbitrary_world_frame(clip):
   assert np.asarray(res.residual).max() < 1e-4
   np.testing.assert_allclose(res.xyz, clip['xyz'], atol=1e-4)
   assert bool(res.mask.all())
+  # The outputs are one consistent camera model: xyz = unproject(depth, K, cam_to_world).
+  np.testing.assert_allclose(
+      cameras.unproject_depth(np.asarray(res.depth, np.float64), np.asarray(res.K, np.float64),
+                              np.asarray(res.cam_to_world, np.float64)), res.xyz, atol=1e-5)
 
 
 def test_canonical_clip(clip):
@@ -60,6 +64,14 @@ def test_canonical_clip(clip):
 def test_per_view_focal():
   clip = scenes.box_room(11, n_views=N, size=S, per_view_fov=True)
   res = po.post_optimize(clip['xyz'].astype(np.float32), shared_focal=False)
+  _assert_accurate(clip, res)
+
+
+def test_known_focal_kept_fixed():
+  clip = scenes.box_room(11, n_views=N, size=S, per_view_fov=True)
+  res = po.post_optimize(clip['xyz'].astype(np.float32), focal=clip['K'][:, 0, 0],
+                         shared_focal=False, optimize_focal=False)
+  np.testing.assert_allclose(res.K, clip['K'], rtol=1e-6)
   _assert_accurate(clip, res)
 
 

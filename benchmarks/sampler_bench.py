@@ -1,0 +1,187 @@
+"""Sampling latency of the WVD DiT under the jitted sampler, with its compute floor; prints JSON.
+
+Default: the 2B DiT of configs/wvd_2b.py (width 2048, depth 28, 16 heads, patch 2, MLP x4) on
+8 frames of 32x32 latents with 8 channels (4 RGB + 4 XYZ through the SD VAE: 2048 tokens),
+batch 1, bfloat16 compute with float32 parameters (random, perturbed so that adaLN-zero's zero
+gates do not make the work trivially zero), on the default JAX device (meant for one GPU).
+The sampler: DDIM, 50 steps, frame 0's RGB a clean condition (the single-image task), timed with
+0 and 1 Langevin corrector steps per level (``--langevin 0,1``). ``--small`` runs a tiny model on
+CPU in seconds (a smoke test of this script).
+
+  python benchmarks/sampler_bench.py
+  python benchmarks/sampler_bench.py --guidance 2.0 --langevin 0,1,2
+  python benchmarks/sampler_bench.py --small
+
+Reported per Langevin setting: network evaluations (num_steps * (1 + langevin), x2 with
+guidance), latency (best of ``--repeats`` blocks of ``--iters`` sampler calls, each a whole
+sampling loop in one jit call), the compute floor = analytic forward FLOPs
+(wvd_jax.training.flops.dit_forward_flops at this batch; 2B at batch 1: ~6.7 TFLOP) x network
+evaluations / the measured dense bf16 matmul rate (benchmarks/common.matmul_tflops), and the
+floor's fraction of the latency. A lone jitted forward pass is timed too, so that
+``loop_overhead_s`` = latency - evaluations x forward shows what the sampler adds around the
+network. num_steps, langevin_steps, eta, guidance (but not on/off) and snr are traced in the
+sampler, so all Langevin settings share one compiled program (``compile_s``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+
+def _parse(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('--small', action='store_true', help='tiny model on CPU (seconds)')
+  p.add_argument('--batch', type=int, default=1, help='samples per sampler call')
+  p.add_argument('--num_steps', type=int, default=50)
+  p.add_argument('--langevin', default='0,1', help='comma-separated corrector steps per level')
+  p.add_argument('--kind', choices=('ddim', 'ancestral'), default='ddim')
+  p.add_argument('--eta', type=float, default=0.0)
+  p.add_argument('--guidance', type=float, default=1.0, help='1 = off; else 2B per evaluation')
+  p.add_argument('--snr', type=float, default=0.16)
+  p.add_argument('--frames', type=int, default=None, help='default 8 (2 with --small)')
+  p.add_argument('--latent_size', type=int, default=None, help='latent side, default 32 (8)')
+  p.add_argument('--latent_channels', type=int, default=None, help='per modality, default 4')
+  p.add_argument('--width', type=int, default=None)
+  p.add_argument('--depth', type=int, default=None)
+  p.add_argument('--num_heads', type=int, default=None)
+  p.add_argument('--patch_size', type=int, default=None)
+  p.add_argument('--dtype', choices=('bfloat16', 'float32'), default=None,
+                 help='compute dtype (default bfloat16; float32 with --small)')
+  p.add_argument('--attention', choices=('auto', 'xla', 'cudnn'), default='auto')
+  p.add_argument('--iters', type=int, default=1, help='sampler calls per timed block')
+  p.add_argument('--repeats', type=int, default=3, help='timed blocks; the best is reported')
+  p.add_argument('--matmul_size', type=int, default=None, help='default 8192 (256 small)')
+  return p.parse_args(argv)
+
+
+def _dit_config(args):
+  from wvd_jax.models import dit
+  if args.small:
+    shape = dict(width=64, depth=2, num_heads=4, patch_size=2)
+  else:
+    import configs.wvd_2b as wvd_2b
+    m = wvd_2b.get_config().model
+    shape = dict(width=m.width, depth=m.depth, num_heads=m.num_heads, patch_size=m.patch_size)
+  for key in shape:
+    if getattr(args, key) is not None:
+      shape[key] = getattr(args, key)
+  channels = args.latent_channels or 4
+  dtype = args.dtype or ('float32' if args.small else 'bfloat16')
+  return dit.DiTConfig(in_channels=2 * channels, mlp_ratio=4.0, compute_dtype=dtype,
+                       attention=args.attention, **shape)
+
+
+def main(argv=None) -> dict:
+  args = _parse(argv)
+  if args.small:
+    os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+  import functools
+
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+
+  from benchmarks import common
+  from wvd_jax.diffusion import samplers, schedules
+  from wvd_jax.models import dit, layers
+  from wvd_jax.training import flops
+
+  cfg = _dit_config(args)
+  batch = args.batch
+  frames = args.frames or (2 if args.small else 8)
+  size = args.latent_size or (8 if args.small else 32)
+  tokens = frames * (size // cfg.patch_size) ** 2
+  langevin = [int(k) for k in args.langevin.split(',') if k]
+  configs = {k: samplers.SamplerConfig(kind=args.kind, num_steps=args.num_steps, eta=args.eta,
+                                       guidance=args.guidance, langevin_steps=k, snr=args.snr)
+             for k in langevin}
+
+  matmul = common.matmul_tflops(size=args.matmul_size or (256 if args.small else None))
+  graphdef = nnx.graphdef(nnx.eval_shape(lambda: dit.DiT(cfg, rngs=nnx.Rngs(0))))
+  params = jax.jit(lambda: nnx.to_pure_dict(nnx.state(dit.DiT(cfg, rngs=nnx.Rngs(0)))))()
+
+  @jax.jit
+  def perturb(params, key):
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(key, len(leaves))
+    return jax.tree.unflatten(tree, [l + 0.02 * jax.random.normal(k, l.shape, l.dtype)
+                                     for l, k in zip(leaves, keys)])
+
+  params = common.block(perturb(params, jax.random.PRNGKey(1)))
+  num_params = int(sum(v.size for v in jax.tree.leaves(params)))
+
+  def apply_model(graphdef, params, z, t, cond_mask):
+    return nnx.merge(graphdef, params)(z, t, cond_mask)
+
+  apply_fn = functools.partial(apply_model, graphdef)  # One object: one compiled sampler.
+  c = cfg.in_channels // 2
+  shape = (batch, frames, size, size, cfg.in_channels)
+  key = jax.random.PRNGKey(2)
+  known = jax.random.normal(key, shape, jnp.float32)
+  cond_mask = jnp.zeros((batch, frames, 2)).at[:, 0, 0].set(1.0)
+  known_mask = jnp.zeros(shape).at[:, 0, :, :, :c].set(1.0)
+  schedule = schedules.CosineSchedule(shift=1.0)
+
+  # The network alone, for the loop overhead.
+  forward = jax.jit(apply_fn)
+  t = jnp.full((batch,), 0.5)
+  forward_timing = common.time_calls(forward, params, known, t, cond_mask, iters=5 if
+                                     not args.small else 2, warmup=1, repeats=args.repeats)
+
+  forward_flops = flops.dit_forward_flops(cfg, batch, tokens)
+  runs = {}
+  compile_s = None
+  for k, config in configs.items():
+    def run(params, rng, config=config):
+      return samplers.sample(apply_fn, params, rng, known, known_mask, cond_mask,
+                             schedule=schedule, prediction='v', config=config)
+
+    timing = common.time_calls(run, params, jax.random.PRNGKey(3), iters=args.iters, warmup=1,
+                               repeats=args.repeats)
+    if compile_s is None:
+      compile_s = timing['first_call_s'] - timing['mean_s']
+    evals = config.network_evals
+    floor_s = forward_flops * evals / (matmul['tflops'] * 1e12)
+    runs[f'langevin_{k}'] = {
+        'langevin_steps': k,
+        'network_evals': evals,
+        'latency_s': timing['mean_s'],
+        'block_s': timing['block_means_s'],
+        'first_call_s': timing['first_call_s'],
+        'per_eval_ms': 1e3 * timing['mean_s'] / evals,
+        'compute_floor_s': floor_s,
+        'floor_fraction': floor_s / timing['mean_s'],
+        'loop_overhead_s': timing['mean_s'] - evals * forward_timing['mean_s'],
+    }
+
+  return {
+      'benchmark': 'sampler',
+      'device': common.device_info(),
+      'model': {k: getattr(cfg, k) for k in ('width', 'depth', 'num_heads', 'head_dim',
+                                              'mlp_hidden', 'patch_size', 'in_channels',
+                                              'compute_dtype', 'attention')},
+      'resolved_attention': layers.resolve_attention_implementation(cfg.attention,
+                                                                    cfg.compute_dtype),
+      'params': num_params,
+      'batch': batch, 'frames': frames, 'latent_size': size, 'tokens': tokens,
+      'sampler': {'kind': args.kind, 'num_steps': args.num_steps, 'eta': args.eta,
+                  'guidance': args.guidance, 'snr': args.snr,
+                  'condition': 'frame 0 RGB clean'},
+      'forward_tflop': forward_flops / 1e12,
+      'matmul': matmul,
+      'forward_ms': 1e3 * forward_timing['mean_s'],
+      'forward_floor_ms': 1e3 * forward_flops / (matmul['tflops'] * 1e12),
+      'sampler_compile_s': compile_s,
+      'runs': runs,
+      'peak_memory_bytes': common.peak_memory_bytes(),
+  }
+
+
+if __name__ == '__main__':
+  print(json.dumps(main()))
