@@ -40,23 +40,14 @@ def time_calls(fn: Callable, *args, iters: int = 10, warmup: int = 2,
 
 def matmul_tflops(size: int | None = None, dtype: str = 'bfloat16', iters: int = 10,
                   repeats: int = 5) -> dict:
-  """Dense (size x size) @ (size x size) rate of the default device, best of ``repeats``.
-
-  Default size 8192 on accelerators (saturates an H100), 512 on CPU. The inputs are random
-  normal (all-zero inputs draw less power and can run faster than real work).
-  """
+  """The device's dense matmul rate (wvd_jax.training.flops.measure_matmul_tflops) as a dict."""
   import jax
   import jax.numpy as jnp
-  device = jax.devices()[0]
+  from wvd_jax.training import flops
   if size is None:
-    size = 512 if device.platform == 'cpu' else 8192
-  key = jax.random.PRNGKey(0)
-  a = jax.random.normal(key, (size, size), jnp.float32).astype(dtype)
-  b = jax.random.normal(jax.random.fold_in(key, 1), (size, size), jnp.float32).astype(dtype)
-  matmul = jax.jit(lambda x, y: x @ y)
-  timing = time_calls(matmul, a, b, iters=iters, warmup=2, repeats=repeats)
-  return {'size': size, 'dtype': str(jnp.dtype(dtype)),
-          'tflops': 2.0 * size ** 3 / timing['mean_s'] / 1e12}
+    size = 512 if jax.devices()[0].platform == 'cpu' else 8192
+  tflops = flops.measure_matmul_tflops(size, jnp.dtype(dtype), iters=iters, repeats=repeats)
+  return {'size': size, 'dtype': str(jnp.dtype(dtype)), 'tflops': tflops}
 
 
 def xla_flops(compiled) -> float | None:

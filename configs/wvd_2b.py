@@ -30,6 +30,8 @@ def get_config():
   config.model.compute_dtype = 'bfloat16'
   config.model.remat = 'none'
 
+  # benchmarks/RESULTS.md: 1% faster step and 4 GiB less memory than a float32 first moment.
+  config.optim.mu_dtype = 'bfloat16'
   config.optim.learning_rate = 3e-4
   config.optim.warmup_steps = 5000
   config.train.num_steps = 1_000_000

@@ -21,7 +21,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.seed = 0
 
   config.data = ml_collections.ConfigDict()
-  config.data.dataset = 'minimal_world'  # The embedded synthetic dataset.
+  config.data.dataset = 'synthetic_world'  # The embedded synthetic 3D world (wvd_jax/data).
   config.data.data_dir = ''  # Where rendered datasets live; '' means <workdir>/data.
   config.data.image_size = 32  # Model resolution (square).
   config.data.render_size = 32  # Rendered resolution (centre-cropped and resized to image_size).
@@ -32,6 +32,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.batch_size = 8  # Global batch over all processes.
   config.data.worker_count = 0  # grain worker processes; 0 runs in the main process.
   config.data.max_frame_stride = 1  # Frames of a clip are taken with a random stride in [1, max].
+  # Frames rendered per clip; 0: just enough for the largest stride, (num_frames-1)*stride+1.
+  config.data.render_frames = 0
+  config.data.object_fraction = 0.5  # Share of object-centric scenes (the rest are rooms).
+  config.data.render_workers = 0  # Processes rendering the dataset on first use; 0: all cores.
 
   config.autoencoder = ml_collections.ConfigDict()
   config.autoencoder.kind = 'pixel'  # 'pixel' (identity) or 'sd_vae'.
@@ -72,6 +76,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.optim.decay = 'cosine'  # 'cosine' or 'constant' after warmup.
   config.optim.grad_clip_norm = 1.0
   config.optim.ema_decay = 0.999
+  config.optim.ema_every = 1  # Update the EMA every k steps (with decay**k): less HBM traffic.
+  config.optim.mu_dtype = 'float32'  # Adam first-moment dtype ('bfloat16' halves its traffic).
 
   config.mesh = ml_collections.ConfigDict()
   config.mesh.data = -1  # -1: all devices not used by the other axes.
@@ -88,6 +94,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.log_sample_grids = True  # A sample grid in TensorBoard at every evaluation.
   config.train.max_nonfinite_steps = 10  # Stop after this many skipped updates in a row.
   config.train.peak_tflops = 0.0  # Matmul rate for MFU; 0 measures it at start-up.
+  config.train.cast_params_once = False  # Cast the weights to bf16 once per step (2x slower on H100, RESULTS.md).
 
   config.sample = ml_collections.ConfigDict()
   config.sample.num_steps = 32
@@ -117,11 +124,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   reference = base_config()
   _check_same_keys(config, reference, prefix='')
   d, m, o, t = config.data, config.model, config.optim, config.train
-  _require(d.dataset in ('minimal_world',), 'data.dataset', f'unknown dataset {d.dataset!r}')
+  _require(d.dataset in ('synthetic_world',), 'data.dataset', f'unknown dataset {d.dataset!r}')
   for key in ('image_size', 'render_size', 'num_frames', 'batch_size', 'num_train_scenes',
               'num_validation_scenes', 'num_test_scenes', 'max_frame_stride'):
     _require(d[key] > 0, f'data.{key}', f'must be positive, got {d[key]}')
   _require(d.worker_count >= 0, 'data.worker_count', 'must be >= 0')
+  _require(d.render_workers >= 0, 'data.render_workers', 'must be >= 0')
+  _require(0.0 <= d.object_fraction <= 1.0, 'data.object_fraction', 'must be in [0, 1]')
+  _require(d.render_frames == 0 or d.render_frames >= (d.num_frames - 1) * d.max_frame_stride + 1,
+           'data.render_frames', f'must be 0 (auto) or >= (num_frames - 1) * max_frame_stride '
+           f'+ 1 = {(d.num_frames - 1) * d.max_frame_stride + 1}, got {d.render_frames}')
   _require(d.render_size >= d.image_size, 'data.render_size',
            f'must be >= data.image_size ({d.image_size}), got {d.render_size}')
   ae = config.autoencoder
@@ -159,6 +171,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _require(o.warmup_steps >= 0, 'optim.warmup_steps', 'must be >= 0')
   _require(o.decay in ('cosine', 'constant'), 'optim.decay', f'unknown decay {o.decay!r}')
   _require(0 <= o.ema_decay < 1, 'optim.ema_decay', 'must be in [0, 1)')
+  _require(o.ema_every >= 1, 'optim.ema_every', 'must be >= 1')
+  _require(o.mu_dtype in DTYPES, 'optim.mu_dtype', f'one of {DTYPES}')
   _require(o.grad_clip_norm >= 0, 'optim.grad_clip_norm', 'must be >= 0 (0 disables)')
   for key in ('data', 'fsdp', 'tensor'):
     _require(config.mesh[key] == -1 or config.mesh[key] > 0, f'mesh.{key}', 'positive or -1')

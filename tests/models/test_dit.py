@@ -74,10 +74,9 @@ def test_shapes_and_dtype(tiny):
 
 def test_fresh_model_outputs_zero():
   """adaLN-zero and the zero head: a freshly initialized DiT predicts exactly 0."""
-  cfg = dataclasses.replace(TINY, depth=1)
-  graphdef = nnx.graphdef(nnx.eval_shape(lambda: dit.DiT(cfg, rngs=nnx.Rngs(0))))
+  graphdef = nnx.graphdef(nnx.eval_shape(lambda: dit.DiT(TINY, rngs=nnx.Rngs(0))))
   # One jitted init (eager NNX init compiles every random op separately: slower on XLA:CPU).
-  params = jax.jit(lambda: nnx.to_pure_dict(nnx.state(dit.DiT(cfg, rngs=nnx.Rngs(0)))))()
+  params = jax.jit(lambda: nnx.to_pure_dict(nnx.state(dit.DiT(TINY, rngs=nnx.Rngs(0)))))()
   assert np.abs(params['blocks']['attn']['qkv']['kernel']).max() > 0  # Really random.
   x, t, c = _inputs()
   np.testing.assert_array_equal(_forward(graphdef)(params, x, t, c), 0.0)
@@ -145,6 +144,29 @@ def test_remat_policies_trade_memory(tiny):
   scanned = _saved_residual_floats(dataclasses.replace(TINY, remat='full', scan_layers=True),
                                    params, x, t, c)
   assert scanned == saved['full']
+
+
+def test_minimal_remat_keeps_cudnn_attention_outputs(monkeypatch):
+  """Traced (not run) with cuDNN's device checks stubbed out: 'minimal' saves the flash-attention
+  output and softmax statistics, so the backward does not recompute attention."""
+  fa = pytest.importorskip('jax._src.cudnn.fused_attention_stablehlo')
+  from jax._src.ad_checkpoint import saved_residuals
+  monkeypatch.setattr(fa, 'check_cudnn_version', lambda: 91000)
+  monkeypatch.setattr(fa, 'check_compute_capability', lambda capability: True)
+  monkeypatch.setattr(fa, 'is_cuda_compute_capability_equal', lambda capability: False)
+  x, t, c = _inputs()
+  kept = {}
+  for remat in ('dots_saveable', 'minimal'):
+    cfg = dataclasses.replace(TINY, width=64, compute_dtype='bfloat16', attention='cudnn',
+                              remat=remat)
+    graphdef, params = random_params(cfg)
+    loss = lambda p: jnp.sum(nnx.merge(graphdef, p)(x, t, c))
+    kept[remat] = [aval.shape for aval, where in saved_residuals(loss, params)
+                   if 'dot_product_attention_fwd' in where]
+  assert kept['dots_saveable'] == []
+  b, tokens, heads = x.shape[0], 3 * 4 * 4, TINY.num_heads
+  per_layer = sorted([(b, tokens, heads, 16), (b, heads, tokens)])
+  assert sorted(kept['minimal']) == sorted(per_layer * TINY.depth), kept
 
 
 def test_paper_2b_parameter_count_without_allocating():

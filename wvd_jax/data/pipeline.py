@@ -1,11 +1,23 @@
-"""grain input pipeline: clips -> frame-0-canonical, normalized RGB+XYZ batches.
+"""grain input pipeline: stored clips -> frame-0-canonical, normalized RGB + XYZ batches.
 
-Every clip's XYZ and cameras are expressed in its first frame's camera coordinates (OpenCV), as
-DUSt3R's point maps are: a scene's own world frame is arbitrary, while frame 0's camera frame is
-what the model can infer from the conditioning image. XYZ is then normalized into [-1, 1] per clip
-(geometry's N) and RGB mapped to [-1, 1].
+  source (TFDS ArrayRecord, random access; storage.ClipSource)
+    -> this process's share: elements process_index, process_index + P, ...  (disjoint)
+    -> shuffle (seeded, reshuffled every epoch) -> repeat
+    -> random_map (per-element RNG from the seed and the element's index, so a resumed iterator
+       draws the same randomness): N frames with a random stride in [1, data.max_frame_stride]
+       and a random start; centre crop + resize to data.image_size (K exact, XYZ = unproject of
+       the resized depth); canonicalize to frame 0's camera (OpenCV), normalize XYZ to [-1, 1]
+       (geometry's N; the transform travels as norm_center / norm_scale); RGB to [-1, 1]
+    -> batch (per-process batch = data.batch_size / process_count)
+    -> to_iter_dataset, reading 2 batches ahead (its iterator is a grain DatasetIterator,
+       checkpointable with grain.checkpoint)
+    -> mp_prefetch over data.worker_count worker processes (0: in this process)
 
-A batch is a dict of numpy arrays (B = per-process batch, N frames, H = W = image size):
+Every XYZ and camera is expressed in its clip's first frame's camera coordinates, as DUSt3R's
+point maps are: a scene's world frame is arbitrary, frame 0's camera is what the model can infer
+from the conditioning image.
+
+A batch is a dict of numpy arrays (B = per-process batch, N frames, H = W = data.image_size):
   rgb (B, N, H, W, 3) float32 in [-1, 1];   xyz (B, N, H, W, 3) float32 in [-1, 1] (0 where invalid);
   mask (B, N, H, W) bool;   intrinsics (B, N, 3, 3);   cam_to_world (B, N, 4, 4) frame-0 camera
   frame, normalized translation;   norm_center (B, 3), norm_scale (B,) undo the normalization.
@@ -18,68 +30,94 @@ import os
 import grain
 import numpy as np
 
-from wvd_jax.data import storage
-from wvd_jax.geometry import cameras, normalization
+from wvd_jax.data import clips, storage, transforms
+
+MODEL_KEYS = ('rgb', 'xyz', 'mask', 'intrinsics', 'cam_to_world', 'norm_center', 'norm_scale')
+
+
+def data_dir(config, workdir: str) -> str:
+  """config.data.data_dir, or <workdir>/data."""
+  return config.data.data_dir or os.path.join(workdir, 'data')
+
+
+def _check_dataset(config):
+  if config.data.dataset != 'synthetic_world':
+    raise ValueError(f'config.data.dataset={config.data.dataset!r}: only the embedded '
+                     "'synthetic_world' is available")
+
+
+def load_split(config, split: str, workdir: str) -> storage.ClipSource:
+  """Random-access source of the split's raw clips (building the dataset on first use).
+
+  Items: rgb (N, H, W, 3) uint8, depth (N, H, W) float32, xyz (N, H, W, 3) float32 world points
+  (the unprojection of depth; 0 where invalid), mask (N, H, W) bool, intrinsics (N, 3, 3),
+  cam_to_world (N, 4, 4), with N = the rendered frames (storage.render_frames(config)) at
+  data.render_size; plus scene_index and scene_kind."""
+  _check_dataset(config)
+  return storage.open_split(storage.WorldParams.from_config(config), data_dir(config, workdir),
+                            split, complete=True, render_workers=config.data.render_workers)
 
 
 def canonicalize_clip(clip: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """Normalizes one clip (arrays without a batch axis) into the model's frame and range."""
-  world_to_frame0 = np.asarray(cameras.invert_pose(clip['cam_to_world'][0]))
-  xyz = np.asarray(cameras.transform_points(world_to_frame0, clip['xyz']))
-  cam_to_world = world_to_frame0 @ clip['cam_to_world']
-  mask = clip['mask']
-  norm = normalization.fit_normalization(xyz, mask)
-  xyz = np.clip(np.asarray(normalization.normalize_points(xyz, norm)), -1.0, 1.0)
-  cam_to_world = np.asarray(normalization.normalize_cam_to_world(cam_to_world, norm))
-  return dict(
-      rgb=clip['rgb'].astype(np.float32) / 127.5 - 1.0,
-      xyz=np.where(mask[..., None], xyz, 0.0).astype(np.float32),
-      mask=mask,
-      intrinsics=clip['intrinsics'].astype(np.float32),
-      cam_to_world=cam_to_world.astype(np.float32),
-      norm_center=np.asarray(norm.center, np.float32),
-      norm_scale=np.asarray(norm.scale, np.float32),
-  )
+  """One raw clip (arrays without a batch axis) -> model-ready arrays (a batch's keys, no B).
+
+  XYZ is recomputed from depth in frame 0's camera (transforms.canonicalize), exactly as the
+  pipeline does; a clip without depth is refused."""
+  if 'depth' not in clip:
+    raise ValueError('canonicalize_clip needs the clip\'s depth (XYZ is derived from it)')
+  return transforms.canonicalize(clip)
 
 
 @dataclasses.dataclass(frozen=True)
-class SplitSource:
-  """Random-access source over a rendered split: element i is clip i (dict of arrays)."""
-  arrays: dict
+class ClipTransform(grain.transforms.RandomMap):
+  """Stored clip -> model-ready clip: frames, crop / resize, canonicalize (see module doc)."""
+  num_frames: int
+  max_stride: int
+  image_size: int
 
-  def __len__(self):
-    return len(self.arrays['rgb'])
-
-  def __getitem__(self, index):
-    return {k: v[index] for k, v in self.arrays.items()}
-
-
-def load_split(config, split: str, workdir: str) -> SplitSource:
-  d = config.data
-  data_dir = d.data_dir or os.path.join(workdir, 'data')
-  num = {'train': d.num_train_scenes, 'validation': d.num_validation_scenes,
-         'test': d.num_test_scenes}[split]
-  arrays = storage.build_split(data_dir, split, num, d.num_frames, d.render_size, config.seed)
-  return SplitSource(arrays)
+  def random_map(self, clip, rng: np.random.Generator):
+    indices = transforms.frame_indices(clip['depth'].shape[0], self.num_frames, self.max_stride,
+                                       rng)
+    clip = transforms.select_frames({k: clip[k] for k in clips.STORED_FIELDS}, indices)
+    clip = transforms.crop_and_resize(clip, self.image_size)
+    return transforms.canonicalize(clip)
 
 
 def make_dataset(config, split: str, workdir: str, *, process_index: int = 0,
                  process_count: int = 1, shuffle: bool = True, repeat: bool = True):
-  """A grain IterDataset of per-process batches; its iterator state is checkpointable."""
-  global_batch = config.data.batch_size
-  if global_batch % process_count:
-    raise ValueError(f'data.batch_size={global_batch} is not divisible by the '
+  """A grain IterDataset of per-process batches (see the module docstring).
+
+  ``config.data.batch_size`` is the global batch; each of ``process_count`` processes gets
+  batch_size / process_count clips per batch from its own disjoint share of the split. Without
+  ``repeat`` the share is read once and a last incomplete batch is dropped."""
+  _check_dataset(config)
+  d = config.data
+  if d.batch_size % process_count:
+    raise ValueError(f'data.batch_size={d.batch_size} is not divisible by the '
                      f'{process_count} JAX processes')
-  source = load_split(config, split, workdir)
-  # Each process reads a disjoint share; shuffling before repeating reshuffles every epoch.
+  if not 0 <= process_index < process_count:
+    raise ValueError(f'process_index={process_index} not in [0, {process_count})')
+  source = storage.open_split(storage.WorldParams.from_config(config),
+                              data_dir(config, workdir), split, complete=False,
+                              render_workers=d.render_workers)
+  if len(source) < process_count:
+    raise ValueError(f'the {split} split has {len(source)} clips, fewer than the '
+                     f'{process_count} JAX processes')
   ds = grain.MapDataset.source(source)[process_index::process_count]
   if shuffle:
     ds = ds.shuffle(seed=config.seed)
   if repeat:
     ds = ds.repeat()
-  ds = ds.map(canonicalize_clip)
-  ds = ds.batch(global_batch // process_count, drop_remainder=True)
-  ds = ds.to_iter_dataset()
-  if config.data.worker_count > 0:
-    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.data.worker_count))
+  # One seed per process: element k of two processes' shares draws different frames.
+  ds = ds.random_map(ClipTransform(d.num_frames, d.max_frame_stride, d.image_size),
+                     seed=(config.seed * 1_000_003 + process_index) % 2 ** 32)
+  ds = ds.batch(d.batch_size // process_count, drop_remainder=True)
+  # Read ahead a couple of batches only (grain's default, 500 elements, would prepare hundreds of
+  # batches per iterator: gigabytes at 256 x 256 and wasted work for short-lived iterators).
+  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2))
+  if d.worker_count > 0:
+    from absl import flags  # pylint: disable=g-import-not-at-top
+    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; a script may not parse.
+      flags.FLAGS.mark_as_parsed()
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=d.worker_count))
   return ds

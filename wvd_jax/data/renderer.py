@@ -284,20 +284,30 @@ def render_views(scene_arrays, texels, offsets, K, cam_to_world, *, height: int,
       K, cam_to_world)
 
 
+def cpu_device():
+  """The renderer's device: this process's first CPU device (also under jax.distributed, and on
+  accelerator hosts, where rendering stays off the accelerator)."""
+  return jax.local_devices(backend='cpu')[0]
+
+
 @functools.lru_cache(maxsize=None)
-def _device_bank():
-  """The texture bank as device arrays (put once per process)."""
+def _device_bank(device):
+  """The texture bank (packed texels, offsets) on ``device`` (put once per process)."""
   bank = textures.texture_bank()
-  return jnp.asarray(textures.pack_rgb(bank.texels)), jnp.asarray(bank.offsets)
+  return (jax.device_put(textures.pack_rgb(bank.texels), device),
+          jax.device_put(bank.offsets, device))
 
 
 def render(scene: scenes.Scene, K: np.ndarray, cam_to_world: np.ndarray, height: int,
            width: int) -> dict[str, np.ndarray]:
-  """numpy wrapper of `render_views`: depth (F, H, W) f32, rgb (F, H, W, 3) u8, surface (F, H, W)."""
-  texels, offsets = _device_bank()
-  arrays = {k: jnp.asarray(v) for k, v in scene.arrays().items()}
-  depth, rgb, surface = render_views(arrays, texels, offsets, jnp.asarray(K, jnp.float32),
-                                     jnp.asarray(cam_to_world, jnp.float32), height=height,
-                                     width=width)
+  """Renders on the CPU (`cpu_device`); numpy in and out.
+
+  Returns depth (F, H, W) float32, rgb (F, H, W, 3) uint8, surface (F, H, W) int32."""
+  device = cpu_device()
+  texels, offsets = _device_bank(device)
+  put = lambda x, dtype=None: jax.device_put(np.asarray(x, dtype), device)
+  arrays = {k: put(v) for k, v in scene.arrays().items()}
+  depth, rgb, surface = render_views(arrays, texels, offsets, put(K, np.float32),
+                                     put(cam_to_world, np.float32), height=height, width=width)
   return dict(depth=np.asarray(depth), rgb=np.stack([np.asarray(c) for c in rgb], axis=-1),
               surface=np.asarray(surface))

@@ -34,6 +34,7 @@ import json
 import logging
 import multiprocessing
 import os
+import threading
 from concurrent import futures
 
 import numpy as np
@@ -104,10 +105,15 @@ def _tfds():
 
 
 def _builder_class():
-  """Defines the builder class on first use (TFDS is imported lazily: it is slow to import)."""
+  """The builder class, defined on first use (TFDS is imported lazily: it is slow to import)."""
+  with _LOCK:  # grain reads from several threads; TFDS allows one class per name.
+    if _BUILDER_CLASS is None:
+      _define_builder_class()
+  return _BUILDER_CLASS
+
+
+def _define_builder_class():
   global _BUILDER_CLASS
-  if _BUILDER_CLASS is not None:
-    return _BUILDER_CLASS
   tfds = _tfds()
 
   class SyntheticWorld(tfds.core.GeneratorBasedBuilder):
@@ -165,10 +171,10 @@ def _builder_class():
         yield i, clip
 
   _BUILDER_CLASS = SyntheticWorld
-  return SyntheticWorld
 
 
 _BUILDER_CLASS = None
+_LOCK = threading.RLock()
 
 
 def _render_stored(job) -> dict[str, np.ndarray]:
@@ -191,10 +197,8 @@ def _pool_worker_init():
 
 
 def _render_in_process(jobs):
-  import jax  # pylint: disable=g-import-not-at-top
-  with jax.default_device(jax.devices('cpu')[0]):
-    for job in jobs:
-      yield _render_stored(job)
+  for job in jobs:
+    yield _render_stored(job)
 
 
 def _render_many(jobs, workers: int):
@@ -292,9 +296,10 @@ class ClipSource:
                                 f'{directory} to rebuild it')
 
   def _open(self):
-    if self._source is None:
-      builder = _builder_class()(params=self.params, data_dir=self.data_dir)
-      self._source = builder.as_data_source(split=self.split)
+    with _LOCK:
+      if self._source is None:
+        builder = _builder_class()(params=self.params, data_dir=self.data_dir)
+        self._source = builder.as_data_source(split=self.split)
     return self._source
 
   def __len__(self) -> int:

@@ -61,8 +61,8 @@ def _resize_depth(depth: np.ndarray, top: int, left: int, crop: int, size: int) 
   y, x = centres + top, centres + left
   y0 = np.clip(np.floor(y).astype(np.int64), 0, depth.shape[1] - 2)
   x0 = np.clip(np.floor(x).astype(np.int64), 0, depth.shape[2] - 2)
-  wy = (y - y0).astype(np.float32)[:, None]
-  wx = (x - x0).astype(np.float32)[None, :]
+  wy = np.clip(y - y0, 0.0, 1.0).astype(np.float32)[:, None]  # Clamped: edge extension when
+  wx = np.clip(x - x0, 0.0, 1.0).astype(np.float32)[None, :]  # upsampling past the borders.
   d00 = depth[:, y0[:, None], x0[None, :]]
   d01 = depth[:, y0[:, None], x0[None, :] + 1]
   d10 = depth[:, y0[:, None] + 1, x0[None, :]]

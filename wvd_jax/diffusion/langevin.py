@@ -6,10 +6,10 @@ At a fixed noise level t a corrector step moves the noisy state toward the level
   z <- z + step g + sqrt(2 step) xi,
 
 with norms per sample over the entries being sampled, averaged over the batch
-(``signal_to_noise_step``), and
-a = 1 - beta of the step (for the VP schedule a = alpha_t^2 / alpha_s^2, s the next, less noisy
-level). The score comes from the denoiser: score = -eps_hat / sigma_t = -(z - alpha_t x0_hat) /
-sigma_t^2.
+(``signal_to_noise_step``; so with a corrector a sample depends on its batch mates through this
+one scalar), and a = 1 - beta of the step (for the VP schedule a = alpha_t^2 / alpha_s^2, s the
+next, less noisy level). The score comes from the denoiser: score = -eps_hat / sigma_t =
+-(z - alpha_t x0_hat) / sigma_t^2.
 """
 from __future__ import annotations
 

@@ -24,11 +24,6 @@ def as_float(xp, x):
   return x
 
 
-def result_dtype(xp, *xs):
-  """Common floating dtype of the (already floating) arrays xs."""
-  return xp.result_type(*xs)
-
-
 def matvec(a, v):
   """(..., m, n) x (..., n) -> (..., m), broadcasting; elementwise (exact f32 on every backend,
   where a matmul could silently drop to TF32/bf16 passes on accelerators)."""

@@ -8,6 +8,8 @@ import tempfile
 
 import numpy as np
 
+from wvd_jax.geometry import cameras
+
 
 def _atomic_write(path: str, data: bytes | str) -> None:
   path = os.fspath(path)
@@ -17,6 +19,7 @@ def _atomic_write(path: str, data: bytes | str) -> None:
   try:
     with os.fdopen(fd, 'wb') as f:
       f.write(data.encode('utf-8') if isinstance(data, str) else data)
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; exports are meant to be shared
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
@@ -74,8 +77,6 @@ def write_colmap_text(directory: str, K, cam_to_world, width: int, height: int, 
   Points are written with empty tracks and error 0 (no 2-D observations are known), which
   COLMAP and its readers accept. Image / camera / point ids start at 1. Each file is atomic.
   """
-  from wvd_jax.geometry import cameras  # local: keep export importable without jax work
-
   K = np.asarray(K, np.float64)
   c2w = np.asarray(cam_to_world, np.float64)
   if K.ndim != 3 or K.shape[1:] != (3, 3):

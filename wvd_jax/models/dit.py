@@ -143,7 +143,10 @@ def _stacked_blocks(cfg: DiTConfig, rngs: nnx.Rngs) -> Block:
 
 
 class DiT(nnx.Module):
-  """WVD DiT: (B, N, h, w, 2C) noisy latents, times (B,), cond_mask (B, N, 2) -> (B, N, h, w, 2C)."""
+  """WVD DiT: noisy latents (B, N, h, w, 2C), times (B,) in [0, 1], cond_mask (B, N, 2).
+
+  Returns the prediction (B, N, h, w, 2C), float32.
+  """
 
   def __init__(self, cfg: DiTConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg

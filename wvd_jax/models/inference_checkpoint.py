@@ -21,7 +21,11 @@ from flax import nnx
 from wvd_jax import files
 from wvd_jax.models import builder
 
-_COMPARED_SECTIONS = ('model', 'autoencoder')
+# Config keys that shape the parameters (remat, scan, dtypes and attention do not).
+_ARCHITECTURE_KEYS = {
+    'model': ('patch_size', 'width', 'depth', 'num_heads', 'mlp_ratio'),
+    'autoencoder': ('kind', 'latent_channels', 'downsample'),
+}
 
 
 def save(path: str, config: ml_collections.ConfigDict, params) -> None:
@@ -56,15 +60,15 @@ def load_config(path: str) -> ml_collections.ConfigDict:
 def load(path: str, config: ml_collections.ConfigDict | None = None):
   """Returns (config, graphdef, params) of an exported checkpoint.
 
-  If ``config`` is given, its model and autoencoder sections must equal the stored ones (a
-  checkpoint of another model would otherwise fail deep inside orbax with shape errors).
+  If ``config`` is given, its architecture (the keys of _ARCHITECTURE_KEYS) must equal the
+  stored one (a checkpoint of another model would otherwise fail deep inside orbax with shape
+  errors); runtime settings (remat, scan_layers, dtypes) may differ.
   """
   stored = load_config(path)
   if config is not None:
-    for section in _COMPARED_SECTIONS:
-      mine, theirs = config[section].to_dict(), stored[section].to_dict()
-      diff = {k: (mine.get(k), theirs.get(k)) for k in set(mine) | set(theirs)
-              if mine.get(k) != theirs.get(k)}
+    for section, keys in _ARCHITECTURE_KEYS.items():
+      mine, theirs = config[section], stored[section]
+      diff = {k: (mine.get(k), theirs.get(k)) for k in keys if mine.get(k) != theirs.get(k)}
       if diff:
         details = ', '.join(f'{section}.{k}: config {a!r} vs checkpoint {b!r}'
                             for k, (a, b) in sorted(diff.items()))

@@ -82,7 +82,9 @@ def constrain(x: jax.Array, logical_axes: tuple[str | None, ...]) -> jax.Array:
 
 def rope_3d_angles(num_frames: int, rows: int, cols: int, head_dim: int,
                    base: float = 10_000.0) -> np.ndarray:
-  """Rotation angles (T, head_dim // 2) float64 numpy (static shapes) for tokens ordered (frame, row, col), T = N*rows*cols.
+  """Rotation angles (T, head_dim // 2), float64 numpy, of tokens ordered (frame, row, col).
+
+  T = num_frames * rows * cols; numpy because the shapes are static (the tables become constants).
 
   The head dimension is split into three even parts, rotated by the frame, row and column index
   respectively; the row and column parts get 2*(head_dim//6) features each, the frame the rest.

@@ -1,6 +1,7 @@
 """AdamW with warmup, decay and gradient clipping, as configured in config.optim."""
 from __future__ import annotations
 
+import jax.numpy as jnp
 import optax
 
 
@@ -21,5 +22,5 @@ def make_optimizer(config) -> optax.GradientTransformation:
   if o.grad_clip_norm > 0:
     parts.append(optax.clip_by_global_norm(o.grad_clip_norm))
   parts.append(optax.adamw(learning_rate_schedule(config), b1=o.b1, b2=o.b2,
-                           weight_decay=o.weight_decay))
+                           weight_decay=o.weight_decay, mu_dtype=jnp.dtype(o.mu_dtype)))
   return optax.chain(*parts)

@@ -40,7 +40,14 @@ def make_loss_fn(config, graphdef, autoencoder):
   schedule = schedules.CosineSchedule.from_config(config)
   d = config.diffusion
 
+  compute_dtype = jnp.dtype(config.model.compute_dtype)
+  cast_once = config.train.cast_params_once and compute_dtype != jnp.float32
+
   def loss_fn(params, batch, rng):
+    if cast_once:
+      # One cast of the float32 master weights per step, instead of one per use inside every
+      # layer (and bf16 weight gradients until the cast's transpose).
+      params = jax.tree.map(lambda p: p.astype(compute_dtype), params)
     latents = autoencoder_lib.encode_video(autoencoder, batch['rgb'], batch['xyz'])
     valid = latent_valid_mask(batch['mask'], autoencoder.downsample)
     apply_fn = functools.partial(builder.apply_model, graphdef, params)
@@ -55,7 +62,11 @@ def make_loss_fn(config, graphdef, autoencoder):
 def make_train_step(config, graphdef, tx, autoencoder):
   """The pure train step (state, batch) -> (state, metrics); jit it with shardings."""
   loss_fn = make_loss_fn(config, graphdef, autoencoder)
-  ema_decay = config.optim.ema_decay
+  ema_every = config.optim.ema_every
+  ema_decay = config.optim.ema_decay ** ema_every
+
+  def update_ema(ema, params):
+    return jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
 
   def train_step(state: state_lib.TrainState, batch):
     rng = jax.random.fold_in(state.rng, state.step)
@@ -64,8 +75,11 @@ def make_train_step(config, graphdef, tx, autoencoder):
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params,
-                       params)
+    if ema_every == 1:
+      ema = update_ema(state.ema_params, params)
+    else:  # lax.cond, so that skipped steps do not even read the EMA.
+      ema = jax.lax.cond((state.step + 1) % ema_every == 0, update_ema, lambda e, _: e,
+                         state.ema_params, params)
     # A non-finite loss or gradient skips the update (counted), instead of poisoning the weights.
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
@@ -149,8 +163,10 @@ def train_and_evaluate(config, workdir: str) -> state_lib.TrainState:
   step = int(state.step)
   pending = []
   last_time, last_step = time.time(), step
-  with tqdm.tqdm(total=config.train.num_steps, initial=step, desc='train',
-                 disable=jax.process_index() != 0) as progress:
+  # Inside the mesh context the model's logical activation constraints are active.
+  progress = tqdm.tqdm(total=config.train.num_steps, initial=step, desc='train',
+                       disable=jax.process_index() != 0)
+  with sharding.use_mesh(mesh), progress:
     while step < config.train.num_steps:
       batch = sharding.global_batch(next(train_iter), mesh)
       state, step_metrics = train_step(state, batch)

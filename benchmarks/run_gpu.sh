@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Runs benchmarks on the lent accelerator and writes one JSON line per run to $OUT/results.jsonl
+# (logs beside it). Usage on the device machine, from the repository root, with .whl carried:
+#   bash benchmarks/run_gpu.sh train      # train step (1 GPU, parts) + DiT fwd/bwd
+#   bash benchmarks/run_gpu.sh infer      # sampler latency, VAE, geometry
+#   bash benchmarks/run_gpu.sh multi      # train step on 1 and 2 GPUs (FSDP)
+set -uo pipefail
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+  --target /tmp/site .whl/*.whl >/dev/null 2>&1 || { echo "wheel install failed"; exit 1; }
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
+export XLA_PYTHON_CLIENT_MEM_FRACTION=0.92
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+run() {  # name, timeout seconds, command...
+  local name=$1 limit=$2; shift 2
+  echo "== $name: $*" | tee -a "$OUT/log.txt"
+  local start=$(date +%s)
+  timeout "$limit" "$@" > "$OUT/$name.out" 2>> "$OUT/log.txt"
+  local rc=$?
+  echo "== $name rc=$rc $(( $(date +%s) - start ))s" | tee -a "$OUT/log.txt"
+  grep -h '^{' "$OUT/$name.out" | sed "s/^{/{\"run\": \"$name\", /" >> "$OUT/results.jsonl"
+  tail -c 600 "$OUT/$name.out"
+}
+case "${1:-}" in
+  train)
+    run train_step 240 python3 benchmarks/train_step.py --batch 4
+    run dit_bench 300 python3 benchmarks/dit_bench.py
+    ;;
+  ablate)  # each change of the wvd_2b step against the plain one, same machine
+    B="python3 benchmarks/train_step.py --batch 4 --parts 0"
+    run step_plain 150 $B --mu_dtype float32 --ema_every 1 --cast_params_once 0
+    run step_cast 150 $B --mu_dtype float32 --ema_every 1 --cast_params_once 1
+    run step_wvd2b 150 $B
+    run step_wvd2b_cublaslt 150 env XLA_FLAGS=--xla_gpu_enable_cublaslt=true $B
+    if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then run step_wvd2b_2gpu 200 $B --devices 2; fi
+    ;;
+  infer)
+    run sampler 240 python3 benchmarks/sampler_bench.py
+    run vae 120 python3 benchmarks/vae_bench.py --batch 16
+    run geometry 120 python3 benchmarks/geometry_bench.py
+    ;;
+  final)  # the wvd_2b defaults on 1 and 2 GPUs, then inference benchmarks
+    B="python3 benchmarks/train_step.py --batch 4 --parts 0"
+    run step_wvd2b 100 $B
+    if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then run step_wvd2b_2gpu 100 $B --devices 2; fi
+    run sampler 180 python3 benchmarks/sampler_bench.py
+    run vae 90 python3 benchmarks/vae_bench.py --batch 16
+    run geometry 90 python3 benchmarks/geometry_bench.py
+    ;;
+  optim)  # the optimizer-traffic options, A/B on one machine
+    B="python3 benchmarks/train_step.py --batch 4 --parts 0"
+    run step_plain 100 $B --mu_dtype float32 --ema_every 1
+    run step_mu_bf16 100 $B --mu_dtype bfloat16 --ema_every 1
+    run step_ema4 100 $B --mu_dtype float32 --ema_every 4
+    run step_both 100 $B --mu_dtype bfloat16 --ema_every 4
+    run step_plain_again 100 $B --mu_dtype float32 --ema_every 1
+    ;;
+  multi)
+    run train_step_1gpu 200 python3 benchmarks/train_step.py --batch 4 --parts 0
+    run train_step_2gpu 240 python3 benchmarks/train_step.py --batch 4 --parts 0 --devices 2
+    ;;
+  *) echo "usage: $0 train|infer|multi"; exit 2 ;;
+esac
