@@ -93,3 +93,37 @@ def device_info() -> dict:
   device = jax.devices()[0]
   return {'platform': device.platform, 'device_kind': device.device_kind,
           'device_count': jax.device_count(), 'jax_version': jax.__version__}
+
+
+def add_model_args(p) -> None:
+  """Flags that pick the DiT shape (default: configs/wvd_2b.py; a tiny one with --small)."""
+  p.add_argument('--frames', type=int, default=None, help='default 8 (2 with --small)')
+  p.add_argument('--latent_size', type=int, default=None, help='latent side, default 32 (8)')
+  p.add_argument('--latent_channels', type=int, default=None, help='per modality, default 4')
+  p.add_argument('--width', type=int, default=None)
+  p.add_argument('--depth', type=int, default=None)
+  p.add_argument('--num_heads', type=int, default=None)
+  p.add_argument('--patch_size', type=int, default=None)
+  p.add_argument('--dtype', choices=('bfloat16', 'float32'), default=None,
+                 help='compute dtype (default bfloat16; float32 with --small)')
+  p.add_argument('--attention', choices=('auto', 'xla', 'cudnn'), default='auto')
+  p.add_argument('--repeats', type=int, default=3, help='timed blocks; the best is reported')
+  p.add_argument('--matmul_size', type=int, default=None, help='default 8192 (256 small)')
+
+
+def dit_config(args, small_channels: int = 4, **overrides):
+  """The DiTConfig that add_model_args' flags describe."""
+  from wvd_jax.models import dit
+  if args.small:
+    shape = dict(width=64, depth=2, num_heads=4, patch_size=2)
+  else:
+    import configs.wvd_2b as wvd_2b
+    m = wvd_2b.get_config().model
+    shape = dict(width=m.width, depth=m.depth, num_heads=m.num_heads, patch_size=m.patch_size)
+  for key in shape:
+    if getattr(args, key) is not None:
+      shape[key] = getattr(args, key)
+  channels = args.latent_channels or (small_channels if args.small else 4)
+  dtype = args.dtype or ('float32' if args.small else 'bfloat16')
+  return dit.DiTConfig(in_channels=2 * channels, mlp_ratio=4.0, compute_dtype=dtype,
+                       attention=args.attention, **shape, **overrides)

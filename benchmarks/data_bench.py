@@ -4,8 +4,9 @@ Prints one JSON object with
   render:   clips/s of the ray caster in a pool of ``--render-procs`` CPU processes (one XLA
             thread each; compile excluded), at ``--render-size`` x ``--render-frames``, plus CPU
             seconds per clip for scene + camera generation and for the jitted render;
-  build:    clips/s of a whole dataset build (render pool + TFDS ArrayRecord writing) into a
-            temporary directory;
+  build:    a whole dataset build (render pool + TFDS ArrayRecord writing) into a temporary
+            directory: start-up (spawn + compile), steady clips/s while generating, the time
+            after generation (shard writing), and the projected time for 10k clips;
   pipeline: batches/s and clips/s of ``pipeline.make_dataset`` at ``--size`` x ``--frames``
             with ``--workers`` grain worker processes (after a warm-up), and the per-stage CPU
             milliseconds per clip measured in this process (read, frame selection + crop /
@@ -23,12 +24,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import sys
 import tempfile
 import time
-from concurrent import futures
 
 import numpy as np
 
@@ -67,9 +66,7 @@ def _timed_render(job):
 def bench_render(args) -> dict:
   from wvd_jax.data import storage  # pylint: disable=g-import-not-at-top
   procs = args.render_procs or os.cpu_count()
-  context = multiprocessing.get_context('spawn')
-  with futures.ProcessPoolExecutor(procs, mp_context=context,
-                                   initializer=storage._pool_worker_init) as pool:  # pylint: disable=protected-access
+  with storage.render_pool(procs) as pool:
     t0 = time.perf_counter()
     list(pool.map(_timed_render, [(0, 10_000 + i, args.render_frames, args.render_size)
                                   for i in range(2 * procs)]))  # Start + compile every worker.
@@ -90,8 +87,17 @@ def bench_build(args) -> dict:
   from wvd_jax.data import storage  # pylint: disable=g-import-not-at-top
   params = storage.WorldParams(seed=0, size=args.render_size, frames=args.render_frames,
                                num_train=args.build_clips, num_validation=1, num_test=1)
+  stamps = []
+  original_map = storage._Renderer.map  # pylint: disable=protected-access
+
+  def timed_map(self, jobs):
+    for clip in original_map(self, jobs):
+      stamps.append(time.perf_counter())
+      yield clip
+
   old = storage._POOL_THRESHOLD_S  # pylint: disable=protected-access
   storage._POOL_THRESHOLD_S = 0.0  # Always the pool, as a large build would.  pylint: disable=protected-access
+  storage._Renderer.map = timed_map  # pylint: disable=protected-access
   try:
     with tempfile.TemporaryDirectory() as tmp:
       t0 = time.perf_counter()
@@ -100,10 +106,17 @@ def bench_build(args) -> dict:
       size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(tmp) for f in fs)
   finally:
     storage._POOL_THRESHOLD_S = old  # pylint: disable=protected-access
+    storage._Renderer.map = original_map  # pylint: disable=protected-access
   clips = args.build_clips + 2
+  train = stamps[:args.build_clips]
+  startup = train[0] - t0
+  steady = (len(train) - 1) / (train[-1] - train[0])
+  rest = wall - (train[-1] - t0)  # The small splits and TFDS's shard writing after the train split.
   return dict(clips=clips, size=args.render_size, frames=args.render_frames, wall_s=wall,
-              clips_per_s_including_startup=clips / wall, bytes_per_clip=size / clips,
-              projected_10k_clips_minutes=10_000 / (clips / wall) / 60)
+              startup_s=startup, steady_clips_per_s=steady, after_generation_s=rest,
+              bytes_per_clip=size / clips,
+              projected_10k_clips_minutes=(startup + 10_000 / steady
+                                           + rest * 10_000 / clips) / 60)
 
 
 def _stage_costs(config, workdir, n=8) -> dict:

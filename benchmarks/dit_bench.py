@@ -37,6 +37,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from benchmarks import common  # pylint: disable=wrong-import-position  (imports no JAX)
+
 VARIANTS = ('unrolled', 'scanned')
 
 
@@ -48,40 +50,16 @@ def _parse(argv=None) -> argparse.Namespace:
   p.add_argument('--modes', default='forward,forward_backward',
                  help='comma-separated subset of forward,forward_backward')
   p.add_argument('--batch', type=int, default=None, help='default 4 (2 with --small)')
-  p.add_argument('--frames', type=int, default=None, help='default 8 (2 with --small)')
-  p.add_argument('--latent_size', type=int, default=None, help='latent side, default 32 (8)')
-  p.add_argument('--latent_channels', type=int, default=None, help='per modality, default 4 (3)')
-  p.add_argument('--width', type=int, default=None)
-  p.add_argument('--depth', type=int, default=None)
-  p.add_argument('--num_heads', type=int, default=None)
-  p.add_argument('--patch_size', type=int, default=None)
-  p.add_argument('--dtype', choices=('bfloat16', 'float32'), default=None,
-                 help='compute dtype (default bfloat16; float32 with --small)')
   p.add_argument('--residual_dtype', choices=('bfloat16', 'float32'), default='float32')
-  p.add_argument('--attention', choices=('auto', 'xla', 'cudnn'), default='auto')
   p.add_argument('--remat', choices=('none', 'full', 'dots_saveable', 'minimal'), default='none')
   p.add_argument('--iters', type=int, default=None, help='calls per timed block (10; 2 small)')
-  p.add_argument('--repeats', type=int, default=3, help='timed blocks; the best is reported')
-  p.add_argument('--matmul_size', type=int, default=None, help='default 8192 (256 small)')
+  common.add_model_args(p)
   return p.parse_args(argv)
 
 
 def _dit_config(args):
-  from wvd_jax.models import dit
-  if args.small:
-    shape = dict(width=64, depth=2, num_heads=4, patch_size=2)
-  else:
-    import configs.wvd_2b as wvd_2b
-    m = wvd_2b.get_config().model
-    shape = dict(width=m.width, depth=m.depth, num_heads=m.num_heads, patch_size=m.patch_size)
-  for key in shape:
-    if getattr(args, key) is not None:
-      shape[key] = getattr(args, key)
-  channels = args.latent_channels or (3 if args.small else 4)
-  dtype = args.dtype or ('float32' if args.small else 'bfloat16')
-  return dit.DiTConfig(in_channels=2 * channels, mlp_ratio=4.0, compute_dtype=dtype,
-                       attention=args.attention, remat=args.remat,
-                       residual_dtype=args.residual_dtype, **shape)
+  return common.dit_config(args, small_channels=3, remat=args.remat,
+                           residual_dtype=args.residual_dtype)
 
 
 def run_variant(args, variant: str) -> dict:

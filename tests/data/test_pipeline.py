@@ -163,3 +163,21 @@ def test_canonical_clip_is_in_frame0_camera_and_normalized():
   world = cameras.transform_points(clip['cam_to_world'][0], world)
   inside = clip['mask'] & (np.abs(out['xyz']) < 1).all(-1)
   np.testing.assert_allclose(world[inside], clip['xyz'][inside], atol=1e-4)
+
+
+def test_worker_processes_give_the_same_batches_and_resume(tiny, tmp_path):
+  workdir = str(tmp_path)
+  expected = _take(pipeline.make_dataset(tiny, 'train', workdir), 4)
+  tiny.data.worker_count = 1  # Each worker start costs seconds (imports in a fresh process).
+  it = iter(pipeline.make_dataset(tiny, 'train', workdir))
+  try:
+    _assert_batches_equal(expected[:2], _take(it, 2))
+    state = json.loads(json.dumps(it.get_state()))
+  finally:
+    it.close()
+  resumed = iter(pipeline.make_dataset(tiny, 'train', workdir))
+  try:
+    resumed.set_state(state)
+    _assert_batches_equal(expected[2:], _take(resumed, 2))
+  finally:
+    resumed.close()

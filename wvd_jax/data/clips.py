@@ -28,21 +28,3 @@ def complete_clip(clip: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   out['mask'] = mask
   out['xyz'] = np.where(mask[..., None], xyz, 0.0).astype(np.float32)
   return out
-
-
-def check_clip(clip: dict[str, np.ndarray], where: str = 'clip') -> None:
-  """Raises ValueError naming ``where`` if a clip's stored fields are inconsistent."""
-  missing = [k for k in STORED_FIELDS if k not in clip]
-  if missing:
-    raise ValueError(f'{where}: missing fields {missing}')
-  rgb, depth = clip['rgb'], clip['depth']
-  n, h, w = depth.shape
-  expected = dict(rgb=((n, h, w, 3), np.uint8), intrinsics=((n, 3, 3), None),
-                  cam_to_world=((n, 4, 4), None))
-  for key, (shape, dtype) in expected.items():
-    if clip[key].shape != shape or (dtype is not None and clip[key].dtype != dtype):
-      raise ValueError(f'{where}: {key} has shape {clip[key].shape} dtype {clip[key].dtype}, '
-                       f'expected {shape} {dtype or ""}')
-  if not np.all(np.isfinite(depth)) or depth.min() < 0:
-    raise ValueError(f'{where}: depth must be finite and >= 0 (0 = invalid)')
-  del rgb

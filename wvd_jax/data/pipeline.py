@@ -9,8 +9,8 @@
        the resized depth); canonicalize to frame 0's camera (OpenCV), normalize XYZ to [-1, 1]
        (geometry's N; the transform travels as norm_center / norm_scale); RGB to [-1, 1]
     -> batch (per-process batch = data.batch_size / process_count)
-    -> to_iter_dataset, reading 2 batches ahead (its iterator is a grain DatasetIterator,
-       checkpointable with grain.checkpoint)
+    -> to_iter_dataset, reading 2 batches ahead in this process (1 per worker process with
+       workers); its iterator is a grain DatasetIterator, checkpointable with grain.checkpoint
     -> mp_prefetch over data.worker_count worker processes (0: in this process)
 
 Every XYZ and camera is expressed in its clip's first frame's camera coordinates, as DUSt3R's
@@ -113,8 +113,10 @@ def make_dataset(config, split: str, workdir: str, *, process_index: int = 0,
                      seed=(config.seed * 1_000_003 + process_index) % 2 ** 32)
   ds = ds.batch(d.batch_size // process_count, drop_remainder=True)
   # Read ahead a couple of batches only (grain's default, 500 elements, would prepare hundreds of
-  # batches per iterator: gigabytes at 256 x 256 and wasted work for short-lived iterators).
-  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2))
+  # batches per iterator: gigabytes at 256 x 256 and wasted work for short-lived iterators);
+  # with worker processes each prepares one batch at a time (the workers are the parallelism).
+  ahead = 2 if d.worker_count == 0 else 1
+  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=ahead, prefetch_buffer_size=ahead))
   if d.worker_count > 0:
     from absl import flags  # pylint: disable=g-import-not-at-top
     if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; a script may not parse.

@@ -99,10 +99,13 @@ def _intersect(o, dx, dy, dz, s):
       carry = keep(t, used & (px * px + pz * pz <= r2), surface, *carry)
     return carry
 
+  # Loop over the used slots only (a scene fills its slots from the front; a removed primitive
+  # leaves an unused slot that is skipped by its zero size).
+  counts = s['counts']
   carry = (best, sid)
-  carry = jax.lax.fori_loop(0, scenes.MAX_SPHERES, sphere, carry)
-  carry = jax.lax.fori_loop(0, scenes.MAX_BOXES, box, carry)
-  best, sid = jax.lax.fori_loop(0, scenes.MAX_CYLINDERS, cylinder, carry)
+  carry = jax.lax.fori_loop(0, counts[0], sphere, carry)
+  carry = jax.lax.fori_loop(0, counts[1], box, carry)
+  best, sid = jax.lax.fori_loop(0, counts[2], cylinder, carry)
   # The room: the exit face of its box, from inside.
   room_lo, room_hi = s['room'][:3], s['room'][3:]
   has_room = room_hi[1] > room_lo[1]
@@ -134,7 +137,8 @@ def _surface_frame(x, y, z, sid, s):
   sph = _take(s['spheres'], sid - scenes.SPHERE0)
   r = jnp.maximum(sph[:, 3], 1e-6)
   nx, ny, nz = (x - sph[:, 0]) / r, (y - sph[:, 1]) / r, (z - sph[:, 2]) / r
-  sphere = ((nx, ny, nz), (jnp.arctan2(nx, nz) * r, jnp.arcsin(jnp.clip(ny, -1.0, 1.0)) * r))
+  # Spheres and cylinder sides share one arctan2 (the angle around the vertical axis).
+  round_sphere = (sid >= scenes.SPHERE0) & (sid < scenes.BOX0)
   # Boxes: the face is the local axis where the point is (relatively) furthest out.
   box = _take(s['boxes'], sid - scenes.BOX0)
   cs, sn = jnp.cos(box[:, 6]), jnp.sin(box[:, 6])
@@ -158,13 +162,16 @@ def _surface_frame(x, y, z, sid, s):
   on_cap = (jnp.minimum(d_bottom, d_top) < 1e-4 * (1 + radius)) & (
       cx * cx + cz * cz < (radius * (1 - 1e-3)) ** 2)
   cap_ny = jnp.where(d_top < d_bottom, one, -one)
+  around = jnp.where(round_sphere, r, radius) * jnp.arctan2(jnp.where(round_sphere, nx, cx),
+                                                           jnp.where(round_sphere, nz, cz))
+  sphere = ((nx, ny, nz), (around, y - sph[:, 1]))  # Cylindrical texture projection.
   cylinders = ((jnp.where(on_cap, zero, cx / radius), jnp.where(on_cap, cap_ny, zero),
                 jnp.where(on_cap, zero, cz / radius)),
-               (jnp.where(on_cap, cx, jnp.arctan2(cx, cz) * radius), jnp.where(on_cap, cz, y)))
+               (jnp.where(on_cap, cx, around), jnp.where(on_cap, cz, y)))
   # Room faces: face k = 2 * axis + (wall on the + side); normals point into the room.
   k = sid - scenes.ROOM0
-  axis = k // 2
-  sign = jnp.where(k % 2 == 1, -1.0, 1.0)
+  axis = (k >= 2).astype(jnp.int32) + (k >= 4).astype(jnp.int32)  # k // 2 without division.
+  sign = jnp.where(k - 2 * axis == 1, -1.0, 1.0)
   room = ((jnp.where(axis == 0, sign, 0.0), jnp.where(axis == 1, sign, 0.0),
            jnp.where(axis == 2, sign, 0.0)),
           (jnp.where(axis == 0, z, x), jnp.where(axis == 1, z, y)))
@@ -238,11 +245,13 @@ def _render_view(s, texels, offsets, K, cam_to_world, height: int, width: int):
   flip = jnp.where(cos > 0, -1.0, 1.0)  # Normals face the camera.
   nx, ny, nz = nx * flip, ny * flip, nz * flip
   # Material and texture.
-  surface = jnp.clip(sid, 0, scenes.NUM_SURFACES - 1)
-  tex = s['texture'][surface]
-  scale = s['tex_scale'][surface]
-  s_coord = _mirror(su / scale + s['tex_offset'][surface, 0])
-  t_coord = _mirror(-(sv / scale + s['tex_offset'][surface, 1]))  # Texture rows run down.
+  # One gather of the hit surface's material row: texture, scale, offset (2), tint (3).
+  table = jnp.concatenate([s['texture'][:, None].astype(jnp.float32), s['tex_scale'][:, None],
+                           s['tex_offset'], s['tint']], axis=1)
+  material = _take(table, sid)
+  tex, scale = material[:, 0].astype(jnp.int32), material[:, 1]
+  s_coord = _mirror(su / scale + material[:, 2])
+  t_coord = _mirror(-(sv / scale + material[:, 3]))  # Texture rows run down.
   texels_per_pixel = (t / fx) / jnp.maximum(jnp.abs(cos), 0.2) * textures.TEXTURE_SIZE / scale
   level = jnp.clip(jnp.floor(jnp.log2(jnp.maximum(texels_per_pixel, 1e-6)) + 0.5), 0,
                    textures.MIP_LEVELS - 1).astype(jnp.int32)
@@ -259,7 +268,7 @@ def _render_view(s, texels, offsets, K, cam_to_world, height: int, width: int):
       (light, jnp.clip(0.5 + 0.5 * dy / d_len, 0.0, 1.0)))  # Sky: brighter towards the horizon.
   rgb = []
   for c in range(3):
-    tint = s['tint'][surface, c]
+    tint = material[:, 4 + c]
     sky = sky_bottom[c] + (sky_top[c] - sky_bottom[c]) * up
     value = jnp.where(hit, albedo[c] * tint * light, sky)
     rgb.append(jnp.floor(jnp.clip(value, 0.0, 1.0) * 255.0 + 0.5).astype(jnp.uint8)

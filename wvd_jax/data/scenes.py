@@ -59,8 +59,13 @@ class Scene:
   light: np.ndarray        # (15,): see `light_parts`.
 
   def arrays(self) -> dict[str, np.ndarray]:
-    """The arrays the ray caster consumes (fixed shapes for every scene)."""
-    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != 'kind'}
+    """The arrays the ray caster consumes (fixed shapes for every scene), plus ``counts`` (3,)
+    int32: one past the last used sphere, box and cylinder slot."""
+    out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != 'kind'}
+    used = (self.spheres[:, 3] > 0, self.boxes[:, 3] > 0, self.cylinders[:, 2] > 0)
+    out['counts'] = np.array([np.nonzero(u)[0].max() + 1 if u.any() else 0 for u in used],
+                             np.int32)
+    return out
 
   @property
   def has_room(self) -> bool:
@@ -109,8 +114,8 @@ class _Builder:
     s = self.scene
     s.texture[surface] = tex
     grey = textures.is_grey(tex)
-    strength = (0.8 if grey else 0.25) if tint_strength is None else tint_strength
-    colour = rng.uniform(0.2, 1.0, 3)
+    strength = (0.6 if grey else 0.2) if tint_strength is None else tint_strength
+    colour = rng.uniform(0.3, 1.0, 3)
     colour /= colour.max()
     s.tint[surface] = (1 - strength) + strength * colour
     s.tex_scale[surface] = rng.uniform(*scale_range)
@@ -305,8 +310,10 @@ def _lights(b: _Builder, room: bool, lo=None, hi=None):
   elevation, azimuth = rng.uniform(0.5, 1.4), rng.uniform(0, 2 * np.pi)
   sun_dir = [np.cos(elevation) * np.sin(azimuth), np.sin(elevation),
              np.cos(elevation) * np.cos(azimuth)]
-  sky_top = rng.uniform(0.45, 0.85, 3) * [0.8, 0.9, 1.0]
-  sky_bottom = np.clip(sky_top + rng.uniform(0.1, 0.3), 0, 1)
+  overcast = rng.uniform(0.0, 1.0)  # Blue sky ... grey overcast.
+  sky_top = (1 - overcast) * np.array([0.3, 0.5, 0.9]) + overcast * np.array([0.7, 0.72, 0.76])
+  sky_top = sky_top * rng.uniform(0.8, 1.1)
+  sky_bottom = np.clip(sky_top + rng.uniform(0.1, 0.3), 0, 1)  # Brighter at the horizon.
   if room:
     ambient, sun = rng.uniform(0.25, 0.4), rng.uniform(0.3, 0.55)
     lamp_pos = [rng.uniform(lo[0] + 0.5, hi[0] - 0.5), hi[1] - 0.2,

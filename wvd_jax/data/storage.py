@@ -12,14 +12,17 @@ TensorFlow installed. Layout (standard TFDS):
 The builder config's name carries every parameter that changes the data (render size, frames,
 scene counts per split, seed, object fraction) and its version is the generator version, so
 configs never silently share data. Each split holds its own scenes (scene seeds come from a
-per-split stream), examples are stored in index order (TFDS shuffling disabled), and every
-example is a clip's stored fields (clips.STORED_FIELDS) plus ``scene_index`` and ``scene_kind``.
+per-split stream). Every example is a clip's stored fields (clips.STORED_FIELDS) plus
+``scene_index`` (the clip's index in its split, which seeds it) and ``scene_kind``. Examples
+are stored in TFDS's key-hash order (a fixed permutation of the scene indices): TFDS's
+order-preserving mode would sort every example of a split in memory at once.
 
 Building: clips render in a pool of spawned CPU worker processes (one XLA thread each) when the
 job is large, else in this process; a file lock makes concurrent builders (several JAX
-processes on one host) wait for the first instead of racing. TFDS buffers the examples (in
-memory up to 1 GB, then in temporary files) before writing the shards, so a large build needs
-about twice the dataset's size of free disk while it runs.
+processes on one host) wait for the first instead of racing. TFDS buffers the serialized
+examples (in memory up to 1 GB, then in 1000 temporary bucket files) before writing the
+zstd-compressed shards, so a large build needs the uncompressed size (7 bytes a pixel a frame)
+of free disk on top of the shards (about half that) while it runs.
 
 Reading: ``open_split`` returns a random-access ``ClipSource`` (picklable, for grain workers).
 A truncated or corrupted shard raises ``CorruptShardError`` naming the file.
@@ -45,7 +48,7 @@ from wvd_jax.data import clips, synthetic_world
 _SHARD_SIZES = 'shard_sizes.json'
 # Seconds of single-core rendering (estimated) above which the build uses a worker pool.
 _POOL_THRESHOLD_S = 20.0
-_SECONDS_PER_PIXEL = 5e-7  # Measured ~4e-7 s per rendered pixel on one core (see RESULTS.md).
+_SECONDS_PER_PIXEL = 5e-7  # ~4e-7 CPU s per rendered pixel measured (benchmarks/data_bench.py).
 
 
 class CorruptShardError(ValueError):
@@ -132,6 +135,7 @@ def _define_builder_class():
                  **kwargs):
       self.params = params
       self.render_workers = render_workers
+      self.renderer = None  # A _Renderer while storage.prepare builds the dataset.
       config = tfds.core.BuilderConfig(name=params.config_name, version=self.VERSION,
                                        description=json.dumps(dataclasses.asdict(params)))
       super().__init__(data_dir=data_dir, config=config, file_format='array_record', **kwargs)
@@ -157,7 +161,7 @@ def _define_builder_class():
                       '(col + 0.5, row + 0.5), z-depth in metres (0 = no surface), world y up')
       return tfds.core.DatasetInfo(
           builder=self, description=__doc__.split('\n')[0], features=features,
-          metadata=metadata, disable_shuffling=True)
+          metadata=metadata)
 
     def _split_generators(self, dl_manager):
       del dl_manager
@@ -167,7 +171,9 @@ def _define_builder_class():
       p = self.params
       jobs = [(p.seed, split, i, p.frames, p.size, p.object_fraction)
               for i in range(p.count(split))]
-      for i, clip in enumerate(_render_many(jobs, self.render_workers)):
+      if self.renderer is None:
+        raise RuntimeError('build the dataset with storage.prepare()')
+      for i, clip in enumerate(self.renderer.map(jobs)):
         yield i, clip
 
   _BUILDER_CLASS = SyntheticWorld
@@ -188,41 +194,73 @@ def _render_stored(job) -> dict[str, np.ndarray]:
   return out
 
 
-def _pool_worker_init():
-  """Render workers: CPU only, one XLA thread each (processes, not threads, use the cores)."""
-  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_cpu_multi_thread_eigen=false'
-                             ' intra_op_parallelism_threads=1').strip()
+def _pool_worker_init(counter=None, cores=None):
+  """Render workers: CPU only, and pinned to one core each when ``cores`` is given (XLA:CPU
+  splits every fused loop over all visible cores; N unpinned workers on N cores then fight over
+  them: measured 1.5x the CPU time per clip)."""
+  if counter is not None and cores:
+    with counter.get_lock():
+      index = counter.value
+      counter.value += 1
+    try:
+      os.sched_setaffinity(0, {cores[index % len(cores)]})
+    except (AttributeError, OSError):  # Not Linux, or not allowed: run unpinned.
+      pass
   import jax  # pylint: disable=g-import-not-at-top
   jax.config.update('jax_platforms', 'cpu')
 
 
-def _render_in_process(jobs):
-  for job in jobs:
-    yield _render_stored(job)
-
-
-def _render_many(jobs, workers: int):
-  """Renders jobs in order, in a spawned process pool (bounded in-flight window) or in-process."""
-  if not jobs:
-    return
-  workers = workers or os.cpu_count() or 1
-  pixels = sum(j[3] * j[4] * j[4] for j in jobs)
-  if workers <= 1 or pixels * _SECONDS_PER_PIXEL < _POOL_THRESHOLD_S:
-    yield from _render_in_process(jobs)
-    return
+def render_pool(workers: int) -> futures.ProcessPoolExecutor:
+  """A pool of ``workers`` spawned render processes (pinned one a core while there are enough
+  cores for all of them)."""
   context = multiprocessing.get_context('spawn')
-  with futures.ProcessPoolExecutor(workers, mp_context=context,
-                                   initializer=_pool_worker_init) as pool:
+  try:
+    cores = sorted(os.sched_getaffinity(0))
+  except AttributeError:
+    cores = []
+  pin = cores if len(cores) >= workers else None
+  return futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_pool_worker_init,
+                                     initargs=(context.Value('i', 0), pin))
+
+
+class _Renderer:
+  """Renders jobs in order, for the whole build: in a pool of spawned CPU processes (started on
+  first use, kept for every split: each start costs the workers' imports and XLA compile) when
+  the build is large, else in this process. The pool keeps a bounded window of clips in flight,
+  so memory stays small whatever the dataset's size."""
+
+  def __init__(self, params: WorldParams, workers: int):
+    self.workers = workers or os.cpu_count() or 1
+    pixels = (params.num_train + params.num_validation + params.num_test) * (
+        params.frames * params.size * params.size)
+    self.use_pool = self.workers > 1 and pixels * _SECONDS_PER_PIXEL >= _POOL_THRESHOLD_S
+    self._pool = None
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    if self._pool is not None:
+      self._pool.shutdown(cancel_futures=True)
+      self._pool = None
+
+  def map(self, jobs):
+    if not self.use_pool:
+      for job in jobs:
+        yield _render_stored(job)
+      return
+    if self._pool is None:
+      self._pool = render_pool(self.workers)
     window = collections.deque()
     pending = iter(jobs)
     for job in pending:
-      window.append(pool.submit(_render_stored, job))
-      if len(window) >= 4 * workers:
+      window.append(self._pool.submit(_render_stored, job))
+      if len(window) >= 4 * self.workers:
         break
     while window:
       result = window.popleft().result()
       for job in pending:
-        window.append(pool.submit(_render_stored, job))
+        window.append(self._pool.submit(_render_stored, job))
         break
       yield result
 
@@ -254,8 +292,9 @@ def prepare(params: WorldParams, data_dir: str, render_workers: int = 0):
     builder = _builder_class()(params=params, data_dir=data_dir, render_workers=render_workers)
     if not os.path.exists(sizes):
       logging.info('rendering the synthetic world %s into %s', params.config_name, directory)
-      builder.download_and_prepare(
-          download_config=_tfds().download.DownloadConfig(try_download_gcs=False))
+      with _Renderer(params, render_workers) as builder.renderer:
+        builder.download_and_prepare(
+            download_config=_tfds().download.DownloadConfig(try_download_gcs=False))
       shard_sizes = {name: os.path.getsize(os.path.join(directory, name))
                      for split in synthetic_world.SPLITS
                      for name in builder.info.splits[split].filenames}

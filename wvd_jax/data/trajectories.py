@@ -78,21 +78,21 @@ def _room_path(rng: np.random.Generator, scene: scenes.Scene, n: int, step_scale
   motion = rng.choice(['walk', 'pan', 'dolly'], p=[0.45, 0.25, 0.3])
   t = np.arange(n, dtype=np.float64)
   if motion == 'walk':
-    speed = rng.uniform(0.04, 0.15) * step_scale
-    turn = rng.uniform(-0.03, 0.03) * step_scale
+    speed = rng.uniform(0.05, 0.2) * step_scale
+    turn = rng.uniform(-0.04, 0.04) * step_scale
     yaws = yaw0 + turn * t
     heading = yaws[:, None]
     steps = speed * np.concatenate([np.sin(heading), np.zeros_like(heading), -np.cos(heading)], 1)
     positions = start + np.concatenate([np.zeros((1, 3)), np.cumsum(steps[:-1], 0)])
     pitches = np.full(n, pitch0)
   elif motion == 'pan':
-    rate = rng.uniform(0.025, 0.08) * rng.choice([-1, 1]) * step_scale
+    rate = rng.uniform(0.04, 0.12) * rng.choice([-1, 1]) * step_scale
     yaws = yaw0 + rate * t
     drift = rng.normal(0, 0.01, 3) * step_scale
     positions = start + t[:, None] * drift
     pitches = pitch0 + rng.uniform(-0.01, 0.01) * t
   else:  # Dolly sideways while keeping a point in view.
-    speed = rng.uniform(0.04, 0.12) * rng.choice([-1, 1]) * step_scale
+    speed = rng.uniform(0.05, 0.15) * rng.choice([-1, 1]) * step_scale
     sideways = np.array([np.cos(yaw0), 0.0, np.sin(yaw0)])
     positions = start + speed * t[:, None] * sideways
     target = start + 2.5 * direction(yaw0, pitch0)
@@ -136,7 +136,7 @@ def _orbit_path(rng: np.random.Generator, scene: scenes.Scene, n: int, fov_x: fl
   distance = min(max(distance, radius + 0.5), 0.9 * scene.ground[2] + radius)
   elevation0 = rng.uniform(0.12, 0.8)
   azimuth0 = rng.uniform(0, 2 * np.pi)
-  rate = rng.uniform(0.04, 0.2) * rng.choice([-1, 1]) * step_scale
+  rate = rng.uniform(0.06, 0.25) * rng.choice([-1, 1]) * step_scale
   t = np.arange(n, dtype=np.float64)
   elevation = elevation0 + rng.uniform(-0.015, 0.015) * t * step_scale
   dist = distance * (1 + rng.uniform(-0.015, 0.015) * t * step_scale)
