@@ -46,6 +46,9 @@ def _parse(argv=None) -> argparse.Namespace:
   p.add_argument('--guidance', type=float, default=1.0, help='1 = off; else 2B per evaluation')
   p.add_argument('--snr', type=float, default=0.16)
   p.add_argument('--iters', type=int, default=1, help='sampler calls per timed block')
+  p.add_argument('--devices', type=int, default=1,
+                 help='spread the batch over this many devices (data parallel); --batch is '
+                      'per device')
   common.add_model_args(p)
   return p.parse_args(argv)
 
@@ -70,7 +73,7 @@ def main(argv=None) -> dict:
   from wvd_jax.training import flops
 
   cfg = _dit_config(args)
-  batch = args.batch
+  batch = args.batch * args.devices
   frames = args.frames or (2 if args.small else 8)
   size = args.latent_size or (8 if args.small else 32)
   tokens = frames * (size // cfg.patch_size) ** 2
@@ -103,11 +106,18 @@ def main(argv=None) -> dict:
   known = jax.random.normal(key, shape, jnp.float32)
   cond_mask = jnp.zeros((batch, frames, 2)).at[:, 0, 0].set(1.0)
   known_mask = jnp.zeros(shape).at[:, 0, :, :, :c].set(1.0)
+  if args.devices > 1:  # Sampling spread over devices by batch; parameters replicated.
+    mesh = jax.sharding.Mesh(jax.devices()[:args.devices], ('data',))
+    split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+    known, known_mask, cond_mask = jax.device_put((known, known_mask, cond_mask), split)
+    params = jax.device_put(params, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
   schedule = schedules.CosineSchedule(shift=1.0)
 
   # The network alone, for the loop overhead.
   forward = jax.jit(apply_fn)
   t = jnp.full((batch,), 0.5)
+  if args.devices > 1:
+    t = jax.device_put(t, split)
   forward_timing = common.time_calls(forward, params, known, t, cond_mask, iters=5 if
                                      not args.small else 2, warmup=1, repeats=args.repeats)
 
@@ -124,7 +134,7 @@ def main(argv=None) -> dict:
     if compile_s is None:
       compile_s = timing['first_call_s'] - timing['mean_s']
     evals = config.network_evals
-    floor_s = forward_flops * evals / (matmul['tflops'] * 1e12)
+    floor_s = forward_flops * evals / (matmul['tflops'] * 1e12 * args.devices)
     runs[f'langevin_{k}'] = {
         'langevin_steps': k,
         'network_evals': evals,

@@ -15,7 +15,6 @@ def get_config():
   config.data.num_test_scenes = 64
   config.data.batch_size = 32
   config.data.worker_count = 4
-  config.data.max_frame_stride = 2  # Renders 15 frames a clip; baselines vary per sample.
 
   config.model.patch_size = 4
   config.model.width = 512

@@ -85,6 +85,21 @@ def test_random_stride_frames_come_from_the_clip(tiny, tmp_path):
   assert strides <= {1, 2, 3} and len(strides) > 1
 
 
+def test_model_clip_matches_the_training_transform(tiny, tmp_path):
+  tiny.data.num_frames, tiny.data.max_frame_stride = 2, 3
+  tiny.data.image_size = 8  # 16 rendered -> 8.
+  clip = pipeline.load_split(tiny, 'test', str(tmp_path))[0]
+  out = pipeline.model_clip(tiny, clip, start=1, stride=2)
+  assert out['rgb'].shape == (2, 8, 8, 3) and out['xyz'].shape == (2, 8, 8, 3)
+  manual = transforms.canonicalize(transforms.crop_and_resize(
+      transforms.select_frames({k: clip[k] for k in ('rgb', 'depth', 'intrinsics', 'cam_to_world')},
+                               np.array([1, 3])), 8))
+  for key in out:
+    np.testing.assert_array_equal(out[key], manual[key])
+  with pytest.raises(ValueError, match='not all in the clip'):
+    pipeline.model_clip(tiny, clip, start=2, stride=3)
+
+
 def test_frame_indices_cover_strides_and_starts():
   rng = np.random.default_rng(0)
   draws = [transforms.frame_indices(10, 4, 5, rng) for _ in range(300)]

@@ -47,12 +47,14 @@ def _gather(tree):
           jax.tree.leaves(multihost_utils.process_allgather(tree, tiled=True))]
 
 
-MESHES = {'single': (1, 1, 1, 1), 'data2_fsdp2': (2, 2, 1, 4), 'fsdp2_tensor2': (1, 2, 2, 4)}
+MESHES = {'single': (1, 1, 1, 1), 'data2_fsdp2': (2, 2, 1, 4), 'fsdp2_tensor2': (1, 2, 2, 4),
+          'data2_fsdp4': (2, 4, 1, 8)}
 
 
 def case_mesh(outdir, names):
   """The same batch on the named meshes of MESHES (data, fsdp, tensor, devices)."""
   config = tiny_config()
+  config.data.batch_size = max(4, *(MESHES[n][3] for n in names))  # Divisible by every mesh.
   batch = _fixed_global_batch(config, outdir)
   results = {}
   for name in names:
@@ -64,6 +66,27 @@ def case_mesh(outdir, names):
     for i, leaf in enumerate(_gather(state.params)):
       results[f'{name}_param{i}'] = leaf
   np.savez(os.path.join(outdir, 'mesh.npz'), **results)
+
+
+def case_sampling(outdir):
+  """Sampling with the batch spread over all devices equals sampling on one device."""
+  from wvd_jax.diffusion import generate  # pylint: disable=import-outside-toplevel
+  config = tiny_config()
+  mesh = sharding.make_mesh(config, jax.devices()[:1])
+  tx = optimizer.make_optimizer(config)
+  graphdef, state, _ = state_lib.create_train_state(config, mesh, tx)
+  params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.PRNGKey(p.size), p.shape),
+                        jax.device_get(state.params))
+  rgb0 = jax.random.uniform(jax.random.PRNGKey(1), (len(jax.devices()), 16, 16, 3), minval=-1)
+  spread = generate.sample_from_first_frame(config, graphdef, params, rgb0, 4,
+                                            jax.random.PRNGKey(2))
+  assert len(spread[0].sharding.device_set) == len(jax.devices()), spread[0].sharding
+  with jax.default_device(jax.devices()[0]):
+    generate._spread_over_devices = lambda *a: a  # pylint: disable=protected-access
+    single = generate.sample_from_first_frame(config, graphdef, params, rgb0, 4,
+                                              jax.random.PRNGKey(2))
+  np.savez(os.path.join(outdir, 'sampling.npz'), spread_rgb=spread[0], spread_xyz=spread[1],
+           single_rgb=single[0], single_xyz=single[1])
 
 
 def case_topology(outdir):
@@ -123,6 +146,8 @@ if __name__ == '__main__':
   case, out = sys.argv[1], sys.argv[2]
   if case == 'mesh':
     case_mesh(out, sys.argv[3].split(','))
+  elif case == 'sampling':
+    case_sampling(out)
   elif case == 'topology':
     case_topology(out)
   elif case == 'multihost':

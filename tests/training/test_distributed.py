@@ -35,6 +35,20 @@ def test_meshes_match_single_device(tmp_path):
   assert r['single_losses'][-1] != r['single_losses'][0]  # It trained.
 
 
+def test_eight_devices_train_and_sample_like_one(tmp_path):
+  """Training on data=2 x fsdp=4 and sampling spread over 8 devices match one device."""
+  _wait(_worker('mesh', str(tmp_path), 'single,data2_fsdp4', devices=8))
+  _wait(_worker('sampling', str(tmp_path), devices=8))
+  r = np.load(tmp_path / 'mesh.npz')
+  np.testing.assert_allclose(r['data2_fsdp4_losses'], r['single_losses'], rtol=2e-5)
+  for key in (k for k in r.files if k.startswith('single_param')):
+    np.testing.assert_allclose(r[key.replace('single', 'data2_fsdp4')], r[key], rtol=1e-4,
+                               atol=1e-6)
+  s = np.load(tmp_path / 'sampling.npz')
+  for name in ('rgb', 'xyz'):
+    np.testing.assert_allclose(s[f'spread_{name}'], s[f'single_{name}'], atol=2e-5)
+
+
 def test_checkpoint_restores_onto_other_topologies(tmp_path):
   _wait(_worker('topology', str(tmp_path)))
   r = np.load(tmp_path / 'topology.npz')

@@ -5,7 +5,7 @@ import optax
 
 from wvd_jax.data import pipeline
 from wvd_jax.models import autoencoder
-from wvd_jax.training import checkpoints, optimizer, sharding, train
+from wvd_jax.training import checkpoints, metrics, optimizer, sharding, train
 from wvd_jax.training import state as state_lib
 
 
@@ -66,3 +66,19 @@ def test_nonfinite_update_is_skipped(config, tmp_path):
   assert int(metrics['num_nonfinite']) == 1 and int(new_state.step) == 1
   for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(new_state.params)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_loss_falls_on_the_demo_dataset(config, tmp_path):
+  """The CI-sized run: 60 steps of the tiny model on the synthetic world."""
+  config.train.num_steps = 60
+  config.train.log_every = 1
+  config.train.eval_every = 1000
+  config.train.checkpoint_every = 1000
+  config.train.log_sample_grids = False
+  config.optim.learning_rate = 2e-3
+  config.optim.warmup_steps = 5
+  train.train_and_evaluate(config, str(tmp_path))
+  losses = [r['train/loss'] for r in metrics.read_jsonl(str(tmp_path)) if 'train/loss' in r]
+  assert len(losses) == 60
+  first, last = np.mean(losses[:10]), np.mean(losses[-10:])
+  assert last < 0.8 * first, (first, last)

@@ -68,6 +68,22 @@ def canonicalize_clip(clip: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   return transforms.canonicalize(clip)
 
 
+def model_clip(config, clip: dict[str, np.ndarray], *, start: int = 0,
+               stride: int = 1) -> dict[str, np.ndarray]:
+  """A raw clip (``load_split`` item) as the model sees it in training: data.num_frames frames
+  ``start, start + stride, ...``, centre-cropped and resized to data.image_size, canonicalized.
+
+  ``canonicalize_clip`` keeps every rendered frame at the rendered size; use this when a config
+  renders more frames (data.max_frame_stride > 1) or a larger size than the model's."""
+  d = config.data
+  indices = start + stride * np.arange(d.num_frames)
+  if start < 0 or stride < 1 or indices[-1] >= clip['depth'].shape[0]:
+    raise ValueError(f'frames {indices.tolist()} are not all in the clip\'s '
+                     f'{clip["depth"].shape[0]} frames')
+  clip = transforms.select_frames({k: clip[k] for k in clips.STORED_FIELDS}, indices)
+  return transforms.canonicalize(transforms.crop_and_resize(clip, d.image_size))
+
+
 @dataclasses.dataclass(frozen=True)
 class ClipTransform(grain.transforms.RandomMap):
   """Stored clip -> model-ready clip: frames, crop / resize, canonicalize (see module doc)."""

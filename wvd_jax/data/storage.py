@@ -17,11 +17,11 @@ per-split stream). Every example is a clip's stored fields (clips.STORED_FIELDS)
 are stored in TFDS's key-hash order (a fixed permutation of the scene indices): TFDS's
 order-preserving mode would sort every example of a split in memory at once.
 
-Building: clips render in a pool of spawned CPU worker processes (one XLA thread each) when the
-job is large, else in this process; a file lock makes concurrent builders (several JAX
+Building: clips render in a pool of spawned CPU worker processes (pinned one to a core) when
+the job is large, else in this process; a file lock makes concurrent builders (several JAX
 processes on one host) wait for the first instead of racing. TFDS buffers the serialized
 examples (in memory up to 1 GB, then in 1000 temporary bucket files) before writing the
-zstd-compressed shards, so a large build needs the uncompressed size (7 bytes a pixel a frame)
+compressed shards (array_record's default compression), so a large build needs the uncompressed size (7 bytes a pixel a frame)
 of free disk on top of the shards (about half that) while it runs.
 
 Reading: ``open_split`` returns a random-access ``ClipSource`` (picklable, for grain workers).
@@ -66,6 +66,14 @@ class WorldParams:
   num_test: int = 8
   object_fraction: float = 0.5
 
+  def __post_init__(self):
+    if self.seed < 0:
+      raise ValueError(f'the dataset seed must be >= 0, got {self.seed}')
+    if self.size <= 0 or self.frames <= 0:
+      raise ValueError(f'render size and frames must be positive, got {self.size}, {self.frames}')
+    if not 0.0 <= self.object_fraction <= 1.0:
+      raise ValueError(f'object_fraction must be in [0, 1], got {self.object_fraction}')
+
   @classmethod
   def from_config(cls, config) -> 'WorldParams':
     d = config.data
@@ -81,8 +89,9 @@ class WorldParams:
 
   @property
   def config_name(self) -> str:
+    fraction = f'{self.object_fraction:.4f}'.replace('.', 'p')
     return (f'r{self.size}_f{self.frames}_n{self.num_train}-{self.num_validation}-'
-            f'{self.num_test}_seed{self.seed}_obj{round(self.object_fraction * 100)}')
+            f'{self.num_test}_seed{self.seed}_obj{fraction}')
 
 
 def render_frames(config) -> int:

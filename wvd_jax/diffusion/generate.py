@@ -11,6 +11,8 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from wvd_jax.diffusion import samplers, schedules
 from wvd_jax.models import autoencoder as autoencoder_lib
@@ -44,12 +46,30 @@ def generate_video(config, graphdef, params, rgb: jax.Array, rgb_mask: jax.Array
   known_mask = jnp.concatenate(
       [_latent_mask(rgb_mask, autoencoder.downsample, channels),
        _latent_mask(xyz_mask, autoencoder.downsample, channels)], axis=-1)
+  known, known_mask, cond_mask, params = _spread_over_devices(
+      known, known_mask, cond_mask.astype(jnp.float32), params)
   latents = samplers.sample(
-      _apply_fn(graphdef), params, rng, known, known_mask, cond_mask.astype(jnp.float32),
+      _apply_fn(graphdef), params, rng, known, known_mask, cond_mask,
       schedule=schedules.CosineSchedule.from_config(config),
       prediction=config.diffusion.prediction,
       config=samplers.SamplerConfig.from_config(config))
   return autoencoder_lib.decode_video(autoencoder, latents)
+
+
+def _spread_over_devices(known, known_mask, cond_mask, params):
+  """Splits the batch over this process's devices (parameters replicated) when it divides.
+
+  The sampler is then data parallel: every device denoises its share of the samples. Noise is
+  drawn inside the jitted sampler with a sharding-independent generator, so the samples equal
+  the single-device ones.
+  """
+  devices = jax.local_devices()
+  if len(devices) == 1 or known.shape[0] % len(devices) or jax.process_count() > 1:
+    return known, known_mask, cond_mask, params
+  mesh = Mesh(np.array(devices), ('data',))
+  split, replicated = NamedSharding(mesh, P('data')), NamedSharding(mesh, P())
+  known, known_mask, cond_mask = jax.device_put((known, known_mask, cond_mask), split)
+  return known, known_mask, cond_mask, jax.device_put(params, replicated)
 
 
 @functools.lru_cache(maxsize=16)
