@@ -56,6 +56,12 @@ case "${1:-}" in
     run step_both 100 $B --mu_dtype bfloat16 --ema_every 4
     run step_plain_again 100 $B --mu_dtype float32 --ema_every 1
     ;;
+  sampling_multi)  # sampling spread over GPUs by batch (per-GPU batch 2)
+    run sampler_1gpu 150 python3 benchmarks/sampler_bench.py --langevin 0 --batch 2
+    if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
+      run sampler_2gpu 150 python3 benchmarks/sampler_bench.py --langevin 0 --batch 2 --devices 2
+    fi
+    ;;
   multi)
     run train_step_1gpu 200 python3 benchmarks/train_step.py --batch 4 --parts 0
     run train_step_2gpu 240 python3 benchmarks/train_step.py --batch 4 --parts 0 --devices 2
