@@ -186,6 +186,11 @@ def bench_pipeline(args) -> dict:
 def main(argv=None) -> dict:
   args = _parse(argv)
   os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+  # Every render / grain worker process compiles the ray caster: share it through JAX's
+  # persistent cache (the environment is inherited by the spawned workers).
+  os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
+                        os.path.join(tempfile.gettempdir(), 'wvd_jax_compilation_cache'))
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
   args.render_size = args.render_size or (32 if args.small else 128)
   args.render_clips = args.render_clips or (8 if args.small else 64)
   args.build_clips = args.build_clips or (16 if args.small else 128)

@@ -23,7 +23,10 @@ def complete_clip(clip: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   """Adds mask and world XYZ (derived from depth) to a clip of stored fields; other keys pass."""
   depth = np.asarray(clip['depth'], np.float32)
   mask = depth > 0
-  xyz = cameras.unproject_depth(depth, clip['intrinsics'], clip['cam_to_world'])
+  K = np.asarray(clip['intrinsics'])
+  if K.ndim == 3 and np.all(K == K[:1]):  # One K for all frames: rays computed once.
+    K = K[0]
+  xyz = cameras.unproject_depth(depth, K, clip['cam_to_world'])
   out = dict(clip)
   out['mask'] = mask
   out['xyz'] = np.where(mask[..., None], xyz, 0.0).astype(np.float32)

@@ -32,7 +32,6 @@ import numpy as np
 
 from wvd_jax.data import clips, storage, transforms
 
-MODEL_KEYS = ('rgb', 'xyz', 'mask', 'intrinsics', 'cam_to_world', 'norm_center', 'norm_scale')
 
 
 def data_dir(config, workdir: str) -> str:

@@ -102,9 +102,12 @@ def render_frames(config) -> int:
 
 
 class _QuietCustomConfig(logging.Filter):
-  """Drops TFDS's warning that our (generated) builder config is a custom one."""
+  """Drops TFDS's INFO chatter (every builder construction logs where it loads its info from)
+  and its warning that our (generated) builder config is a custom one."""
 
   def filter(self, record):
+    if 'tensorflow_datasets' in record.pathname and record.levelno < logging.WARNING:
+      return False
     return 'Using custom data configuration' not in record.getMessage()
 
 
