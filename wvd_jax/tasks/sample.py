@@ -31,7 +31,7 @@ def sample(config, workdir: str) -> dict[str, np.ndarray]:
   if index >= len(source):
     raise ValueError(f'config.sample.example_index={index} but the {config.sample.split} split '
                      f'has {len(source)} clips')
-  clip = pipeline.canonicalize_clip(source[index])
+  clip = pipeline.model_clip(config, source[index])
   s = config.sample.num_samples
   rgb0 = jnp.broadcast_to(clip['rgb'][0], (s,) + clip['rgb'].shape[1:])
   rgb, xyz = generate.sample_from_first_frame(config, graphdef, params, rgb0, clip['rgb'].shape[0],
