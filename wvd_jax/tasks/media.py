@@ -51,8 +51,7 @@ def list_images(path: str) -> list[str]:
 def save_video(path: str, frames: np.ndarray, fps: int = 8) -> None:
   """(T, H, W, 3) uint8 -> MP4 (H.264, yuv420p; sizes padded to even by ffmpeg's scaler)."""
   tmp = path + '.tmp.mp4'
-  iio.imwrite(tmp, frames, extension='.mp4', fps=fps, codec='libx264',
-              macro_block_size=1, output_params=['-pix_fmt', 'yuv420p'])
+  iio.imwrite(tmp, frames, extension='.mp4', fps=fps, codec='libx264', macro_block_size=1)
   os.replace(tmp, path)
 
 

@@ -63,10 +63,13 @@ def make_train_step(config, graphdef, tx, autoencoder):
   """The pure train step (state, batch) -> (state, metrics); jit it with shardings."""
   loss_fn = make_loss_fn(config, graphdef, autoencoder)
   ema_every = config.optim.ema_every
-  ema_decay = config.optim.ema_decay ** ema_every
+  ema_decay = config.optim.ema_decay
 
-  def update_ema(ema, params):
-    return jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
+  def update_ema(ema, params, step):
+    # Warm-up: early on, the average follows the weights (decay (1+t)/(10+t) < ema_decay), so
+    # a short run's EMA is not mostly its random initialization.
+    decay = jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step)) ** ema_every
+    return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
 
   def train_step(state: state_lib.TrainState, batch):
     rng = jax.random.fold_in(state.rng, state.step)
@@ -75,11 +78,12 @@ def make_train_step(config, graphdef, tx, autoencoder):
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    step = state.step.astype(jnp.float32)
     if ema_every == 1:
-      ema = update_ema(state.ema_params, params)
+      ema = update_ema(state.ema_params, params, step)
     else:  # lax.cond, so that skipped steps do not even read the EMA.
-      ema = jax.lax.cond((state.step + 1) % ema_every == 0, update_ema, lambda e, _: e,
-                         state.ema_params, params)
+      ema = jax.lax.cond((state.step + 1) % ema_every == 0, update_ema, lambda e, *_: e,
+                         state.ema_params, params, step)
     # A non-finite loss or gradient skips the update (counted), instead of poisoning the weights.
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
