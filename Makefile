@@ -27,7 +27,7 @@ demo: install
 	@echo "Outputs: $(WORKDIR)/samples (PNG grids, PLY point clouds), TensorBoard: $(WORKDIR)/tensorboard"
 
 test: install-test
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
+	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS) tests
 
 clean:
 	rm -rf $(VENV) workdir
