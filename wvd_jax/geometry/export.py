@@ -4,27 +4,16 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 
 import numpy as np
 
+from wvd_jax import files
 from wvd_jax.geometry import cameras
 
 
 def _atomic_write(path: str, data: bytes | str) -> None:
-  path = os.fspath(path)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      f.write(data.encode('utf-8') if isinstance(data, str) else data)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; exports are meant to be shared
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  with files.atomic_write(os.fspath(path)) as f:
+    f.write(data.encode('utf-8') if isinstance(data, str) else data)
 
 
 def _check_points_colors(points, colors):
