@@ -127,3 +127,25 @@ def dit_config(args, small_channels: int = 4, **overrides):
   dtype = args.dtype or ('float32' if args.small else 'bfloat16')
   return dit.DiTConfig(in_channels=2 * channels, mlp_ratio=4.0, compute_dtype=dtype,
                        attention=args.attention, **shape, **overrides)
+
+
+def perturbed_params(cfg, seed: int = 1):
+  """A DiT's parameters (pure dict) with every entry perturbed by 0.02 N(0, 1).
+
+  adaLN-zero starts with zero gates and a zero head, so every matmul would multiply zeros (which
+  runs faster on GPUs than real work): perturb all parameters as training would.
+  """
+  import functools
+  import jax
+  from flax import nnx
+  from wvd_jax.models import dit
+  params = jax.jit(lambda: nnx.to_pure_dict(nnx.state(dit.DiT(cfg, rngs=nnx.Rngs(0)))))()
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def perturb(params, key):
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(key, len(leaves))
+    return jax.tree.unflatten(tree, [l + 0.02 * jax.random.normal(k, l.shape, l.dtype)
+                                     for l, k in zip(leaves, keys)])
+
+  return block(perturb(params, jax.random.PRNGKey(seed)))

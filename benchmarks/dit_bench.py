@@ -83,18 +83,7 @@ def run_variant(args, variant: str) -> dict:
 
   matmul = common.matmul_tflops(size=args.matmul_size or (256 if args.small else None))
   graphdef = nnx.graphdef(nnx.eval_shape(lambda: dit.DiT(cfg, rngs=nnx.Rngs(0))))
-  params = jax.jit(lambda: nnx.to_pure_dict(nnx.state(dit.DiT(cfg, rngs=nnx.Rngs(0)))))()
-
-  # adaLN-zero starts with zero gates and a zero head, so every backward matmul would multiply
-  # zeros (which runs faster on GPUs than real work): perturb all parameters as training would.
-  @functools.partial(jax.jit, donate_argnums=0)
-  def perturb(params, key):
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(key, len(leaves))
-    return jax.tree.unflatten(tree, [l + 0.02 * jax.random.normal(k, l.shape, l.dtype)
-                                     for l, k in zip(leaves, keys)])
-
-  params = common.block(perturb(params, jax.random.PRNGKey(1)))
+  params = common.perturbed_params(cfg)
   key = jax.random.PRNGKey(2)
   x = jax.random.normal(key, (batch, frames, size, size, cfg.in_channels), jnp.float32)
   t = jax.random.uniform(jax.random.fold_in(key, 1), (batch,))

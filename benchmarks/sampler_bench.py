@@ -84,16 +84,7 @@ def main(argv=None) -> dict:
 
   matmul = common.matmul_tflops(size=args.matmul_size or (256 if args.small else None))
   graphdef = nnx.graphdef(nnx.eval_shape(lambda: dit.DiT(cfg, rngs=nnx.Rngs(0))))
-  params = jax.jit(lambda: nnx.to_pure_dict(nnx.state(dit.DiT(cfg, rngs=nnx.Rngs(0)))))()
-
-  @jax.jit
-  def perturb(params, key):
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(key, len(leaves))
-    return jax.tree.unflatten(tree, [l + 0.02 * jax.random.normal(k, l.shape, l.dtype)
-                                     for l, k in zip(leaves, keys)])
-
-  params = common.block(perturb(params, jax.random.PRNGKey(1)))
+  params = common.perturbed_params(cfg)
   num_params = int(sum(v.size for v in jax.tree.leaves(params)))
 
   def apply_model(graphdef, params, z, t, cond_mask):
