@@ -9,10 +9,13 @@ from __future__ import annotations
 import ml_collections
 
 TASK_MODES = ('image_to_3d', 'depth', 'multiview', 'camera_control')
-MODES = ('train', 'sample', 'export') + TASK_MODES
+MODES = ('train', 'sample', 'export', 'eval') + TASK_MODES
+EVAL_TASKS = ('mono_depth', 'video_depth', 'novel_view', 'consistency')
+DEPTH_ALIGNMENTS = ('median', 'lstsq', 'lstsq_disparity')
 ATTENTION_IMPLEMENTATIONS = ('auto', 'xla', 'cudnn')
 REMAT_POLICIES = ('none', 'full', 'dots_saveable', 'minimal')  # See models/dit.py REMAT_POLICIES.
 DTYPES = ('float32', 'bfloat16')
+MODALITIES = ('rgb_xyz', 'rgb')  # 'rgb': the RGB-only ablation (config.diffusion.modalities).
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -59,11 +62,19 @@ def base_config() -> ml_collections.ConfigDict:
   config.diffusion.logsnr_min = -15.0
   config.diffusion.logsnr_max = 15.0
   config.diffusion.schedule_shift = 1.0  # >1 shifts toward noisier levels (larger images/videos).
+  # Pixels without a surface (masked background): 'sentinel' trains XYZ there toward the corner
+  # (-1, -1, -1) (geometry/normalization.py BACKGROUND_XYZ) so samples mark their own background;
+  # 'masked' leaves them out of the loss (the model's XYZ there is then arbitrary).
+  config.diffusion.background = 'sentinel'
   config.diffusion.rgb_loss_weight = 1.0
   config.diffusion.xyz_loss_weight = 1.0
   # Training mixture of conditioning patterns (the rest is single-image-conditioned).
   config.diffusion.p_unconditional = 0.1
   config.diffusion.p_rgb_known = 0.1  # All RGB clean, XYZ noised: the multi-view task.
+  # 'rgb_xyz': RGB + XYZ (WVD). 'rgb': the paper's "RGB only" ablation, same network and FLOPs,
+  # but the XYZ half of the latents is a constant zero, always a clean condition, never in the
+  # loss (XYZ tasks refuse such a model; RGB videos from a first frame work).
+  config.diffusion.modalities = 'rgb_xyz'
 
   config.optim = ml_collections.ConfigDict()
   config.optim.learning_rate = 3e-4  # The paper's.
@@ -93,6 +104,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.num_eval_batches = 1
   config.train.log_sample_grids = True  # A sample grid in TensorBoard at every evaluation.
   config.train.max_nonfinite_steps = 10  # Stop after this many skipped updates in a row.
+  # Wall-clock budget of one train invocation in minutes (0: none); it saves and stops at the
+  # first logging step past it. Resuming starts a new budget.
+  config.train.max_minutes = 0.0
   config.train.peak_tflops = 0.0  # Matmul rate for MFU; 0 measures it at start-up.
   config.train.cast_params_once = False  # Cast the weights to bf16 once per step (2x slower on H100, RESULTS.md).
 
@@ -107,7 +121,27 @@ def base_config() -> ml_collections.ConfigDict:
   config.sample.split = 'test'
   config.sample.example_index = 0
   config.sample.use_ema = True
+
+  # --mode=eval (wvd_jax/evaluation): the tasks over a held-out split, a report under the workdir.
+  config.eval = ml_collections.ConfigDict()
+  config.eval.split = 'test'
+  # A dataset directory in the project's shard format (TFDS ArrayRecord build with the clip
+  # fields); '' evaluates the synthetic world of config.data.
+  config.eval.dataset_dir = ''
+  config.eval.num_clips = 0  # 0: every clip of the split.
+  config.eval.frame_stride = 1  # Frames 0, s, 2s, ... of each stored clip.
+  config.eval.tasks = ','.join(EVAL_TASKS)  # Comma-separated subset of EVAL_TASKS.
+  config.eval.depth_alignment = 'median'  # Scale of monocular depth; video depth: per sequence.
+  config.eval.gallery_clips = 4  # Clips shown in the report's gallery.
+  config.eval.output_dir = ''  # '' means <workdir>/eval.
   return config
+
+
+def rgb_only(config: ml_collections.ConfigDict) -> bool:
+  """True for the RGB-only ablation (config.diffusion.modalities == 'rgb').
+
+  Configs stored before the key existed (exported checkpoints) are RGB + XYZ models."""
+  return config.diffusion.get('modalities', 'rgb_xyz') == 'rgb'
 
 
 class ConfigError(ValueError):
@@ -162,10 +196,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            f"one of 'v', 'epsilon', 'x0', got {df.prediction!r}")
   _require(df.logsnr_min < df.logsnr_max, 'diffusion.logsnr_min', 'must be < logsnr_max')
   _require(df.schedule_shift > 0, 'diffusion.schedule_shift', 'must be positive')
+  _require(df.background in ('sentinel', 'masked'), 'diffusion.background',
+           f"'sentinel' or 'masked', got {df.background!r}")
   for key in ('p_unconditional', 'p_rgb_known'):
     _require(0.0 <= df[key] <= 1.0, f'diffusion.{key}', 'must be a probability in [0, 1]')
   _require(df.p_unconditional + df.p_rgb_known <= 1.0, 'diffusion',
            'p_unconditional + p_rgb_known must be <= 1')
+  _require(df.modalities in MODALITIES, 'diffusion.modalities',
+           f'one of {MODALITIES}, got {df.modalities!r}')
   _require(o.learning_rate > 0, 'optim.learning_rate', 'must be positive')
   _require(0 <= o.b1 < 1 and 0 <= o.b2 < 1, 'optim.b1', 'betas must be in [0, 1)')
   _require(o.warmup_steps >= 0, 'optim.warmup_steps', 'must be >= 0')
@@ -181,6 +219,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _require(t.num_eval_batches >= 0, 'train.num_eval_batches', 'must be >= 0')
   _require(t.max_nonfinite_steps > 0, 'train.max_nonfinite_steps', 'must be positive')
   _require(t.peak_tflops >= 0, 'train.peak_tflops', 'must be >= 0 (0 measures it)')
+  _require(t.max_minutes >= 0, 'train.max_minutes', 'must be >= 0 (0: no time limit)')
   s = config.sample
   _require(s.num_steps > 0, 'sample.num_steps', 'must be positive')
   _require(0.0 <= s.eta <= 1.0, 'sample.eta', 'must be in [0, 1]')
@@ -192,6 +231,17 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _require(s.split in ('train', 'validation', 'test'), 'sample.split',
            f'one of train/validation/test, got {s.split!r}')
   _require(s.example_index >= 0, 'sample.example_index', 'must be >= 0')
+  e = config.eval
+  _require(e.split in ('train', 'validation', 'test'), 'eval.split',
+           f'one of train/validation/test, got {e.split!r}')
+  _require(e.num_clips >= 0, 'eval.num_clips', 'must be >= 0 (0: all)')
+  _require(e.frame_stride >= 1, 'eval.frame_stride', 'must be >= 1')
+  tasks = [t for t in e.tasks.split(',') if t]
+  _require(bool(tasks) and all(t in EVAL_TASKS for t in tasks), 'eval.tasks',
+           f'a comma-separated subset of {EVAL_TASKS}, got {e.tasks!r}')
+  _require(e.depth_alignment in DEPTH_ALIGNMENTS, 'eval.depth_alignment',
+           f'one of {DEPTH_ALIGNMENTS}, got {e.depth_alignment!r}')
+  _require(e.gallery_clips >= 0, 'eval.gallery_clips', 'must be >= 0')
 
 
 def _check_same_keys(config, reference, prefix):

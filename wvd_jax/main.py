@@ -23,7 +23,7 @@ _INPUT = flags.DEFINE_string('input', None, 'Task modes: an image file (a direct
                              'multiview).')
 _OUTPUT = flags.DEFINE_string('output', None, 'Task modes: output directory (default '
                               '<workdir>/<mode>).')
-_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'Task modes: an exported checkpoint '
+_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'Task and eval modes: an exported checkpoint '
                                   '(default <workdir>/export).')
 _CAMERA_PATH = flags.DEFINE_string('camera_path', 'orbit', 'camera_control: a preset (orbit, '
                                    'dolly, pan) or a JSON camera path file.')
@@ -50,6 +50,9 @@ def run(config, workdir: str, mode: str):
     return sample.sample(config, workdir)
   if mode in config_lib.TASK_MODES:
     return _run_task(config, workdir, mode)
+  if mode == 'eval':
+    from wvd_jax.evaluation import runner  # pylint: disable=import-outside-toplevel
+    return runner.evaluate(config, workdir, _CHECKPOINT.value)
   if mode == 'export':
     from wvd_jax.training import export  # pylint: disable=import-outside-toplevel
     return export.export(config, workdir)

@@ -1,6 +1,7 @@
 """Turning RGB and XYZ frames into images people can look at."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -22,3 +23,30 @@ def save_png(path: str, image: np.ndarray) -> None:
   """Writes an (H, W, 3) uint8 image atomically."""
   with files.atomic_write(path) as f:
     Image.fromarray(image).save(f, format='PNG')
+
+
+def depth_range(depth: np.ndarray, valid: np.ndarray | None = None) -> tuple[float, float]:
+  """The 2nd and 98th percentiles of the valid depths (a colour scale robust to outliers)."""
+  depth = np.asarray(depth, np.float32)
+  valid = np.isfinite(depth) & (depth > 0) if valid is None else valid & np.isfinite(depth)
+  if not valid.any():
+    return 0.0, 1.0
+  lo, hi = np.percentile(depth[valid], [2, 98])
+  return float(lo), float(hi)
+
+
+def colorize_depth(depth: np.ndarray, valid: np.ndarray | None = None,
+                   value_range: tuple[float, float] | None = None) -> np.ndarray:
+  """Depth (..., H, W) -> (..., H, W, 3) uint8 (turbo colour map, near = warm, invalid = black).
+
+  ``value_range`` fixes the scale (to show a prediction and its ground truth alike); default:
+  ``depth_range`` of this depth."""
+  depth = np.asarray(depth, np.float32)
+  valid = np.isfinite(depth) & (depth > 0) if valid is None else valid & np.isfinite(depth)
+  lo, hi = value_range if value_range is not None else depth_range(depth, valid)
+  scaled = np.clip((np.nan_to_num(depth) - lo) / max(hi - lo, 1e-8), 0, 1)
+  codes = np.round((1 - scaled) * 255).astype(np.uint8)
+  colour = cv2.applyColorMap(codes.reshape(-1, codes.shape[-1]), cv2.COLORMAP_TURBO)
+  colour = cv2.cvtColor(colour, cv2.COLOR_BGR2RGB).reshape(depth.shape + (3,))
+  colour[~valid] = 0
+  return colour

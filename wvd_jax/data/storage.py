@@ -390,3 +390,52 @@ def open_split(params: WorldParams, data_dir: str, split: str, *, complete: bool
     raise ValueError(f'unknown split {split!r}; expected one of {synthetic_world.SPLITS}')
   prepare(params, data_dir, render_workers)
   return ClipSource(params, data_dir, split, complete)
+
+
+class DirectoryClipSource:
+  """Random-access clips of any dataset in the project's shard format, opened by directory.
+
+  ``directory`` is a TFDS dataset version directory (dataset_info.json, features.json and
+  ArrayRecord shards) whose examples hold at least clips.STORED_FIELDS with the shapes of a raw
+  clip: e.g. a copy of a synthetic world build, or clips of a real dataset written with the same
+  features. Items are raw clips as ClipSource's (complete: + mask and world XYZ)."""
+
+  def __init__(self, directory: str, split: str, complete: bool = True):
+    if not os.path.isfile(os.path.join(directory, 'dataset_info.json')):
+      raise FileNotFoundError(f'{directory} is not a dataset directory in the project\'s shard '
+                              'format (no dataset_info.json; expected a TFDS ArrayRecord build)')
+    self.directory, self.split, self.complete = directory, split, complete
+    builder = _tfds().builder_from_directory(directory)
+    if split not in builder.info.splits:
+      raise ValueError(f'{directory} has no split {split!r}; it has '
+                       f'{sorted(builder.info.splits.keys())}')
+    missing = [k for k in clips.STORED_FIELDS if k not in builder.info.features]
+    if missing:
+      raise ValueError(f'{directory}: examples lack the fields {missing} (a clip needs '
+                       f'{list(clips.STORED_FIELDS)})')
+    split_info = builder.info.splits[split]
+    self._files = [os.path.join(directory, name) for name in split_info.filenames]
+    for path in self._files:
+      if not os.path.exists(path):
+        raise CorruptShardError(f'dataset shard {path} is missing')
+    self._ends = np.cumsum(split_info.shard_lengths)
+    self._source = builder.as_data_source(split=split)
+
+  def __len__(self) -> int:
+    return int(self._ends[-1]) if len(self._ends) else 0
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    index = int(index)
+    if not 0 <= index < len(self):
+      raise IndexError(f'clip {index} out of range for the {len(self)} clips of {self.split}')
+    try:
+      example = self._source[index]
+    except Exception as e:  # pylint: disable=broad-except
+      shard = int(np.searchsorted(self._ends, index, side='right'))
+      raise CorruptShardError(f'cannot read clip {index} of {self.split} from dataset shard '
+                              f'{self._files[shard]}: {type(e).__name__}: {e}') from e
+    clip = {k: np.asarray(example[k]) for k in clips.STORED_FIELDS}
+    return clips.complete_clip(clip) if self.complete else clip
+
+  def __repr__(self):
+    return f'DirectoryClipSource({self.directory!r}, split={self.split!r}, clips={len(self)})'

@@ -4,6 +4,10 @@
 masks (any mix: a first frame, all frames' RGB, re-projected partial XYZ) and the frame-level
 clean-condition flags the model was trained with. Known pixels are encoded by the autoencoder;
 in the VAE case a latent is known only where its whole 8x8 cell is.
+
+RGB-only models (config.diffusion.modalities == 'rgb', the paper's ablation) were trained with
+the XYZ latents a constant zero clean condition: here XYZ is forced to that (whatever the caller
+passes), only RGB is sampled, and the returned XYZ is exactly 0.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from wvd_jax import config_lib
 from wvd_jax.diffusion import samplers, schedules
 from wvd_jax.models import autoencoder as autoencoder_lib
 from wvd_jax.models import builder
@@ -38,11 +43,20 @@ def generate_video(config, graphdef, params, rgb: jax.Array, rgb_mask: jax.Array
     rgb_mask, xyz_mask: (B, N, H, W) bool, where the values are known.
     cond_mask: (B, N, 2) frames whose RGB / XYZ are clean conditions (as in training); their
       masks should be all True. Other known pixels are imposed by replacement (+ Langevin).
+      For an RGB-only model (config.diffusion.modalities == 'rgb') xyz, xyz_mask and
+      cond_mask[..., 1] are ignored: XYZ is a known zero latent, a clean condition everywhere,
+      and the returned XYZ is 0.
   """
+  rgb_only = config_lib.rgb_only(config)
+  if rgb_only:
+    xyz, xyz_mask = jnp.zeros_like(rgb), jnp.ones(rgb_mask.shape, bool)
+    cond_mask = jnp.asarray(cond_mask, jnp.float32).at[..., 1].set(1.0)
   autoencoder = autoencoder_lib.make_autoencoder(config)
   known = autoencoder_lib.encode_video(autoencoder, jnp.where(rgb_mask[..., None], rgb, 0.0),
                                        jnp.where(xyz_mask[..., None], xyz, 0.0))
   channels = known.shape[-1] // 2
+  if rgb_only:  # The zero latent of training, not the autoencoder's code of a zero image.
+    known = known.at[..., channels:].set(0.0)
   known_mask = jnp.concatenate(
       [_latent_mask(rgb_mask, autoencoder.downsample, channels),
        _latent_mask(xyz_mask, autoencoder.downsample, channels)], axis=-1)
@@ -53,7 +67,10 @@ def generate_video(config, graphdef, params, rgb: jax.Array, rgb_mask: jax.Array
       schedule=schedules.CosineSchedule.from_config(config),
       prediction=config.diffusion.prediction,
       config=samplers.SamplerConfig.from_config(config))
-  return autoencoder_lib.decode_video(autoencoder, latents)
+  rgb_out, xyz_out = autoencoder_lib.decode_video(autoencoder, latents)
+  if rgb_only:
+    xyz_out = jnp.zeros_like(xyz_out)
+  return rgb_out, xyz_out
 
 
 def _spread_over_devices(known, known_mask, cond_mask, params):
@@ -80,7 +97,9 @@ def _apply_fn(graphdef):
 
 def sample_from_first_frame(config, graphdef, params, rgb0: jax.Array, num_frames: int,
                             rng: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """RGB and XYZ (B, N, H, W, 3) sampled given frame 0's RGB (B, H, W, 3) as clean condition."""
+  """RGB and XYZ (B, N, H, W, 3) sampled given frame 0's RGB (B, H, W, 3) as clean condition.
+
+  For an RGB-only model the XYZ is 0 (see ``generate_video``)."""
   b, h, w, _ = rgb0.shape
   rgb = jnp.zeros((b, num_frames, h, w, 3)).at[:, 0].set(rgb0)
   rgb_mask = jnp.zeros((b, num_frames, h, w), bool).at[:, 0].set(True)

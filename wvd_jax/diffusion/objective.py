@@ -5,6 +5,11 @@ or all RGB known (the multi-view task). Known parts replace their noised version
 value (the paper's image conditioning: "the added noise on the conditional image is simply
 removed") and are left out of the loss; the network is told which frames/modalities are known
 through ``cond_mask``.
+
+RGB-only ablation (``xyz_known=True``, config.diffusion.modalities == 'rgb'): the XYZ half of the
+latents is set to a constant zero that is a clean condition in every frame (cond_mask[..., 1] = 1)
+and never in the loss, so the same network (same FLOPs) learns RGB video alone and its input
+carries no XYZ information.
 """
 from __future__ import annotations
 
@@ -36,18 +41,24 @@ def expand_cond_mask(cond_mask: jax.Array, latent_channels: int) -> jax.Array:
 
 def diffusion_loss(apply_fn, latents: jax.Array, valid: jax.Array, rng: jax.Array, *,
                    schedule: schedules.CosineSchedule, prediction: str, p_unconditional: float,
-                   p_rgb_known: float, rgb_weight: float, xyz_weight: float):
+                   p_rgb_known: float, rgb_weight: float, xyz_weight: float,
+                   xyz_known: bool = False):
   """Mean weighted squared error of the network's prediction.
 
   Args:
     apply_fn: (z_t (B,N,h,w,2C), t (B,), cond_mask (B,N,2)) -> prediction like z_t.
     latents: (B, N, h, w, 2C) clean latents, RGB channels first.
     valid: (B, N, h, w) bool, where XYZ is defined (XYZ loss is masked by it; RGB is not).
+    xyz_known: the RGB-only ablation: XYZ latents are replaced by 0 (whatever ``latents`` holds
+      there), flagged as clean conditions in every frame and left out of the loss (loss_xyz = 0).
+      Times, noise and the RGB conditioning pattern are drawn as without it.
   Returns:
     (loss, metrics dict of scalars).
   """
   b, n, h, w, c2 = latents.shape
   c = c2 // 2
+  if xyz_known:
+    latents = latents.at[..., c:].set(0.0)  # A set, not a product: NaNs there do not leak.
   rng_t, rng_eps, rng_cond = jax.random.split(rng, 3)
   t = jax.random.uniform(rng_t, (b,))
   eps = jax.random.normal(rng_eps, latents.shape)
@@ -55,6 +66,8 @@ def diffusion_loss(apply_fn, latents: jax.Array, valid: jax.Array, rng: jax.Arra
   alpha, sigma = alpha[:, None, None, None, None], sigma[:, None, None, None, None]
   z_t = alpha * latents + sigma * eps
   cond_mask = sample_cond_mask(rng_cond, b, n, p_unconditional, p_rgb_known)
+  if xyz_known:
+    cond_mask = cond_mask.at[..., 1].set(1.0)
   known = expand_cond_mask(cond_mask, c)
   z_t = known * latents + (1.0 - known) * z_t
   output = apply_fn(z_t, t, cond_mask)

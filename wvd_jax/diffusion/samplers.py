@@ -39,7 +39,9 @@ known part (clean conditions included) replaced by its forward-noised value, i.e
 replacement. Predictions combine as x0 = x0_u + w (x0_c - x0_u) and likewise eps (the two inputs
 agree outside the known parts, so the combination is one consistent (x0, eps) pair there).
 w = 0 is replacement-only sampling with the unconditional network. The Langevin corrector uses
-the guided score.
+the guided score. With ``xyz_always_known`` (the RGB-only ablation, trained with XYZ a clean
+condition always) the unconditional pass drops only the RGB conditions: XYZ keeps its flag and
+clean value, as in every training example.
 
 apply_fn: (params, z_t (B, N, h, w, 2C), t (B,), cond_mask (B, N, 2)) -> network output like
 z_t (v, epsilon or x0 per ``prediction``); static, so hashable: a module-level function, a
@@ -54,6 +56,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from wvd_jax import config_lib
 from wvd_jax.diffusion import langevin, objective, schedules
 
 KINDS = ('ddim', 'ancestral')
@@ -71,6 +74,8 @@ class SamplerConfig:
     langevin_steps: corrector steps per level (0 = off).
     snr: the corrector's signal-to-noise ratio (score SDE uses 0.075-0.16).
     clip_x0: clip the predictor's x0 to [-1, 1] (pixel space; off for VAE latents).
+    xyz_always_known: the model is the RGB-only ablation (config.diffusion.modalities ==
+      'rgb'): the unconditional guidance pass keeps the XYZ clean conditions.
   """
   kind: str = 'ddim'
   num_steps: int = 50
@@ -79,6 +84,7 @@ class SamplerConfig:
   langevin_steps: int = 0
   snr: float = 0.16
   clip_x0: bool = False
+  xyz_always_known: bool = False
 
   def __post_init__(self):
     if self.kind not in KINDS:
@@ -111,7 +117,8 @@ class SamplerConfig:
     return cls(kind=s.get('kind', 'ddim'), num_steps=int(s.num_steps), eta=float(s.eta),
                guidance=float(s.get('guidance', 1.0)),
                langevin_steps=int(s.get('langevin_steps', 0)), snr=float(s.get('snr', 0.16)),
-               clip_x0=config.autoencoder.kind == 'pixel')
+               clip_x0=config.autoencoder.kind == 'pixel',
+               xyz_always_known=config_lib.rgb_only(config))
 
 
 def sample(apply_fn, params, rng: jax.Array, known: jax.Array, known_mask: jax.Array,
@@ -138,7 +145,8 @@ def sample(apply_fn, params, rng: jax.Array, known: jax.Array, known_mask: jax.A
                   snr=jnp.asarray(config.snr, jnp.float32))
   return _sample(apply_fn, params, rng, known, known_mask, cond_mask, settings,
                  schedule=schedule, prediction=prediction, kind=config.kind,
-                 guided=config.guided, clip_x0=config.clip_x0)
+                 guided=config.guided, clip_x0=config.clip_x0,
+                 xyz_always_known=config.xyz_always_known)
 
 
 def _check_inputs(known, known_mask, cond_mask, prediction):
@@ -158,15 +166,20 @@ def _check_inputs(known, known_mask, cond_mask, prediction):
 
 
 @functools.partial(jax.jit, static_argnames=('apply_fn', 'schedule', 'prediction', 'kind',
-                                             'guided', 'clip_x0'))
+                                             'guided', 'clip_x0', 'xyz_always_known'))
 def _sample(apply_fn, params, rng, known, known_mask, cond_mask, settings, *, schedule,
-            prediction, kind, guided, clip_x0):
+            prediction, kind, guided, clip_x0, xyz_always_known=False):
   """``sample`` with the traced settings (num_steps, langevin_steps, eta, guidance, snr)."""
   _check_inputs(known, known_mask, cond_mask, prediction)
   known = known.astype(jnp.float32)
   known_mask = jnp.broadcast_to(known_mask.astype(jnp.float32), known.shape)
   cond_mask = cond_mask.astype(jnp.float32)
   clean = known_mask * objective.expand_cond_mask(cond_mask, known.shape[-1] // 2)
+  if xyz_always_known:  # The unconditional pass keeps the XYZ conditions (see the docstring).
+    cond_u = cond_mask.at[..., 0].set(0.0)
+    clean_u = known_mask * objective.expand_cond_mask(cond_u, known.shape[-1] // 2)
+  else:
+    cond_u, clean_u = jnp.zeros_like(cond_mask), None
   batch = known.shape[0]
   num_steps, substeps = settings['num_steps'], settings['langevin_steps'] + 1
   w = settings['guidance']
@@ -183,10 +196,11 @@ def _sample(apply_fn, params, rng, known, known_mask, cond_mask, settings, *, sc
       out = apply_fn(params, z_c, t_b, cond_mask)
       x0, eps = schedules.to_x0_eps(prediction, out, z_c, alpha, sigma)
       return z_c, x0, eps
-    out = apply_fn(params, jnp.concatenate([z_c, z]), jnp.concatenate([t_b, t_b]),
-                   jnp.concatenate([cond_mask, jnp.zeros_like(cond_mask)]))
+    z_u = z if clean_u is None else (1.0 - clean_u) * z + clean_u * known
+    out = apply_fn(params, jnp.concatenate([z_c, z_u]), jnp.concatenate([t_b, t_b]),
+                   jnp.concatenate([cond_mask, cond_u]))
     x0_c, eps_c = schedules.to_x0_eps(prediction, out[:batch], z_c, alpha, sigma)
-    x0_u, eps_u = schedules.to_x0_eps(prediction, out[batch:], z, alpha, sigma)
+    x0_u, eps_u = schedules.to_x0_eps(prediction, out[batch:], z_u, alpha, sigma)
     return z_c, x0_u + w * (x0_c - x0_u), eps_u + w * (eps_c - eps_u)
 
   def predictor(z_c, x0, eps, noise, alpha_s, sigma_s, logsnr_t, logsnr_s, alpha_t, sigma_t):

@@ -116,3 +116,24 @@ def denormalize_depth(depth, norm: Normalization):
   """depth (..., H, W) * scale."""
   xp = _xp.array_module(depth, *norm)
   return _xp.as_float(xp, depth) * xp.asarray(norm.scale)[..., None, None]
+
+
+# The model's XYZ channels at pixels with no surface (sky, masked background): the corner
+# (-1, -1, -1) of the normalized box, which real normalized points reach only when clipped
+# on all three axes at once. Training targets it there, so a sampled XYZ image says itself
+# where there is no geometry (background_mask).
+BACKGROUND_XYZ = -1.0
+_BACKGROUND_THRESHOLD = -0.9
+
+
+def fill_background(xyz, mask):
+  """(..., H, W, 3) normalized XYZ with BACKGROUND_XYZ where ``mask`` (..., H, W) is False."""
+  xp = _xp.array_module(xyz)
+  return xp.where(mask[..., None], xyz, xp.asarray(BACKGROUND_XYZ, dtype=xyz.dtype))
+
+
+def background_mask(xyz):
+  """(..., H, W) bool: pixels of normalized XYZ (..., H, W, 3) within 0.1 of the background
+  corner on every axis (where a model trained with fill_background says there is no surface)."""
+  xp = _xp.array_module(xyz)
+  return xp.all(xyz < _BACKGROUND_THRESHOLD, axis=-1)

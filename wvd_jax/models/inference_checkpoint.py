@@ -73,6 +73,11 @@ def load(path: str, config: ml_collections.ConfigDict | None = None):
         details = ', '.join(f'{section}.{k}: config {a!r} vs checkpoint {b!r}'
                             for k, (a, b) in sorted(diff.items()))
         raise ValueError(f'checkpoint {path} was trained with another config ({details})')
+    # Same parameters, another meaning: an RGB-only ablation must not be run as an XYZ model.
+    mine, theirs = (c.diffusion.get('modalities', 'rgb_xyz') for c in (config, stored))
+    if mine != theirs:
+      raise ValueError(f'checkpoint {path} was trained with another config (diffusion.modalities:'
+                       f' config {mine!r} vs checkpoint {theirs!r})')
   graphdef, abstract_state = builder.abstract_model(stored)
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
                         nnx.to_pure_dict(abstract_state))

@@ -20,9 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from wvd_jax import files, visualize
+from wvd_jax import config_lib, files, visualize
 from wvd_jax.diffusion import generate
-from wvd_jax.geometry import export
+from wvd_jax.geometry import export, normalization
 from wvd_jax.models import inference_checkpoint
 from wvd_jax.tasks import camera_paths, media, wvd_tasks
 
@@ -67,24 +67,35 @@ class WVD:
                        f'[-1, 1]; got {image.shape} (pass a file path to crop and resize)')
     return image
 
+  def _require_xyz(self, task: str):
+    """The four tasks read geometry off the generated XYZ: an RGB-only model has none."""
+    if config_lib.rgb_only(self.config):
+      raise ValueError(
+          f"{task} needs XYZ, but this model is the RGB-only ablation "
+          "(config.diffusion.modalities='rgb'); it only generates RGB videos from a first frame "
+          "(--mode=sample, generate.sample_from_first_frame)")
+
   def _next_rng(self):
     self._rng, rng = jax.random.split(self._rng)
     return rng
 
   def image_to_3d(self, image, output_dir: str | None = None) -> wvd_tasks.Reconstruction:
+    self._require_xyz('image_to_3d')
     rec = wvd_tasks.single_image_to_3d(self.generator, self._image(image),
                                        num_frames=self.num_frames,
                                        num_samples=self.num_samples, rng=self._next_rng())
     if output_dir:
       self._write_reconstruction(rec, output_dir)
-      export.write_ply(os.path.join(output_dir, 'points.ply'), rec.xyz[0].reshape(-1, 3),
-                       visualize.to_uint8(rec.rgb[0]).reshape(-1, 3))
+      surface = ~np.asarray(normalization.background_mask(rec.xyz[0]))
+      export.write_ply(os.path.join(output_dir, 'points.ply'), rec.xyz[0][surface],
+                       visualize.to_uint8(rec.rgb[0])[surface])
       grid = visualize.frame_grid([visualize.to_uint8(x) for s in range(len(rec.rgb))
                                    for x in (rec.rgb[s], rec.xyz[s])])
       visualize.save_png(os.path.join(output_dir, 'samples.png'), grid)
     return rec
 
   def monocular_depth(self, image, output_dir: str | None = None) -> wvd_tasks.Reconstruction:
+    self._require_xyz('depth')
     rec = wvd_tasks.monocular_depth(self.generator, self._image(image),
                                     num_frames=self.num_frames, num_samples=self.num_samples,
                                     rng=self._next_rng())
@@ -95,6 +106,7 @@ class WVD:
     return rec
 
   def multiview(self, images, output_dir: str | None = None) -> wvd_tasks.Reconstruction:
+    self._require_xyz('multiview')
     if isinstance(images, str):
       images = media.list_images(images)
     names = [os.path.basename(i) if isinstance(i, str) else f'frame_{k:05d}.png'
@@ -112,6 +124,7 @@ class WVD:
   def camera_control(self, image, path='orbit', output_dir: str | None = None,
                      num_targets: int = 12) -> wvd_tasks.CameraControlResult:
     """``path``: a preset name ('orbit', 'dolly', 'pan'), a JSON file, or (T, 4, 4) poses."""
+    self._require_xyz('camera_control')
     intrinsics = None
     if isinstance(path, str) and path in camera_paths.PRESETS:
       relative = camera_paths.preset(path, num_targets)
@@ -137,15 +150,16 @@ class WVD:
   def _write_reconstruction(self, rec, output_dir, names=None):
     os.makedirs(output_dir, exist_ok=True)
     n, h, w = rec.depth.shape
-    points = rec.xyz.mean(axis=0).reshape(-1, 3)
-    colors = visualize.to_uint8(rec.rgb.mean(axis=0)).reshape(-1, 3)
+    points = rec.xyz.mean(axis=0)[rec.foreground]
+    colors = visualize.to_uint8(rec.rgb.mean(axis=0))[rec.foreground]
     export.write_colmap_text(os.path.join(output_dir, 'cameras'), rec.intrinsics,
                              rec.cam_to_world, w, h, points=points, colors=colors,
                              image_names=names)
     self._save_confidence(os.path.join(output_dir, 'confidence'), rec.confidence[0])
     with files.atomic_write(os.path.join(output_dir, 'reconstruction.npz')) as f:
       np.savez(f, rgb=rec.rgb, xyz=rec.xyz, depth=rec.depth, intrinsics=rec.intrinsics,
-               cam_to_world=rec.cam_to_world, spread=rec.spread, confidence=rec.confidence)
+               cam_to_world=rec.cam_to_world, spread=rec.spread, confidence=rec.confidence,
+               foreground=rec.foreground)
     logging.info('wrote %s (post-optimization residual %.3g)', output_dir, rec.residual)
 
   @staticmethod

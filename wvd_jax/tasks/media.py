@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 
-import cv2
 import imageio.v3 as iio
 import numpy as np
 from absl import logging
@@ -60,10 +59,4 @@ def save_depth(prefix: str, depth: np.ndarray, mask: np.ndarray | None = None) -
   depth = np.asarray(depth, np.float32)
   with files.atomic_write(prefix + '.npy') as f:
     np.save(f, depth)
-  valid = np.isfinite(depth) & (depth > 0) if mask is None else mask & np.isfinite(depth)
-  lo, hi = (np.percentile(depth[valid], [2, 98]) if valid.any() else (0.0, 1.0))
-  scaled = np.clip((depth - lo) / max(hi - lo, 1e-8), 0, 1)
-  colour = cv2.applyColorMap(np.round((1 - scaled) * 255).astype(np.uint8), cv2.COLORMAP_TURBO)
-  colour = cv2.cvtColor(colour, cv2.COLOR_BGR2RGB)
-  colour[~valid] = 0
-  visualize.save_png(prefix + '.png', colour)
+  visualize.save_png(prefix + '.png', visualize.colorize_depth(depth, mask))

@@ -6,6 +6,8 @@ condition, samples all frames' RGB and XYZ, and writes under <workdir>/samples/:
   sample_<k>.ply   the sampled point cloud, XYZ coloured by the sampled RGB (frame-0 camera
                    coordinates, normalized to [-1, 1])
   samples.npz      rgb, xyz (S, N, H, W, 3) in [-1, 1], and the condition
+An RGB-only model (config.diffusion.modalities == 'rgb', the paper's ablation) generates no XYZ:
+its grid has the two RGB rows only, no PLY is written and samples.npz's xyz is 0.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from wvd_jax import files, visualize
+from wvd_jax import config_lib, files, visualize
 from wvd_jax.data import pipeline
 from wvd_jax.diffusion import generate
 from wvd_jax.geometry import export
@@ -40,10 +42,13 @@ def sample(config, workdir: str) -> dict[str, np.ndarray]:
   out_dir = os.path.join(workdir, 'samples')
   os.makedirs(out_dir, exist_ok=True)
   gt_xyz = np.where(clip['mask'][..., None], clip['xyz'], -1.0)
+  rgb_only = config_lib.rgb_only(config)
   for k in range(s):
-    grid = visualize.frame_grid([visualize.to_uint8(r) for r in
-                                 (clip['rgb'], rgb[k], xyz[k], gt_xyz)])
+    rows = (clip['rgb'], rgb[k]) if rgb_only else (clip['rgb'], rgb[k], xyz[k], gt_xyz)
+    grid = visualize.frame_grid([visualize.to_uint8(r) for r in rows])
     visualize.save_png(os.path.join(out_dir, f'sample_{k}.png'), grid)
+    if rgb_only:
+      continue
     export.write_ply(os.path.join(out_dir, f'sample_{k}.ply'), xyz[k].reshape(-1, 3),
                      visualize.to_uint8(rgb[k]).reshape(-1, 3))
   result = dict(rgb=rgb, xyz=xyz, condition_rgb=clip['rgb'][0], gt_rgb=clip['rgb'],

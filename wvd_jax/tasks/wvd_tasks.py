@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wvd_jax.geometry import post_optimization, reprojection
+from wvd_jax.geometry import normalization, post_optimization, reprojection
 
 Generator = Callable[..., tuple]
 
@@ -33,13 +33,16 @@ class Reconstruction:
   """Samples of a 6D video and the geometry recovered from them.
 
   rgb, xyz: (S, N, H, W, 3) samples in [-1, 1]; spread, confidence: (N, H, W);
-  depth: (N, H, W) of the mean XYZ after post-optimization; intrinsics (N, 3, 3);
-  cam_to_world (N, 4, 4) in the model's world; residual: the post-optimization residual.
+  depth: (N, H, W) of the mean XYZ after post-optimization, 0 at background; foreground:
+  (N, H, W) bool, pixels the samples give a surface (not the background corner, see
+  geometry.normalization.background_mask); intrinsics (N, 3, 3); cam_to_world (N, 4, 4) in the
+  model's world; residual: the post-optimization residual.
   """
   rgb: np.ndarray
   xyz: np.ndarray
   spread: np.ndarray
   confidence: np.ndarray
+  foreground: np.ndarray
   depth: np.ndarray
   intrinsics: np.ndarray
   cam_to_world: np.ndarray
@@ -55,13 +58,17 @@ def sample_spread(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def reconstruct(rgb: np.ndarray, xyz: np.ndarray, focal: float | None = None) -> Reconstruction:
-  """Post-optimizes (paper eq. 3) the mean of the samples, weighted by their confidence."""
+  """Post-optimizes (paper eq. 3) the mean of the samples, weighted by their confidence;
+  background pixels (the mean XYZ at the background corner) get no weight and depth 0."""
   rgb, xyz = np.asarray(rgb, np.float32), np.asarray(xyz, np.float32)
   spread, confidence = sample_spread(xyz)
-  result = post_optimization.post_optimize(xyz.mean(axis=0), weights=confidence + 1e-3,
-                                           focal=focal, shared_focal=True)
+  mean = xyz.mean(axis=0)
+  foreground = ~np.asarray(normalization.background_mask(mean))
+  weights = np.where(foreground, confidence + 1e-3, 1e-6).astype(np.float32)
+  result = post_optimization.post_optimize(mean, weights=weights, focal=focal, shared_focal=True)
+  depth = np.where(foreground, np.asarray(result.depth), 0.0).astype(np.float32)
   return Reconstruction(rgb=rgb, xyz=xyz, spread=spread, confidence=confidence,
-                        depth=np.asarray(result.depth), intrinsics=np.asarray(result.K),
+                        foreground=foreground, depth=depth, intrinsics=np.asarray(result.K),
                         cam_to_world=np.asarray(result.cam_to_world),
                         residual=float(np.mean(result.residual)))
 
@@ -77,11 +84,18 @@ def _first_frame_inputs(image: np.ndarray, num_samples: int, num_frames: int):
   return rgb, rgb_mask, np.zeros_like(rgb), np.zeros_like(rgb_mask), cond
 
 
+def videos_from_first_frame(generator: Generator, image: np.ndarray, *, num_frames: int,
+                            num_samples: int, rng: jax.Array) -> tuple[np.ndarray, np.ndarray]:
+  """num_samples RGB and XYZ videos (S, N, H, W, 3) whose frame 0 is the image (H, W, 3)."""
+  rgb, xyz = generator(*_first_frame_inputs(image, num_samples, num_frames), rng)
+  return np.asarray(rgb, np.float32), np.asarray(xyz, np.float32)
+
+
 def single_image_to_3d(generator: Generator, image: np.ndarray, *, num_frames: int,
                        num_samples: int, rng: jax.Array) -> Reconstruction:
   """RGB + XYZ videos (num_samples of them) from one image (H, W, 3) in [-1, 1], and cameras."""
-  rgb, xyz = generator(*_first_frame_inputs(image, num_samples, num_frames), rng)
-  return reconstruct(rgb, xyz)
+  return reconstruct(*videos_from_first_frame(generator, image, num_frames=num_frames,
+                                              num_samples=num_samples, rng=rng))
 
 
 def monocular_depth(generator: Generator, image: np.ndarray, *, num_frames: int,
@@ -150,7 +164,7 @@ def camera_control(generator: Generator, image: np.ndarray, relative_path: np.nd
   K = first.intrinsics[0] if intrinsics is None else np.asarray(intrinsics, np.float32)
   median_depth = float(np.median(first.depth[0][first.depth[0] > 0]))
   world_path = path_to_world(relative_path, first.cam_to_world[0], median_depth)
-  memory = reprojection.memory_from_frames(first.xyz[0], first.rgb[0],
+  memory = reprojection.memory_from_frames(first.xyz[0], first.rgb[0], first.foreground,
                                            capacity=h * w * (len(relative_path) + num_frames),
                                            voxel_size=voxel_size)
   frames, xyzs = [np.asarray(image)], [first.xyz[0, 0]]
@@ -174,7 +188,9 @@ def camera_control(generator: Generator, image: np.ndarray, relative_path: np.nd
     rng, chunk_rng = jax.random.split(rng)
     out_rgb, out_xyz = generator(rgb, rgb_mask, xyz, xyz_mask, cond, chunk_rng, cameras=cams)
     out_rgb, out_xyz = np.asarray(out_rgb)[0, 1:], np.asarray(out_xyz)[0, 1:]
-    memory = reprojection.add_frames(memory, out_xyz, out_rgb, voxel_size=voxel_size)
+    memory = reprojection.add_frames(memory, out_xyz, out_rgb,
+                                     ~np.asarray(normalization.background_mask(out_xyz)),
+                                     voxel_size=voxel_size)
     frames.extend(out_rgb)
     xyzs.extend(out_xyz)
     reproj_xyz.extend(np.asarray(raster.xyz))

@@ -16,10 +16,12 @@ import numpy as np
 import optax
 import tqdm
 from absl import logging
+from jax.experimental import multihost_utils
 
-from wvd_jax import visualize
+from wvd_jax import config_lib, visualize
 from wvd_jax.data import pipeline
 from wvd_jax.diffusion import generate, objective, schedules
+from wvd_jax.geometry import normalization
 from wvd_jax.models import autoencoder as autoencoder_lib
 from wvd_jax.models import builder, dit
 from wvd_jax.training import checkpoints, flops, metrics, optimizer, sharding
@@ -40,6 +42,8 @@ def make_loss_fn(config, graphdef, autoencoder):
   schedule = schedules.CosineSchedule.from_config(config)
   d = config.diffusion
 
+  rgb_only = config_lib.rgb_only(config)
+  sentinel_background = d.background == 'sentinel'
   compute_dtype = jnp.dtype(config.model.compute_dtype)
   cast_once = config.train.cast_params_once and compute_dtype != jnp.float32
 
@@ -48,13 +52,19 @@ def make_loss_fn(config, graphdef, autoencoder):
       # One cast of the float32 master weights per step, instead of one per use inside every
       # layer (and bf16 weight gradients until the cast's transpose).
       params = jax.tree.map(lambda p: p.astype(compute_dtype), params)
-    latents = autoencoder_lib.encode_video(autoencoder, batch['rgb'], batch['xyz'])
+    # RGB-only ablation: the batch's XYZ is never read (diffusion_loss zeroes the XYZ latents).
+    xyz = jnp.zeros_like(batch['xyz']) if rgb_only else batch['xyz']
     valid = latent_valid_mask(batch['mask'], autoencoder.downsample)
+    if sentinel_background and not rgb_only:
+      # Every pixel has an XYZ target: its point, or the background corner where none.
+      xyz = normalization.fill_background(xyz, batch['mask'])
+      valid = jnp.ones_like(valid)
+    latents = autoencoder_lib.encode_video(autoencoder, batch['rgb'], xyz)
     apply_fn = functools.partial(builder.apply_model, graphdef, params)
     return objective.diffusion_loss(
         apply_fn, latents, valid, rng, schedule=schedule, prediction=d.prediction,
         p_unconditional=d.p_unconditional, p_rgb_known=d.p_rgb_known,
-        rgb_weight=d.rgb_loss_weight, xyz_weight=d.xyz_loss_weight)
+        rgb_weight=d.rgb_loss_weight, xyz_weight=d.xyz_loss_weight, xyz_known=rgb_only)
 
   return loss_fn
 
@@ -135,6 +145,25 @@ def _restore_or_init(config, mesh, tx, manager, state_sh, data_iterator):
   return state_lib.create_train_state(config, mesh, tx)[1]
 
 
+class _Deadline:
+  """Wall-clock budget of one training invocation (train.max_minutes; 0 = none).
+
+  Checked at logging steps only. Processes of a multi-host job take process 0's answer, so all
+  stop at the same step (a collective on some but not all processes would hang)."""
+
+  def __init__(self, minutes: float):
+    self.minutes = minutes
+    self.start = time.time()
+
+  def passed(self) -> bool:
+    if self.minutes <= 0:
+      return False
+    passed = time.time() - self.start > 60.0 * self.minutes
+    if jax.process_count() > 1:
+      passed = bool(multihost_utils.broadcast_one_to_all(np.asarray(passed)))
+    return passed
+
+
 def train_and_evaluate(config, workdir: str) -> state_lib.TrainState:
   """Trains the config's model, resuming from the latest checkpoint in ``workdir``."""
   os.makedirs(workdir, exist_ok=True)
@@ -170,6 +199,7 @@ def train_and_evaluate(config, workdir: str) -> state_lib.TrainState:
   # Inside the mesh context the model's logical activation constraints are active.
   progress = tqdm.tqdm(total=config.train.num_steps, initial=step, desc='train',
                        disable=jax.process_index() != 0)
+  deadline = _Deadline(config.train.max_minutes)
   with sharding.use_mesh(mesh), progress:
     while step < config.train.num_steps:
       batch = sharding.global_batch(next(train_iter), mesh)
@@ -196,6 +226,10 @@ def train_and_evaluate(config, workdir: str) -> state_lib.TrainState:
               f'{int(means["num_nonfinite"])} non-finite updates in a row at step {step} '
               f'(config.train.max_nonfinite_steps={config.train.max_nonfinite_steps}); the '
               'updates were skipped and the last checkpoint is intact')
+      out_of_time = step % config.train.log_every == 0 and deadline.passed()
+      if out_of_time:
+        logging.warning('train.max_minutes=%g reached at step %d: saving and stopping',
+                        config.train.max_minutes, step)
       if step % config.train.eval_every == 0:
         evaluate(config, workdir, eval_step, graphdef, state, mesh, writer, step)
         last_time = time.time()  # Evaluation time is not training time.
@@ -203,6 +237,8 @@ def train_and_evaluate(config, workdir: str) -> state_lib.TrainState:
         checkpoints.save(manager, state, train_iter)
       if preemption.requested:
         logging.warning('SIGTERM: saved a checkpoint at step %d, exiting', step)
+        break
+      if out_of_time:
         break
   if manager.latest_step() != step:
     checkpoints.save(manager, state, train_iter)
@@ -237,7 +273,9 @@ def evaluate(config, workdir, eval_step, graphdef, state, mesh, writer, step):
         config, graphdef, jax.device_get(state.ema_params), jnp.asarray(clip['rgb'][:, 0]),
         config.data.num_frames, jax.random.PRNGKey(step))
     gt_xyz = np.where(clip['mask'][0][..., None], clip['xyz'][0], -1.0)
-    grid = visualize.frame_grid([visualize.to_uint8(x) for x in
-                                 (clip['rgb'][0], np.asarray(rgb[0]), np.asarray(xyz[0]), gt_xyz)])
+    rows = (clip['rgb'][0], np.asarray(rgb[0]), np.asarray(xyz[0]), gt_xyz)
+    if config_lib.rgb_only(config):
+      rows = rows[:2]  # The RGB-only ablation generates no XYZ.
+    grid = visualize.frame_grid([visualize.to_uint8(x) for x in rows])
     writer.write_image(step, 'validation/samples', grid)
   writer.flush()

@@ -1,0 +1,129 @@
+"""--mode=eval end to end on the tiny config: report files, dataset directories, comparison."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import trimesh
+from PIL import Image
+
+from tests.conftest import REPO, tiny_config
+from wvd_jax.data import storage
+from wvd_jax.evaluation import compare, report, runner
+from wvd_jax.training import train
+
+
+def eval_config():
+  config = tiny_config()
+  config.train.num_steps = 2
+  config.train.log_sample_grids = False
+  config.sample.num_steps = 2
+  config.sample.num_samples = 2
+  config.eval.num_clips = 2
+  config.eval.gallery_clips = 1
+  return config
+
+
+@pytest.fixture(scope='module')
+def evaluated(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('eval'))
+  config = eval_config()
+  train.train_and_evaluate(config, workdir)
+  results = runner.evaluate(config, workdir)  # Exports the training checkpoint first.
+  return config, workdir, results
+
+
+def test_report_files(evaluated):
+  _, workdir, results = evaluated
+  out = os.path.join(workdir, 'eval')
+  assert os.path.isdir(os.path.join(workdir, 'export'))
+  with open(os.path.join(out, 'results.json')) as f:
+    stored = json.load(f)
+  assert stored['num_clips'] == 2 and stored['modalities'] == 'rgb_xyz'
+  metrics = stored['metrics']
+  for section in ('mono', 'mono_baseline', 'video', 'pose', 'pose_baseline', 'nvs',
+                  'nvs_baseline', 'kpm', 'agreement', 'agreement_truth'):
+    assert section in metrics, section
+    assert all(np.isfinite(v) for v in metrics[section].values()), section
+  assert metrics['pose']['num_pairs'] == 2 * 6  # 4 frames: 6 pairs a clip.
+  assert 0 <= metrics['mono']['delta_1_25'] <= 1
+  with open(os.path.join(out, 'per_clip.jsonl')) as f:
+    rows = [json.loads(line) for line in f]
+  assert [r['clip'] for r in rows] == [0, 1] and len(rows[0]['nvs/psnr']) == 3
+  with open(os.path.join(out, 'report.md')) as f:
+    text = f.read()
+  assert '| AbsRel ↓ |' in text and 'identity cameras' in text and '## Goals' in text
+  assert sorted(os.listdir(os.path.join(out, 'plots'))) == [
+      'keypoint_matches.png', 'mono_abs_rel.png', 'novel_view_psnr.png', 'pose_accuracy.png',
+      'video_abs_rel.png']
+  gallery = Image.open(os.path.join(out, 'gallery', 'clip_0000.png'))
+  assert gallery.size == (4 * 18, 7 * 18)  # 4 frames x 7 rows of 16 px + 2 px padding.
+  cloud = trimesh.load(os.path.join(out, 'gallery', 'clip_0000.ply'))
+  assert 0 < len(cloud.vertices) <= 4 * 16 * 16
+  assert not os.path.exists(os.path.join(out, 'gallery', 'clip_0001.png'))
+
+
+def test_dataset_directory_gives_the_same_clips(evaluated):
+  config, workdir, _ = evaluated
+  directory = storage.dataset_dir(storage.WorldParams.from_config(config),
+                                  os.path.join(workdir, 'data'))
+  by_dir = storage.DirectoryClipSource(directory, 'test')
+  by_config = runner.open_clips(config, workdir)
+  assert len(by_dir) == len(by_config) == 4
+  for key in ('rgb', 'depth', 'xyz', 'cam_to_world'):
+    np.testing.assert_array_equal(by_dir[1][key], by_config[1][key])
+  with pytest.raises(FileNotFoundError, match='no dataset_info.json'):
+    storage.DirectoryClipSource(workdir, 'test')
+  with pytest.raises(ValueError, match="no split 'dev'"):
+    storage.DirectoryClipSource(directory, 'dev')
+
+
+def test_goal_table_and_comparison(evaluated, tmp_path):
+  _, workdir, results = evaluated
+  goals = {name: met for name, _, _, met in report.goal_status(
+      {'mono': {'abs_rel': 0.1, 'delta_1_25': 0.5}})}
+  assert goals['mono/abs_rel'] is True and goals['mono/delta_1_25'] is False
+  assert goals['pose/rra@5'] is None
+  rgb_only = {'metrics': {'kpm': {'kpm_percent': 42.0}}}
+  text = compare.table({'wvd': results, 'rgb_only': rgb_only})
+  assert '| metric | wvd | rgb_only |' in text
+  kpm_row = [l for l in text.splitlines() if l.startswith('| kpm/kpm_percent')][0]
+  assert kpm_row.endswith('| 42 |')
+  assert [l for l in text.splitlines() if l.startswith('| mono/abs_rel')][0].endswith('| – |')
+  path = str(tmp_path / 'bad.json')
+  with open(path, 'w') as f:
+    f.write('{"no": 1}')
+  with pytest.raises(ValueError, match='not a results.json'):
+    compare.load_results(path)
+
+
+def test_cli_eval_mode(evaluated, tmp_path):
+  config, workdir, _ = evaluated
+  out = str(tmp_path / 'cli_eval')
+  config_file = tmp_path / 'eval_config.py'
+  config_file.write_text('from tests.evaluation.test_runner import eval_config as get_config\n')
+  cmd = [sys.executable, '-m', 'wvd_jax.main', f'--config={config_file}', f'--workdir={workdir}',
+         '--mode=eval', '--config.eval.num_clips=1', '--config.eval.tasks=mono_depth,consistency',
+         '--config.eval.gallery_clips=0', f'--config.eval.output_dir={out}']
+  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(os.path.join(out, 'results.json')) as f:
+    metrics = json.load(f)['metrics']
+  assert set(metrics) == {'mono', 'mono_baseline', 'kpm', 'agreement', 'agreement_truth'}
+  bad = subprocess.run(cmd[:6] + ['--config.eval.tasks=depth'], cwd=REPO, capture_output=True,
+                       text=True, timeout=120)
+  assert bad.returncode != 0 and 'config.eval.tasks' in bad.stderr
+
+
+def test_compare_cli(evaluated, tmp_path):
+  _, workdir, _ = evaluated
+  results = os.path.join(workdir, 'eval', 'results.json')
+  out = str(tmp_path / 'table.md')
+  assert compare.main([f'a={results}', f'b={results}', f'--output={out}']) == 0
+  with open(out) as f:
+    assert f.readline().strip() == '| metric | a | b |'
+  assert compare.main(['no_equals_sign']) == 2
+  with pytest.raises(FileNotFoundError, match='run --mode=eval first'):
+    compare.main([f'a={tmp_path}/missing.json'])

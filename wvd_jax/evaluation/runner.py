@@ -1,0 +1,142 @@
+"""`--mode=eval`: the WVD tasks over a held-out split, scored, with a report under the workdir.
+
+  python -m wvd_jax.main --config=configs/small.py --workdir=DIR --mode=eval \
+      [--checkpoint=EXPORT_DIR] [--config.eval.num_clips=32] [--config.eval.dataset_dir=...]
+
+The model is the exported inference checkpoint (<workdir>/export, written first from the newest
+training checkpoint when missing). Clips come from the synthetic world's ``eval.split`` or from
+``eval.dataset_dir`` (any dataset in the project's shard format). Each clip runs the tasks of
+``eval.tasks`` (protocol.py); the scores are pooled over the split (aggregate) and written with
+plots and a gallery (report.py) to <workdir>/eval or ``eval.output_dir``.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import numpy as np
+import tqdm
+from absl import logging
+
+from wvd_jax import config_lib
+from wvd_jax.data import pipeline, storage
+from wvd_jax.evaluation import consistency, depth_metrics, pose_metrics, protocol, report
+
+DEPTH_PREFIXES = ('mono', 'mono_baseline', 'video', 'video_baseline')
+POSE_PREFIXES = ('pose', 'pose_baseline')
+
+
+def has_xyz(config) -> bool:
+  """False for the RGB-only ablation (config.diffusion.modalities == 'rgb')."""
+  return not config_lib.rgb_only(config)
+
+
+def open_clips(config, workdir: str):
+  """The clips to evaluate: eval.dataset_dir's split, or the synthetic world's."""
+  if config.eval.dataset_dir:
+    return storage.DirectoryClipSource(config.eval.dataset_dir, config.eval.split)
+  return pipeline.load_split(config, config.eval.split, workdir)
+
+
+def _scalars(values: dict, prefix: str) -> dict:
+  return {k[len(prefix) + 1:]: v for k, v in values.items() if k.startswith(prefix + '/')}
+
+
+def aggregate(per_clip: list[dict]) -> dict[str, dict]:
+  """Pools per-clip scores over the split.
+
+  Depth: image metrics weighted by valid pixels (depth_metrics.aggregate). Poses: RRA/RTA/mAA
+  over every frame pair of every clip; ATE averaged over clips. Novel views: PSNR / SSIM averaged
+  over every generated target frame. KPM: the generated clips' matches as a percentage of the true
+  clips' (summed over clips). XYZ-RGB agreement: averaged over clips."""
+  out = {}
+  for prefix in DEPTH_PREFIXES:
+    rows = [r for r in (_scalars(c, prefix) for c in per_clip) if r]
+    if rows:
+      out[prefix] = depth_metrics.aggregate(rows)
+  for prefix in POSE_PREFIXES:
+    rows = [c for c in per_clip if f'{prefix}/rre' in c]
+    if rows:
+      rre = np.concatenate([np.ravel(c[f'{prefix}/rre']) for c in rows])
+      rte = np.concatenate([np.ravel(c[f'{prefix}/rte']) for c in rows])
+      out[prefix] = dict(pose_metrics.pose_accuracy(rre, rte),
+                         ate=float(np.mean([c[f'{prefix}/ate'] for c in rows])),
+                         rre_median=float(np.median(rre)), rte_median=float(np.median(rte)),
+                         num_pairs=int(rre.size))
+  for prefix in ('nvs', 'nvs_baseline'):
+    rows = [c for c in per_clip if f'{prefix}/psnr' in c]
+    if rows:
+      out[prefix] = {k: float(np.mean(np.concatenate([np.ravel(c[f'{prefix}/{k}']) for c in rows])))
+                     for k in ('psnr', 'ssim')}
+  rows = [c for c in per_clip if 'kpm/generated' in c]
+  if rows:
+    generated = [c['kpm/generated'] for c in rows]
+    truth = [c['kpm/ground_truth'] for c in rows]
+    out['kpm'] = {'kpm_percent': consistency.kpm(generated, truth),
+                  'matches_generated': float(np.mean(generated)),
+                  'matches_ground_truth': float(np.mean(truth))}
+  for prefix in ('agreement', 'agreement_truth'):
+    rows = [r for r in (_scalars(c, prefix) for c in per_clip) if r]
+    if rows:
+      out[prefix] = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+  return out
+
+
+def _json_ready(scores: dict) -> dict:
+  return {k: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else
+              float(v) if isinstance(v, (np.floating, np.integer)) else v)
+          for k, v in scores.items()}
+
+
+def _load_model(config, workdir: str, checkpoint: str | None):
+  from wvd_jax.tasks import api  # pylint: disable=import-outside-toplevel
+  path = checkpoint or os.path.join(workdir, 'export')
+  if not checkpoint and not os.path.isdir(path):
+    from wvd_jax.training import export  # pylint: disable=import-outside-toplevel
+    logging.info('no exported checkpoint in %s: exporting the newest training checkpoint', path)
+    export.export(config, workdir)
+  return path, api.WVD.load(path, config)
+
+
+def evaluate(config, workdir: str, checkpoint: str | None = None) -> dict:
+  """Runs the evaluation; returns the results dict also written to <output>/results.json."""
+  e = config.eval
+  tasks = tuple(t for t in e.tasks.split(',') if t)
+  path, model = _load_model(config, workdir, checkpoint)
+  xyz_model = has_xyz(model.config)
+  if not xyz_model:
+    skipped = [t for t in tasks if t != 'consistency']
+    if skipped:
+      logging.warning('RGB-only model: %s need XYZ and are skipped', ', '.join(skipped))
+  source = open_clips(config, workdir)
+  count = len(source) if e.num_clips == 0 else min(e.num_clips, len(source))
+  output = e.output_dir or os.path.join(workdir, 'eval')
+  logging.info('evaluating %s on %d clips of %r (%s) -> %s', path, count, e.split,
+               ', '.join(tasks), output)
+  rng = jax.random.PRNGKey(config.seed)
+  per_clip, gallery, seconds = [], [], []
+  for index in tqdm.trange(count, desc='eval', disable=jax.process_index() != 0):
+    start = time.time()
+    clip = protocol.prepare_clip(source[index], num_frames=config.data.num_frames,
+                                 image_size=config.data.image_size, stride=e.frame_stride)
+    scores, shown = protocol.evaluate_clip(
+        model.generator, clip, tasks=tasks, num_samples=config.sample.num_samples,
+        alignment=e.depth_alignment, has_xyz=xyz_model, rng=jax.random.fold_in(rng, index))
+    per_clip.append(scores)
+    if index < e.gallery_clips:
+      gallery.append((index, clip, shown))
+    seconds.append(time.time() - start)
+  results = {
+      'checkpoint': path, 'split': e.split, 'dataset': e.dataset_dir or config.data.dataset,
+      'num_clips': count, 'tasks': list(tasks), 'modalities': 'rgb_xyz' if xyz_model else 'rgb',
+      'depth_alignment': e.depth_alignment, 'num_samples': config.sample.num_samples,
+      'sampler_steps': config.sample.num_steps, 'langevin_steps': config.sample.langevin_steps,
+      'seconds_per_clip': float(np.mean(seconds[1:] if len(seconds) > 1 else seconds)),
+      'device': str(jax.devices()[0].device_kind), 'date': time.strftime('%Y-%m-%d'),
+      'metrics': aggregate(per_clip),
+  }
+  if jax.process_index() == 0:
+    report.write_report(output, results, [_json_ready(s) for s in per_clip], gallery)
+  logging.info('evaluation report: %s', os.path.join(output, 'report.md'))
+  return results
