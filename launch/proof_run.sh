@@ -5,6 +5,8 @@
 #
 #   launch/proof_run.sh all RUN_DIR              # everything, waits (one or two GPUs)
 #   launch/proof_run.sh start RUN_DIR            # render the data, start both trainings detached
+#   launch/proof_run.sh watch RUN_DIR SECONDS    # progress until both end or SECONDS pass;
+#                                                # exits 1 as soon as a training has failed
 #   launch/proof_run.sh finish RUN_DIR [OUT]     # wait for them, export, evaluate, compare
 #
 # With two or more GPUs the runs train side by side (CUDA_VISIBLE_DEVICES 0 and 1); with one
@@ -26,20 +28,9 @@ gpu_of() {  # run name -> CUDA_VISIBLE_DEVICES value ('' = all / CPU)
 }
 
 render() {  # every split once, before the runs read them (the builder locks, but why wait twice)
-  local start=$(date +%s)
-  "$PY" - "${COMMON[@]}" <<'EOF' || return 1
-import sys
-from absl import flags
-from ml_collections import config_flags
-from wvd_jax import config_lib
-from wvd_jax.data import pipeline
-config = config_flags.DEFINE_config_file('config')
-flags.FLAGS(['render'] + sys.argv[1:])
-config_lib.validate_config(config.value)
-for split in ('train', 'validation', 'test'):
-  print(split, len(pipeline.load_split(config.value, split, '')), 'clips', flush=True)
-EOF
-  echo "rendered the dataset in $(( $(date +%s) - start )) s"
+  # CPU only: the render pool's workers must not initialize the GPUs.
+  JAX_PLATFORMS=cpu "$PY" -m wvd_jax.data.build "${COMMON[@]}" 2>&1 | grep -v 'Generating\|Shuffling'
+  [ "${PIPESTATUS[0]}" = 0 ] || { echo "rendering the dataset failed"; return 1; }
 }
 
 train() {  # name [wait]
@@ -61,6 +52,26 @@ wait_training() {
     echo "train $name: exit $(cat "$RUN/$name.train.rc"); $(grep -c '"train/loss"' \
       "$RUN/$name/metrics.jsonl" 2>/dev/null) log lines"
     tail -n 3 "$RUN/$name.train.log"
+  done
+}
+
+watch() {  # seconds: print progress; fail fast when a run has died
+  local until=$(( $(date +%s) + ${1:?seconds} )) name done
+  while [ "$(date +%s)" -lt "$until" ]; do
+    done=0
+    for name in "${NAMES[@]}"; do
+      if [ -f "$RUN/$name.train.rc" ]; then
+        done=$((done + 1))
+        if [ "$(cat "$RUN/$name.train.rc")" != 0 ]; then
+          echo "train $name FAILED:"; tail -n 30 "$RUN/$name.train.log"; return 1
+        fi
+      elif [ ! -f "$RUN/$name.train.log" ]; then
+        echo "train $name never started"; return 1
+      fi
+      echo "$name: $(tail -n 1 "$RUN/$name/metrics.jsonl" 2>/dev/null | cut -c1-200)"
+    done
+    [ "$done" = "${#NAMES[@]}" ] && return 0
+    sleep 30
   done
 }
 
@@ -93,7 +104,8 @@ finish() {
 }
 
 case "$PHASE" in
-  start) render && for name in "${NAMES[@]}"; do train "$name"; done ;;
+  start) render || exit 1; for name in "${NAMES[@]}"; do train "$name"; done ;;
+  watch) watch "${3:-60}" ;;
   finish) finish ;;
   all)
     render || exit 1

@@ -88,3 +88,20 @@ def test_missing_shard_sizes_record_is_rebuilt_not_trusted(data_dir, tmp_path):
   os.remove(sizes)  # An interrupted build: TFDS finished but the size record is missing.
   source = storage.open_split(PARAMS, target, 'test')
   assert os.path.exists(sizes) and len(source) == 2
+
+
+def test_build_past_the_memory_buffer_needs_no_tensorflow(data_dir, tmp_path, monkeypatch):
+  """Past TFDS's in-memory shuffle buffer the examples spill to bucket files (through our
+  local-file stand-in for tf.io.gfile); the shards then hold the same clips in the same order."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  from tensorflow_datasets.core import shuffle  # pylint: disable=import-outside-toplevel
+  assert importlib.util.find_spec('tensorflow') is None  # The case this guards.
+  monkeypatch.setattr(shuffle, 'MAX_MEM_BUFFER_SIZE', 1000)  # Every split spills.
+  spilled = str(tmp_path / 'spilled')
+  storage.prepare(PARAMS, spilled)
+  for split in synthetic_world.SPLITS:
+    a, b = storage.open_split(PARAMS, data_dir, split), storage.open_split(PARAMS, spilled, split)
+    for i in range(len(a)):
+      np.testing.assert_array_equal(a[i]['rgb'], b[i]['rgb'])
+      assert a[i]['scene_index'] == b[i]['scene_index']
+  assert not [f for f in os.listdir(storage.dataset_dir(PARAMS, spilled)) if 'bucket' in f]

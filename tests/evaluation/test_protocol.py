@@ -79,6 +79,8 @@ def test_oracle_scores_perfectly(clip_and_truth):
   assert scores['kpm/generated'] == scores['kpm/ground_truth']
   assert scores['agreement/color_l1'] < 0.05 and scores['agreement/coverage'] > 0.2
   assert shown.video_depth.shape == (4, 32, 32) and shown.novel_frames.shape == (4, 32, 32, 3)
+  assert np.all(shown.mono_depth[~clip.mask[0]] == 0)  # Background: no depth.
+  assert np.all(shown.mono_depth[clip.mask[0]] > 0)
 
   pooled = runner.aggregate([scores, scores])
   assert pooled['pose']['rra@5'] == 1.0 and pooled['pose']['maa@30'] > 0.95

@@ -95,3 +95,18 @@ def test_bad_inputs(clip):
     nz.fit_normalization(np.ones((10, 2)))
   with pytest.raises(ValueError, match='percentile'):
     nz.fit_normalization(clip['xyz'], percentile=10)
+
+
+def test_background_sentinel_round_trip():
+  rng = np.random.default_rng(0)
+  xyz = rng.uniform(-0.85, 1.0, (2, 5, 6, 3)).astype(np.float32)
+  mask = rng.uniform(size=(2, 5, 6)) < 0.6
+  filled = nz.fill_background(xyz, mask)
+  np.testing.assert_array_equal(filled[mask], xyz[mask])
+  assert np.all(filled[~mask] == nz.BACKGROUND_XYZ)
+  np.testing.assert_array_equal(nz.background_mask(filled), ~mask)
+  # A point near the corner on two axes only is a surface; jax arrays give the same answer.
+  near = np.array([[[-0.95, -0.95, 0.2], [-0.95, -0.92, -0.97]]], np.float32)
+  np.testing.assert_array_equal(nz.background_mask(near), [[False, True]])
+  np.testing.assert_array_equal(np.asarray(jax.jit(nz.fill_background)(jnp.asarray(xyz), mask)),
+                                filled)

@@ -82,3 +82,36 @@ def test_loss_falls_on_the_demo_dataset(config, tmp_path):
   assert len(losses) == 60
   first, last = np.mean(losses[:10]), np.mean(losses[-10:])
   assert last < 0.8 * first, (first, last)
+
+
+def test_sentinel_background_is_an_xyz_target(config, tmp_path):
+  """'sentinel' == 'masked' on the batch whose empty pixels hold the background corner and
+  count as valid (bit-identical), and it differs from 'masked' on the raw batch."""
+  from wvd_jax.geometry import normalization  # pylint: disable=import-outside-toplevel
+  config.data.object_fraction = 1.0  # Object scenes: a masked background in every clip.
+  mesh = sharding.make_mesh(config)
+  graphdef, state, _ = state_lib.create_train_state(config, mesh, optax.adam(1e-3))
+  batch = _fixed_batch(config, tmp_path)
+  assert not batch['mask'].all()
+  rng = jax.random.PRNGKey(3)
+
+  def loss(background, b):
+    config.diffusion.background = background
+    fn = train.make_loss_fn(config, graphdef, autoencoder.PixelAutoencoder())
+    return float(jax.jit(fn)(state.params, b, rng)[0])
+
+  filled = dict(batch, xyz=np.asarray(normalization.fill_background(batch['xyz'], batch['mask'])),
+                mask=np.ones_like(batch['mask']))
+  assert loss('sentinel', batch) == loss('masked', filled)
+  assert loss('sentinel', batch) != loss('masked', batch)
+
+
+def test_max_minutes_stops_at_a_logging_step(config, tmp_path):
+  config.train.num_steps = 6
+  config.train.log_every = 2
+  config.train.max_minutes = 1e-6
+  config.train.log_sample_grids = False
+  state = train.train_and_evaluate(config, str(tmp_path))
+  assert int(state.step) == 2
+  manager = checkpoints.make_manager(str(tmp_path), config)
+  assert manager.latest_step() == 2

@@ -32,6 +32,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import json
 import logging
@@ -111,11 +112,42 @@ class _QuietCustomConfig(logging.Filter):
     return 'Using custom data configuration' not in record.getMessage()
 
 
+class _LocalFiles:
+  """The few ``tf.io.gfile`` / ``tf.errors`` names TFDS's example shuffler uses, on local files.
+
+  Past 1 GB of serialized examples per split TFDS spills them to temporary bucket files through
+  TensorFlow's file API, so without TensorFlow a large build fails with ModuleNotFoundError. The
+  shuffler only writes, reads, tests and deletes local bucket files: Python's own files do that."""
+
+  class errors:  # pylint: disable=invalid-name
+    class ResourceExhaustedError(OSError):
+      message = ''
+
+  class io:  # pylint: disable=invalid-name
+    class gfile:  # pylint: disable=invalid-name
+      exists = staticmethod(os.path.exists)
+      remove = staticmethod(os.remove)
+
+      @staticmethod
+      def GFile(path, mode='rb'):  # pylint: disable=invalid-name
+        try:
+          return open(os.fspath(path), mode)  # pylint: disable=unspecified-encoding
+        except OSError as e:
+          if e.errno != errno.EMFILE:
+            raise
+          import resource  # pylint: disable=g-import-not-at-top
+          soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+          resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # ~1000 buckets at once.
+          return open(os.fspath(path), mode)  # pylint: disable=unspecified-encoding
+
+
 def _tfds():
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   absl_logger = logging.getLogger('absl')
   if not any(isinstance(f, _QuietCustomConfig) for f in absl_logger.filters):
     absl_logger.addFilter(_QuietCustomConfig())
+  from tensorflow_datasets.core import shuffle  # pylint: disable=g-import-not-at-top
+  shuffle.tf = _LocalFiles  # Workaround 4 (WORKSPACE.md): large builds without TensorFlow.
   return tfds
 
 
@@ -315,7 +347,32 @@ def prepare(params: WorldParams, data_dir: str, render_workers: int = 0):
   return builder
 
 
-class ClipSource:
+class _ShardedClips:
+  """Shared by the sources below: clip i of a split read from its ArrayRecord shards.
+
+  Subclasses set split, complete, _files (shard paths) and _ends (cumulative clip counts) and
+  give _open() (the TFDS data source) and _fields(example) (the stored fields to return)."""
+
+  def __len__(self) -> int:
+    return int(self._ends[-1]) if len(self._ends) else 0
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    index = int(index)
+    if not 0 <= index < len(self):
+      raise IndexError(f'clip {index} out of range for the {len(self)} clips of {self.split}')
+    try:
+      example = self._open()[index]
+    except Exception as e:  # pylint: disable=broad-except
+      shard = int(np.searchsorted(self._ends, index, side='right'))
+      first = int(self._ends[shard - 1]) if shard else 0
+      raise CorruptShardError(
+          f'cannot read record {index - first} of dataset shard {self._files[shard]} '
+          f'(clip {index} of {self.split}): {type(e).__name__}: {e}') from e
+    clip = self._fields(example)
+    return clips.complete_clip(clip) if self.complete else clip
+
+
+class ClipSource(_ShardedClips):
   """Random-access source over one split: element i is clip i (dict of numpy arrays).
 
   With ``complete`` (default) elements are raw clips (clips.complete_clip: + mask, world xyz);
@@ -353,25 +410,11 @@ class ClipSource:
         self._source = builder.as_data_source(split=self.split)
     return self._source
 
-  def __len__(self) -> int:
-    return int(self._ends[-1]) if len(self._ends) else 0
-
-  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-    index = int(index)
-    if not 0 <= index < len(self):
-      raise IndexError(f'clip {index} out of range for the {len(self)} clips of {self.split}')
-    try:
-      example = self._open()[index]
-    except Exception as e:  # pylint: disable=broad-except
-      shard = int(np.searchsorted(self._ends, index, side='right'))
-      first = int(self._ends[shard - 1]) if shard else 0
-      raise CorruptShardError(
-          f'cannot read record {index - first} of dataset shard {self._files[shard]} '
-          f'(clip {index} of {self.split}): {type(e).__name__}: {e}') from e
+  def _fields(self, example) -> dict[str, np.ndarray]:
     clip = {k: np.asarray(example[k]) for k in clips.STORED_FIELDS}
     clip['scene_index'] = np.int64(example['scene_index'])
     clip['scene_kind'] = np.int64(example['scene_kind'])
-    return clips.complete_clip(clip) if self.complete else clip
+    return clip
 
   def __getstate__(self):
     state = dict(self.__dict__)
@@ -392,7 +435,7 @@ def open_split(params: WorldParams, data_dir: str, split: str, *, complete: bool
   return ClipSource(params, data_dir, split, complete)
 
 
-class DirectoryClipSource:
+class DirectoryClipSource(_ShardedClips):
   """Random-access clips of any dataset in the project's shard format, opened by directory.
 
   ``directory`` is a TFDS dataset version directory (dataset_info.json, features.json and
@@ -421,21 +464,11 @@ class DirectoryClipSource:
     self._ends = np.cumsum(split_info.shard_lengths)
     self._source = builder.as_data_source(split=split)
 
-  def __len__(self) -> int:
-    return int(self._ends[-1]) if len(self._ends) else 0
+  def _open(self):
+    return self._source
 
-  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-    index = int(index)
-    if not 0 <= index < len(self):
-      raise IndexError(f'clip {index} out of range for the {len(self)} clips of {self.split}')
-    try:
-      example = self._source[index]
-    except Exception as e:  # pylint: disable=broad-except
-      shard = int(np.searchsorted(self._ends, index, side='right'))
-      raise CorruptShardError(f'cannot read clip {index} of {self.split} from dataset shard '
-                              f'{self._files[shard]}: {type(e).__name__}: {e}') from e
-    clip = {k: np.asarray(example[k]) for k in clips.STORED_FIELDS}
-    return clips.complete_clip(clip) if self.complete else clip
+  def _fields(self, example) -> dict[str, np.ndarray]:
+    return {k: np.asarray(example[k]) for k in clips.STORED_FIELDS}
 
   def __repr__(self):
     return f'DirectoryClipSource({self.directory!r}, split={self.split!r}, clips={len(self)})'

@@ -1,6 +1,7 @@
 """Evaluation of WVD: metrics (pure numpy, float64) and the protocol / runner that applies them.
 
-The metric modules follow the protocols of /work/shared/REFERENCES.md: ``depth_metrics``
+The metric modules follow the published protocols (DUSt3R/MonST3R depth evaluation, Robust MVD,
+VGGSfM pose metrics, 4DiM key-point matches): ``depth_metrics``
 (scale-aligned depth errors of the monocular and video-depth benchmarks), ``pose_metrics``
 (relative rotation / translation errors over frame pairs, RRA / RTA / mAA, Umeyama Sim(3)
 alignment, ATE and RPE of trajectories), ``image_metrics`` (PSNR / SSIM of views in [-1, 1]) and
