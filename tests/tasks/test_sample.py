@@ -55,6 +55,9 @@ def test_cli_train_then_sample_writes_files(tmp_path):
   grid = np.asarray(Image.open(out / 'sample_0.png'))
   assert grid.shape == (4 * 18, 4 * 18, 3)
   cloud = trimesh.load(out / 'sample_0.ply')
-  assert cloud.vertices.shape == (4 * 16 * 16, 3) and cloud.colors.shape[0] == 4 * 16 * 16
+  xyz = np.load(out / 'samples.npz')['xyz'][0]
+  surface = int(np.sum(~np.all(xyz < -0.9, axis=-1)))  # Pixels not sampled as background.
+  assert 0 < surface <= 4 * 16 * 16
+  assert cloud.vertices.shape == (surface, 3) and cloud.colors.shape[0] == surface
   assert os.listdir(tmp_path / 'tensorboard')
   assert (tmp_path / 'checkpoints' / '2').exists()

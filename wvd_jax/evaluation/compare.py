@@ -39,8 +39,7 @@ def table(runs: dict[str, dict]) -> str:
   names = list(runs)
   lines = ['| metric | ' + ' | '.join(names) + ' |', '|---' * (len(names) + 1) + '|']
   for section, key in rows:
-    cells = [report._format(runs[n]['metrics'].get(section, {}).get(key))  # pylint: disable=protected-access
-             for n in names]
+    cells = [report.format_value(runs[n]['metrics'].get(section, {}).get(key)) for n in names]
     lines.append(f'| {section}/{key} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines) + '\n'
 

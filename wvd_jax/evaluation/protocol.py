@@ -152,6 +152,8 @@ class ClipOutputs:
   """What the gallery shows of one clip (any field None when its task did not run)."""
   videos_rgb: np.ndarray | None = None      # (S, N, H, W, 3) from frame 0
   videos_xyz: np.ndarray | None = None      # (S, N, H, W, 3)
+  intrinsics: np.ndarray | None = None      # (N, 3, 3) of the videos' post-optimization
+  cam_to_world: np.ndarray | None = None    # (N, 4, 4) likewise, model world
   mono_depth: np.ndarray | None = None      # (H, W)
   video_depth: np.ndarray | None = None     # (N, H, W)
   novel_frames: np.ndarray | None = None    # (N, H, W, 3)
@@ -171,6 +173,7 @@ def evaluate_clip(generator, clip: EvalClip, *, tasks: tuple[str, ...], num_samp
     if has_xyz:
       rec = wvd_tasks.reconstruct(rgb, xyz)
       shown.videos_xyz, shown.mono_depth = xyz, rec.depth[0]
+      shown.intrinsics, shown.cam_to_world = rec.intrinsics, rec.cam_to_world
     if 'mono_depth' in tasks and rec is not None:
       scores.update(mono_depth(clip, rec, alignment))
     if 'consistency' in tasks:

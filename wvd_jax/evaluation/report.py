@@ -55,7 +55,8 @@ GALLERY_ROWS = ('true RGB', 'generated RGB from frame 0 (sample 0)',
                 'generated point cloud rendered from orbiting cameras')
 
 
-def _format(value) -> str:
+def format_value(value) -> str:
+  """A metric as table text ('–' when missing)."""
   if value is None:
     return '–'
   if isinstance(value, (int, np.integer)):
@@ -92,20 +93,21 @@ def markdown(results: dict) -> str:
               f'| metric | WVD | {base_name} |', '|---|---|---|']
     for key, label, higher in metrics:
       arrow = '↑' if higher else '↓'
-      lines.append(f'| {label} {arrow} | {_format(m[section].get(key))} | '
-                   f'{_format(m.get(base, {}).get(key))} |')
+      lines.append(f'| {label} {arrow} | {format_value(m[section].get(key))} | '
+                   f'{format_value(m.get(base, {}).get(key))} |')
     lines.append('')
   if 'kpm' in m:
     k = m['kpm']
     lines += ['## Multi-view consistency (key-point matches, SIFT + ratio test + RANSAC)', '',
               '| KPM (% of the true clips\' matches) ↑ | matches, generated | matches, true |',
               '|---|---|---|',
-              f"| {_format(k['kpm_percent'])} | {_format(k['matches_generated'])} | "
-              f"{_format(k['matches_ground_truth'])} |", '']
+              f"| {format_value(k['kpm_percent'])} | {format_value(k['matches_generated'])} | "
+              f"{format_value(k['matches_ground_truth'])} |", '']
   goals = goal_status(m)
   if any(value is not None for _, _, value, _ in goals):
     lines += ['## Goals', '', '| goal | value | met |', '|---|---|---|']
-    lines += [f'| {text} | {_format(value)} | {"–" if met is None else "yes" if met else "no"} |'
+    verdict = {None: '–', True: 'yes', False: 'no'}
+    lines += [f'| {text} | {format_value(value)} | {verdict[met]} |'
               for _, text, value, met in goals]
     lines.append('')
   lines += ['## Files', '', '- `results.json`, `per_clip.jsonl`: the numbers',
@@ -201,6 +203,13 @@ def render_point_cloud(xyz: np.ndarray, rgb: np.ndarray, K: np.ndarray, cam_to_w
   return visualize.to_uint8(colors)
 
 
+def _aligned_colors(pred, gt, mask, value_range) -> np.ndarray:
+  """Predicted depth (N, H, W) scaled by one median ratio to the truth, coloured like it."""
+  valid = mask & (pred > 0)
+  scale = np.median(gt[valid]) / max(np.median(pred[valid]), 1e-8) if valid.any() else 1.0
+  return visualize.colorize_depth(pred * scale, valid, value_range)
+
+
 def gallery_image(clip, shown) -> np.ndarray:
   """One clip's rows (GALLERY_ROWS) as a uint8 image; rows whose task did not run are blank."""
   n, h, w, _ = clip.rgb.shape
@@ -211,22 +220,17 @@ def gallery_image(clip, shown) -> np.ndarray:
   rows.append(visualize.to_uint8(shown.videos_xyz[0]) if shown.videos_xyz is not None else blank)
   rows.append(visualize.colorize_depth(clip.depth, clip.mask, value_range))
   depth_row = blank.copy()
-  for depth, frames in ((shown.mono_depth, slice(0, 1)), (shown.video_depth, slice(1, n))):
-    if depth is not None:
-      depth = np.asarray(depth).reshape(-1, h, w)
-      valid = clip.mask[:len(depth)] & (depth > 0)
-      scale = np.median(clip.depth[:len(depth)][valid]) / max(np.median(depth[valid]), 1e-8) \
-          if valid.any() else 1.0
-      coloured = visualize.colorize_depth(depth * scale, valid, value_range)
-      depth_row[frames] = coloured[frames] if len(coloured) == n else coloured[:1]
+  if shown.mono_depth is not None:
+    depth_row[0] = _aligned_colors(shown.mono_depth[None], clip.depth[:1], clip.mask[:1],
+                                   value_range)[0]
+  if shown.video_depth is not None:
+    depth_row[1:] = _aligned_colors(shown.video_depth, clip.depth, clip.mask, value_range)[1:]
   rows.append(depth_row)
   rows.append(visualize.to_uint8(shown.novel_frames) if shown.novel_frames is not None
               else blank)
   if shown.videos_xyz is not None:
-    from wvd_jax.tasks import wvd_tasks  # pylint: disable=import-outside-toplevel
-    rec = wvd_tasks.reconstruct(shown.videos_rgb[:1], shown.videos_xyz[:1])
-    rows.append(render_point_cloud(shown.videos_xyz[0], shown.videos_rgb[0], rec.intrinsics[0],
-                                   rec.cam_to_world[0], n))
+    rows.append(render_point_cloud(shown.videos_xyz[0], shown.videos_rgb[0], shown.intrinsics[0],
+                                   shown.cam_to_world[0], n))
   else:
     rows.append(blank)
   return visualize.frame_grid(rows)

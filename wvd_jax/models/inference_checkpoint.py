@@ -18,7 +18,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from wvd_jax import files
+from wvd_jax import config_lib, files
 from wvd_jax.models import builder
 
 # Config keys that shape the parameters (remat, scan, dtypes and attention do not).
@@ -74,7 +74,7 @@ def load(path: str, config: ml_collections.ConfigDict | None = None):
                             for k, (a, b) in sorted(diff.items()))
         raise ValueError(f'checkpoint {path} was trained with another config ({details})')
     # Same parameters, another meaning: an RGB-only ablation must not be run as an XYZ model.
-    mine, theirs = (c.diffusion.get('modalities', 'rgb_xyz') for c in (config, stored))
+    mine, theirs = ('rgb' if config_lib.rgb_only(c) else 'rgb_xyz' for c in (config, stored))
     if mine != theirs:
       raise ValueError(f'checkpoint {path} was trained with another config (diffusion.modalities:'
                        f' config {mine!r} vs checkpoint {theirs!r})')

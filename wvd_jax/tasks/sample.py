@@ -4,7 +4,7 @@ Loads the newest checkpoint in the workdir, takes frame 0's RGB of a held-out cl
 condition, samples all frames' RGB and XYZ, and writes under <workdir>/samples/:
   sample_<k>.png   rows: ground-truth RGB, sampled RGB, sampled XYZ (as colours), ground-truth XYZ
   sample_<k>.ply   the sampled point cloud, XYZ coloured by the sampled RGB (frame-0 camera
-                   coordinates, normalized to [-1, 1])
+                   coordinates, normalized to [-1, 1]), without the pixels sampled as background
   samples.npz      rgb, xyz (S, N, H, W, 3) in [-1, 1], and the condition
 An RGB-only model (config.diffusion.modalities == 'rgb', the paper's ablation) generates no XYZ:
 its grid has the two RGB rows only, no PLY is written and samples.npz's xyz is 0.
@@ -21,7 +21,7 @@ from absl import logging
 from wvd_jax import config_lib, files, visualize
 from wvd_jax.data import pipeline
 from wvd_jax.diffusion import generate
-from wvd_jax.geometry import export
+from wvd_jax.geometry import export, normalization
 from wvd_jax.training import checkpoints
 
 
@@ -49,8 +49,9 @@ def sample(config, workdir: str) -> dict[str, np.ndarray]:
     visualize.save_png(os.path.join(out_dir, f'sample_{k}.png'), grid)
     if rgb_only:
       continue
-    export.write_ply(os.path.join(out_dir, f'sample_{k}.ply'), xyz[k].reshape(-1, 3),
-                     visualize.to_uint8(rgb[k]).reshape(-1, 3))
+    surface = ~np.asarray(normalization.background_mask(xyz[k]))
+    export.write_ply(os.path.join(out_dir, f'sample_{k}.ply'), xyz[k][surface],
+                     visualize.to_uint8(rgb[k])[surface])
   result = dict(rgb=rgb, xyz=xyz, condition_rgb=clip['rgb'][0], gt_rgb=clip['rgb'],
                 gt_xyz=clip['xyz'], gt_mask=clip['mask'])
   with files.atomic_write(os.path.join(out_dir, 'samples.npz')) as f:
