@@ -27,7 +27,6 @@ once (not depth times), so compare it across variants with care.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import subprocess

@@ -27,11 +27,6 @@ DEPTH_PREFIXES = ('mono', 'mono_baseline', 'video', 'video_baseline')
 POSE_PREFIXES = ('pose', 'pose_baseline')
 
 
-def has_xyz(config) -> bool:
-  """False for the RGB-only ablation (config.diffusion.modalities == 'rgb')."""
-  return not config_lib.rgb_only(config)
-
-
 def open_clips(config, workdir: str):
   """The clips to evaluate: eval.dataset_dir's split, or the synthetic world's."""
   if config.eval.dataset_dir:
@@ -104,7 +99,7 @@ def evaluate(config, workdir: str, checkpoint: str | None = None) -> dict:
   e = config.eval
   tasks = tuple(t for t in e.tasks.split(',') if t)
   path, model = _load_model(config, workdir, checkpoint)
-  xyz_model = has_xyz(model.config)
+  xyz_model = not config_lib.rgb_only(model.config)  # False for the RGB-only ablation.
   if not xyz_model:
     skipped = [t for t in tasks if t != 'consistency']
     if skipped:
