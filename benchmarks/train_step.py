@@ -1,4 +1,4 @@
-"""Times the wvd_2b config's full train step on one device and prints one JSON object.
+"""Times a config's (default wvd_2b) full train step on one device and prints one JSON object.
 
 The step is the one training runs (wvd_jax.training.train.make_train_step): conditioning-pattern
 sampling, noising, the DiT forward and backward, the masked per-modality v-loss, gradient
@@ -10,6 +10,7 @@ Also times parts of the step (forward, forward+backward, optimizer+EMA) so the l
 visible, and measures the bf16 matmul rate in the same process for MFU.
 
   python benchmarks/train_step.py                  # wvd_2b, batch 4 (GPU)
+  python benchmarks/train_step.py --config small --batch 32 --parts 0   # the proof run's step
   python benchmarks/train_step.py --small          # a tiny model on CPU, seconds
 """
 from __future__ import annotations
@@ -73,6 +74,7 @@ def timed(fn, *args, steps, warmup=2):
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument('--small', action='store_true')
+  parser.add_argument('--config', default='wvd_2b', help='a configs/ file name, e.g. small')
   parser.add_argument('--batch', type=int, default=4)
   parser.add_argument('--steps', type=int, default=10)
   parser.add_argument('--remat', default=None)
@@ -87,7 +89,7 @@ def main():
                       help='of --devices, how many form the pure data axis (rest: fsdp)')
   args = parser.parse_args()
 
-  config = load_config('wvd_2b')
+  config = load_config(args.config)
   config.data.batch_size = args.batch * args.devices
   if args.small:
     config.data.batch_size = 2
@@ -135,7 +137,7 @@ def main():
   step_flops = flops.dit_train_step_flops(dit_cfg, b, tokens)
   peak = flops.measure_matmul_tflops(dtype=jnp.dtype(config.model.compute_dtype))
   result = {
-      'benchmark': 'train_step', 'config': 'wvd_2b' + ('(small)' if args.small else ''),
+      'benchmark': 'train_step', 'config': args.config + ('(small)' if args.small else ''),
       'device': jax.devices()[0].device_kind, 'batch': b, 'frames': n, 'tokens': tokens,
       'params_m': sum(x.size for x in jax.tree.leaves(
           jax.eval_shape(lambda: state_lib.create_train_state(config, mesh, tx)[1].params))) / 1e6,

@@ -1,0 +1,94 @@
+"""launch/proof_run.sh's bookkeeping: watch, finish and packing, on run directories faked from
+the files its steps leave behind (the steps themselves are the tested train and eval modes)."""
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from tests.conftest import REPO
+
+SCRIPT = os.path.join(REPO, 'launch', 'proof_run.sh')
+RESULTS = os.path.join(REPO, 'benchmarks', 'proof_run_2026-11-26_14min')
+
+
+def _proof_run(*args, timeout=60):
+  env = dict(os.environ, PYTHON=sys.executable, PATH='/usr/bin:/bin')  # No nvidia-smi: 0 GPUs.
+  return subprocess.run(['bash', SCRIPT, *map(str, args)], cwd=REPO, env=env, text=True,
+                        capture_output=True, timeout=timeout, check=False)
+
+
+def _step(run, name, mode, rc=None, log='step log\n'):
+  (run / f'{name}.{mode}.log').write_text(log)
+  if rc is not None:
+    (run / f'{name}.{mode}.rc').write_text(f'{rc}\n')
+
+
+def _evaluated(run, name):
+  for mode in ('train', 'eval'):
+    _step(run, name, mode, rc=0)
+  (run / name / 'eval').mkdir(parents=True)
+  shutil.copy(os.path.join(RESULTS, f'results_{name}.json'), run / name / 'eval' / 'results.json')
+  (run / name / 'eval' / 'report.md').write_text(f'# report of {name}\n')
+  (run / name / 'metrics.jsonl').write_text('{"step": 100}\n')
+
+
+def test_finish_compares_and_packs_two_evaluated_runs(tmp_path):
+  run, out = tmp_path / 'run', tmp_path / 'out'
+  run.mkdir()
+  for name in ('wvd', 'rgb_only'):
+    _evaluated(run, name)
+  result = _proof_run('finish', run, out)
+  assert result.returncode == 0, result.stdout + result.stderr
+  comparison = (out / 'comparison.md').read_text()
+  assert '| kpm/kpm_percent | 21.12 | 29.93 |' in comparison
+  assert '# report of wvd' in result.stdout
+  with tarfile.open(out / 'eval_wvd.tgz') as archive:
+    assert 'eval/results.json' in archive.getnames()
+  with tarfile.open(out / 'logs.tgz') as archive:
+    assert {'wvd.train.log', 'rgb_only.eval.log', 'wvd/metrics.jsonl'} <= set(archive.getnames())
+
+
+def test_finish_of_an_unfinished_run_packs_the_logs_and_fails(tmp_path):
+  run, out = tmp_path / 'run', tmp_path / 'out'
+  run.mkdir()
+  _evaluated(run, 'wvd')
+  _step(run, 'rgb_only', 'train')  # Still training: a log, no exit status.
+  result = _proof_run('finish', run, out)
+  assert result.returncode == 1
+  assert 'wvd: done' in result.stdout and 'rgb_only: running' in result.stdout
+  assert not (out / 'comparison.md').exists()
+  with tarfile.open(out / 'logs.tgz') as archive:
+    assert 'rgb_only.train.log' in archive.getnames()
+
+
+def test_watch_fails_fast_with_the_failed_step_log(tmp_path):
+  run = tmp_path / 'run'
+  run.mkdir()
+  _evaluated(run, 'wvd')
+  _step(run, 'rgb_only', 'train', rc=1, log='Traceback: out of memory\n')
+  result = _proof_run('watch', run, 600, timeout=20)  # Would sleep if it missed the failure.
+  assert result.returncode == 1
+  assert 'rgb_only FAILED' in result.stdout and 'out of memory' in result.stdout
+
+
+@pytest.mark.parametrize('done', [True, False])
+def test_watch_returns_when_both_are_done_or_time_is_up(tmp_path, done):
+  run = tmp_path / 'run'
+  run.mkdir()
+  _evaluated(run, 'wvd')
+  if done:
+    _evaluated(run, 'rgb_only')
+  else:
+    _step(run, 'rgb_only', 'eval')
+    _step(run, 'rgb_only', 'train', rc=0)
+  result = _proof_run('watch', run, 0, timeout=20)
+  assert result.returncode == 0, result.stdout
+  assert ('time is up' in result.stdout) != done
+
+
+def test_unknown_phase_is_refused(tmp_path):
+  result = _proof_run('begin', tmp_path)
+  assert result.returncode == 2 and 'unknown phase begin' in result.stdout
