@@ -53,6 +53,7 @@ lane() {  # names...: train and evaluate each in turn
 
 lanes() {  # [detach]: one lane per GPU (two GPUs), else one lane for both models
   local groups=("${NAMES[@]}") group
+  rm -f "$RUN"/*.rc  # An earlier start's exit statuses would read as this one's.
   [ "$GPUS" -ge 2 ] || groups=("${NAMES[*]}")
   for group in "${groups[@]}"; do
     echo "lane '$group' on GPU '$(gpu_of "${group%% *}")'"
@@ -96,9 +97,9 @@ watch() {  # seconds: print progress until both runs are done; fail fast when on
 }
 
 finish() {  # [OUT]: compare and pack what there is
-  local out=${1:-} name ok=0 logs=()
+  local out=${1:-} name now ok=0 logs=()
   for name in "${NAMES[@]}"; do
-    echo "$name: $(state "$name")"; [ "$(state "$name")" = done ] || ok=1
+    now=$(state "$name"); echo "$name: $now"; [ "$now" = done ] || ok=1
   done
   if [ $ok = 0 ]; then
     "$PY" -m wvd_jax.evaluation.compare "wvd=$RUN/wvd/eval/results.json" \

@@ -96,3 +96,16 @@ def test_rgb_only_runs_consistency_alone(clip_and_truth):
       num_samples=1, alignment='median', has_xyz=False, rng=jax.random.PRNGKey(0))
   assert set(scores) == {'kpm/generated', 'kpm/ground_truth'}
   assert shown.videos_xyz is None and shown.video_depth is None
+
+
+@pytest.mark.parametrize('alignment', ['median', 'lstsq', 'lstsq_disparity'])
+def test_depth_fit_ignores_pixels_without_a_predicted_surface(alignment):
+  gt = np.linspace(1.0, 4.0, 64).reshape(8, 8)
+  pred = 0.5 * gt
+  pred[:2] = 0.0  # 16 of 64 valid pixels: the model saw no surface there.
+  scores, aligned = protocol.depth_scores('d', pred, gt, np.ones_like(gt, bool), alignment)
+  np.testing.assert_allclose(aligned[2:], gt[2:], rtol=1e-9)  # Exact where predicted.
+  assert np.all(aligned[:2] == 0)
+  # Each unpredicted pixel is an outlier with |0 - gt| / gt = 1.
+  assert scores['d/abs_rel'] == pytest.approx(16 / 64)
+  assert scores['d/delta_1_25'] == pytest.approx(48 / 64)

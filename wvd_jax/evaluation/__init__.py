@@ -4,7 +4,7 @@ The metric modules follow the published protocols (DUSt3R/MonST3R depth evaluati
 VGGSfM pose metrics, 4DiM key-point matches): ``depth_metrics``
 (scale-aligned depth errors of the monocular and video-depth benchmarks), ``pose_metrics``
 (relative rotation / translation errors over frame pairs, RRA / RTA / mAA, Umeyama Sim(3)
-alignment, ATE and RPE of trajectories), ``image_metrics`` (PSNR / SSIM of views in [-1, 1]) and
+alignment, ATE of trajectories), ``image_metrics`` (PSNR / SSIM of views in [-1, 1]) and
 ``consistency`` (SIFT key-point matches behind KPM, and the agreement of generated XYZ and RGB
 across frames). Conventions are the project's: OpenCV camera axes (x right, y down, z forward),
 ``cam_to_world`` 4x4 poses, pixel-unit 3x3 intrinsics, pixel (col, row) centred at

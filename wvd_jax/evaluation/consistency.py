@@ -97,7 +97,8 @@ def keypoint_matches(image_a, image_b, *, upscale: int = 4, ratio: float = 0.75,
                         _features('image_b', image_b, upscale), ratio, ransac_threshold)
 
 
-def video_keypoint_matches(frames, **kwargs) -> float:
+def video_keypoint_matches(frames, *, upscale: int = 4, ratio: float = 0.75,
+                           ransac_threshold: float = 1.0) -> float:
   """Mean `keypoint_matches` between frame 0 and each later frame of a video.
 
   Pairs (0, j) for j = 1..N-1, as 4DiM's KPM counts matches between generated frames (the first,
@@ -105,20 +106,16 @@ def video_keypoint_matches(frames, **kwargs) -> float:
 
   Args:
     frames: (N, H, W, 3), N >= 2, float in [-1, 1] or uint8.
-    **kwargs: upscale, ratio, ransac_threshold of `keypoint_matches`.
+    upscale, ratio, ransac_threshold: as in `keypoint_matches`.
   """
   frames = np.asarray(frames)
   if frames.ndim != 4 or frames.shape[-1] != 3:
     raise ValueError(f'frames must be (N, H, W, 3), got shape {frames.shape}')
   if frames.shape[0] < 2:
     raise ValueError(f'video_keypoint_matches needs >= 2 frames, got {frames.shape[0]}')
-  upscale = kwargs.pop('upscale', 4)
-  ratio = kwargs.pop('ratio', 0.75)
-  threshold = kwargs.pop('ransac_threshold', 1.0)
-  if kwargs:
-    raise ValueError(f'unexpected keyword arguments {sorted(kwargs)}')
   first = _features('frames[0]', frames[0], upscale)
-  counts = [_count_matches(first, _features(f'frames[{j}]', frames[j], upscale), ratio, threshold)
+  counts = [_count_matches(first, _features(f'frames[{j}]', frames[j], upscale), ratio,
+                           ransac_threshold)
             for j in range(1, frames.shape[0])]
   return float(np.mean(counts))
 

@@ -8,8 +8,8 @@ pair i < j the relative pose T_ij = world_to_cam_j @ cam_to_world_i (camera i's 
 j's), RRE = geodesic angle of R_ij_pred^T R_ij_gt, RTE = angle between the relative translation
 directions with the sign ignored (min(angle, 180 - angle)), so RTE is in [0, 90].
 
-Trajectory errors (ATE, RPE) align the predicted camera centres to the true ones with the
-Umeyama Sim(3) fit first, so they are in the ground truth's length units.
+The trajectory error (ATE) aligns the predicted camera centres to the true ones with the
+Umeyama Sim(3) fit first, so it is in the ground truth's length units.
 All arithmetic is float64.
 """
 from __future__ import annotations
@@ -144,11 +144,6 @@ def umeyama(x, y, with_scale: bool = True) -> tuple[float, np.ndarray, np.ndarra
   return scale, rot, mu_y - scale * rot @ mu_x
 
 
-def _aligned_centers(pred_centers: np.ndarray, gt_centers: np.ndarray):
-  s, rot, t = umeyama(pred_centers, gt_centers, with_scale=True)
-  return s, rot, t, s * pred_centers @ rot.T + t
-
-
 def absolute_trajectory_error(pred_centers, gt_centers) -> float:
   """ATE: RMSE of camera-centre errors after Sim(3) Umeyama alignment of pred to gt.
 
@@ -160,35 +155,7 @@ def absolute_trajectory_error(pred_centers, gt_centers) -> float:
   """
   pred, gt = _points('pred_centers', pred_centers), _points('gt_centers', gt_centers)
   _checks.same_shape(pred_centers=pred, gt_centers=gt)
-  *_, aligned = _aligned_centers(pred, gt)
+  s, rot, t = umeyama(pred, gt, with_scale=True)
+  aligned = s * pred @ rot.T + t
   return float(np.sqrt(np.mean(np.sum((aligned - gt) ** 2, axis=1))))
 
-
-def rpe(pred_cam_to_world, gt_cam_to_world) -> dict:
-  """Relative pose error between consecutive frames, after Sim(3) alignment of the centres.
-
-  The predicted poses are mapped by the Umeyama (s, R, t) of their centres onto the true centres
-  (rotation R @ R_pred, centre s R c + t). For each i, the motion D_i = inv(T_i) T_{i+1} of
-  prediction and truth gives the error E_i = inv(D_i_gt) D_i_pred.
-
-  Args:
-    pred_cam_to_world, gt_cam_to_world: (N, 4, 4), N >= 2.
-  Returns:
-    {'rpe_trans': sqrt(mean_i |E_i translation|^2) in gt units,
-     'rpe_rot_deg': mean_i of E_i's rotation angle in degrees}.
-  """
-  pred = _poses('pred_cam_to_world', pred_cam_to_world)
-  gt = _poses('gt_cam_to_world', gt_cam_to_world)
-  _checks.same_shape(pred_cam_to_world=pred, gt_cam_to_world=gt)
-  if pred.shape[0] < 2:
-    raise ValueError(f'rpe needs >= 2 frames, got {pred.shape[0]}')
-  _, rot, _, centers = _aligned_centers(pred[:, :3, 3], gt[:, :3, 3])
-  aligned = cameras.make_pose(np.matmul(rot, pred[:, :3, :3]), centers)
-  motion_pred = np.matmul(cameras.invert_pose(aligned[:-1]), aligned[1:])
-  motion_gt = np.matmul(cameras.invert_pose(gt[:-1]), gt[1:])
-  # inv(D_gt) D_pred without inverting D_gt generically: D_gt is rigid.
-  error = np.matmul(cameras.invert_pose(motion_gt), motion_pred)
-  trans = np.linalg.norm(error[:, :3, 3], axis=1)
-  angles = np.degrees(rotations.rotation_angle(error[:, :3, :3]))
-  return {'rpe_trans': float(np.sqrt(np.mean(trans ** 2))),
-          'rpe_rot_deg': float(np.mean(angles))}

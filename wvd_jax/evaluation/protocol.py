@@ -86,34 +86,47 @@ def _prefixed(prefix: str, values: dict) -> dict:
   return {f'{prefix}/{k}': v for k, v in values.items()}
 
 
-def depth_scores(prefix: str, pred, gt, valid, alignment: str, clip=None) -> dict:
-  aligned, _, _ = depth_metrics.align_depth(pred, gt, valid, method=alignment)
-  return _prefixed(prefix, depth_metrics.depth_errors(aligned, gt, valid, clip=clip))
+def depth_scores(prefix: str, pred, gt, valid, alignment: str, clip=None
+                 ) -> tuple[dict, np.ndarray]:
+  """Scores of a depth prediction (0 = no surface predicted) and the aligned prediction (still
+  0 where no surface was predicted).
+
+  The scale (and shift) is fitted on pixels with a predicted surface only: for 'lstsq' a 0
+  would otherwise pull the fit (median alignment skips depths <= 0 itself). Every valid pixel
+  is scored; one without a predicted surface counts as an outlier."""
+  aligned, _, _ = depth_metrics.align_depth(pred, gt, valid & (pred > 0), method=alignment)
+  scores = depth_metrics.depth_errors(aligned, gt, valid, clip=clip)
+  return _prefixed(prefix, scores), np.where(pred > 0, aligned, 0.0)
 
 
-def mono_depth(clip: EvalClip, rec: wvd_tasks.Reconstruction, alignment: str) -> dict:
-  """Scores of frame 0's depth from single-image generation, and the constant baseline."""
+def mono_depth(clip: EvalClip, rec: wvd_tasks.Reconstruction, alignment: str
+               ) -> tuple[dict, np.ndarray]:
+  """Scores of frame 0's depth from single-image generation, and the constant baseline; the
+  aligned depth (H, W)."""
   gt, valid = clip.depth[0], clip.mask[0]
-  out = depth_scores('mono', rec.depth[0], gt, valid, alignment)
-  out.update(depth_scores('mono_baseline', np.ones_like(gt), gt, valid, 'median'))
-  return out
+  out, aligned = depth_scores('mono', rec.depth[0], gt, valid, alignment)
+  out.update(depth_scores('mono_baseline', np.ones_like(gt), gt, valid, 'median')[0])
+  return out, aligned
 
 
-def video_depth_and_pose(clip: EvalClip, rec: wvd_tasks.Reconstruction) -> dict:
-  """Scores of the multi-view reconstruction: per-sequence aligned depth, cameras; baselines.
+def video_depth_and_pose(clip: EvalClip, rec: wvd_tasks.Reconstruction
+                         ) -> tuple[dict, np.ndarray]:
+  """Scores of the multi-view reconstruction: per-sequence aligned depth, cameras; baselines;
+  and the aligned depth (N, H, W).
 
   RRE / RTE arrays (one per frame pair) are returned under 'pose/rre', 'pose/rte' for the
   runner to pool over the split."""
-  out = depth_scores('video', rec.depth, clip.depth, clip.mask, 'median', VIDEO_DEPTH_CLIP)
+  out, aligned = depth_scores('video', rec.depth, clip.depth, clip.mask, 'median',
+                              VIDEO_DEPTH_CLIP)
   out.update(depth_scores('video_baseline', np.ones_like(clip.depth), clip.depth, clip.mask,
-                          'median', VIDEO_DEPTH_CLIP))
+                          'median', VIDEO_DEPTH_CLIP)[0])
   identity = np.broadcast_to(np.eye(4), clip.cam_to_world.shape)
   for prefix, poses in (('pose', rec.cam_to_world), ('pose_baseline', identity)):
     rre, rte = pose_metrics.relative_pose_errors(poses, clip.cam_to_world)
     out[f'{prefix}/rre'], out[f'{prefix}/rte'] = rre, rte
     out[f'{prefix}/ate'] = pose_metrics.absolute_trajectory_error(
         np.asarray(poses)[:, :3, 3], clip.cam_to_world[:, :3, 3])
-  return out
+  return out, aligned
 
 
 def novel_views(clip: EvalClip, frames: np.ndarray) -> dict:
@@ -154,8 +167,8 @@ class ClipOutputs:
   videos_xyz: np.ndarray | None = None      # (S, N, H, W, 3)
   intrinsics: np.ndarray | None = None      # (N, 3, 3) of the videos' post-optimization
   cam_to_world: np.ndarray | None = None    # (N, 4, 4) likewise, model world
-  mono_depth: np.ndarray | None = None      # (H, W)
-  video_depth: np.ndarray | None = None     # (N, H, W)
+  mono_depth: np.ndarray | None = None      # (H, W), aligned as scored (0: no surface)
+  video_depth: np.ndarray | None = None     # (N, H, W), likewise
   novel_frames: np.ndarray | None = None    # (N, H, W, 3)
 
 
@@ -172,18 +185,19 @@ def evaluate_clip(generator, clip: EvalClip, *, tasks: tuple[str, ...], num_samp
     rec = None
     if has_xyz:
       rec = wvd_tasks.reconstruct(rgb, xyz)
-      shown.videos_xyz, shown.mono_depth = xyz, rec.depth[0]
+      shown.videos_xyz = xyz
       shown.intrinsics, shown.cam_to_world = rec.intrinsics, rec.cam_to_world
     if 'mono_depth' in tasks and rec is not None:
-      scores.update(mono_depth(clip, rec, alignment))
+      mono_scores, shown.mono_depth = mono_depth(clip, rec, alignment)
+      scores.update(mono_scores)
     if 'consistency' in tasks:
       scores.update(keypoint_scores(clip, rgb))
       if rec is not None:
         scores.update(xyz_rgb_scores(clip, rec))
   if 'video_depth' in tasks and has_xyz:
     rec = wvd_tasks.multiview(generator, clip.rgb, num_samples=num_samples, rng=rng_multi)
-    scores.update(video_depth_and_pose(clip, rec))
-    shown.video_depth = rec.depth
+    video_scores, shown.video_depth = video_depth_and_pose(clip, rec)
+    scores.update(video_scores)
   if 'novel_view' in tasks and has_xyz:
     result = wvd_tasks.camera_control(generator, clip.rgb[0], clip.relative_path, num_frames=n,
                                       rng=rng_path, intrinsics=clip.intrinsics[0])

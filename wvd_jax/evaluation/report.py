@@ -16,7 +16,7 @@ import matplotlib
 import numpy as np
 
 from wvd_jax import files, visualize
-from wvd_jax.geometry import export, normalization, rasterizer
+from wvd_jax.geometry import export, normalization, rasterizer, rotations
 
 matplotlib.use('Agg')
 from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -176,16 +176,13 @@ def orbit_cameras(cam_to_world: np.ndarray, center: np.ndarray, count: int,
                   degrees: float = 35.0) -> np.ndarray:
   """(count, 4, 4) cameras: ``cam_to_world`` (4, 4) rotated about the vertical axis (its camera
   y axis, OpenCV: down) through ``center`` (3,) by angles in [-degrees, degrees]."""
-  out = []
   axis = cam_to_world[:3, 1] / np.linalg.norm(cam_to_world[:3, 1])
-  for angle in np.radians(np.linspace(-degrees, degrees, count)):
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    rotation = np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k  # Rodrigues.
-    pose = np.eye(4)
-    pose[:3, :3] = rotation @ cam_to_world[:3, :3]
-    pose[:3, 3] = rotation @ (cam_to_world[:3, 3] - center) + center
-    out.append(pose)
-  return np.stack(out).astype(np.float32)
+  angles = np.radians(np.linspace(-degrees, degrees, count))
+  rotation = np.asarray(rotations.axis_angle_to_rotation(angles[:, None] * axis), np.float64)
+  poses = np.broadcast_to(np.eye(4), (count, 4, 4)).copy()
+  poses[:, :3, :3] = rotation @ cam_to_world[:3, :3]
+  poses[:, :3, 3] = (rotation @ (cam_to_world[:3, 3] - center)) + center
+  return poses.astype(np.float32)
 
 
 def render_point_cloud(xyz: np.ndarray, rgb: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray,
@@ -203,13 +200,6 @@ def render_point_cloud(xyz: np.ndarray, rgb: np.ndarray, K: np.ndarray, cam_to_w
   return visualize.to_uint8(colors)
 
 
-def _aligned_colors(pred, gt, mask, value_range) -> np.ndarray:
-  """Predicted depth (N, H, W) scaled by one median ratio to the truth, coloured like it."""
-  valid = mask & (pred > 0)
-  scale = np.median(gt[valid]) / max(np.median(pred[valid]), 1e-8) if valid.any() else 1.0
-  return visualize.colorize_depth(pred * scale, valid, value_range)
-
-
 def gallery_image(clip, shown) -> np.ndarray:
   """One clip's rows (GALLERY_ROWS) as a uint8 image; rows whose task did not run are blank."""
   n, h, w, _ = clip.rgb.shape
@@ -221,10 +211,11 @@ def gallery_image(clip, shown) -> np.ndarray:
   rows.append(visualize.colorize_depth(clip.depth, clip.mask, value_range))
   depth_row = blank.copy()
   if shown.mono_depth is not None:
-    depth_row[0] = _aligned_colors(shown.mono_depth[None], clip.depth[:1], clip.mask[:1],
-                                   value_range)[0]
+    depth_row[0] = visualize.colorize_depth(shown.mono_depth,
+                                            clip.mask[0] & (shown.mono_depth > 0), value_range)
   if shown.video_depth is not None:
-    depth_row[1:] = _aligned_colors(shown.video_depth, clip.depth, clip.mask, value_range)[1:]
+    depth_row[1:] = visualize.colorize_depth(shown.video_depth,
+                                             clip.mask & (shown.video_depth > 0), value_range)[1:]
   rows.append(depth_row)
   rows.append(visualize.to_uint8(shown.novel_frames) if shown.novel_frames is not None
               else blank)
@@ -250,9 +241,7 @@ def write_report(output: str, results: dict, per_clip: list[dict], gallery: list
     visualize.save_png(os.path.join(output, 'gallery', f'clip_{index:04d}.png'),
                        gallery_image(clip, shown))
     if shown.videos_xyz is not None:
-      surface = ~np.asarray(normalization.background_mask(shown.videos_xyz[0]))
-      export.write_ply(os.path.join(output, 'gallery', f'clip_{index:04d}.ply'),
-                       shown.videos_xyz[0][surface],
-                       visualize.to_uint8(shown.videos_rgb[0])[surface])
+      export.write_surface_ply(os.path.join(output, 'gallery', f'clip_{index:04d}.ply'),
+                               shown.videos_xyz[0], shown.videos_rgb[0])
   with files.atomic_write(os.path.join(output, 'report.md'), 'w') as f:
     f.write(markdown(results))

@@ -86,9 +86,7 @@ class WVD:
                                        num_samples=self.num_samples, rng=self._next_rng())
     if output_dir:
       self._write_reconstruction(rec, output_dir)
-      surface = ~np.asarray(normalization.background_mask(rec.xyz[0]))
-      export.write_ply(os.path.join(output_dir, 'points.ply'), rec.xyz[0][surface],
-                       visualize.to_uint8(rec.rgb[0])[surface])
+      export.write_surface_ply(os.path.join(output_dir, 'points.ply'), rec.xyz[0], rec.rgb[0])
       grid = visualize.frame_grid([visualize.to_uint8(x) for s in range(len(rec.rgb))
                                    for x in (rec.rgb[s], rec.xyz[s])])
       visualize.save_png(os.path.join(output_dir, 'samples.png'), grid)
@@ -140,7 +138,7 @@ class WVD:
       for t, frame in enumerate(frames):
         visualize.save_png(os.path.join(output_dir, 'frames', f'frame_{t:05d}.png'), frame)
       media.save_video(os.path.join(output_dir, 'video.mp4'), frames)
-      shown = np.where(result.reprojected_mask[..., None], result.reprojected_xyz, -1.0)
+      shown = normalization.fill_background(result.reprojected_xyz, result.reprojected_mask)
       visualize.save_png(os.path.join(output_dir, 'reprojected.png'),
                      visualize.frame_grid([frames, visualize.to_uint8(shown)]))
       camera_paths.save(os.path.join(output_dir, 'camera_path.json'), result.cam_to_world,

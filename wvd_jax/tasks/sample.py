@@ -41,7 +41,7 @@ def sample(config, workdir: str) -> dict[str, np.ndarray]:
   rgb, xyz = np.asarray(rgb), np.asarray(xyz)
   out_dir = os.path.join(workdir, 'samples')
   os.makedirs(out_dir, exist_ok=True)
-  gt_xyz = np.where(clip['mask'][..., None], clip['xyz'], -1.0)
+  gt_xyz = normalization.fill_background(clip['xyz'], clip['mask'])
   rgb_only = config_lib.rgb_only(config)
   for k in range(s):
     rows = (clip['rgb'], rgb[k]) if rgb_only else (clip['rgb'], rgb[k], xyz[k], gt_xyz)
@@ -49,9 +49,7 @@ def sample(config, workdir: str) -> dict[str, np.ndarray]:
     visualize.save_png(os.path.join(out_dir, f'sample_{k}.png'), grid)
     if rgb_only:
       continue
-    surface = ~np.asarray(normalization.background_mask(xyz[k]))
-    export.write_ply(os.path.join(out_dir, f'sample_{k}.ply'), xyz[k][surface],
-                     visualize.to_uint8(rgb[k])[surface])
+    export.write_surface_ply(os.path.join(out_dir, f'sample_{k}.ply'), xyz[k], rgb[k])
   result = dict(rgb=rgb, xyz=xyz, condition_rgb=clip['rgb'][0], gt_rgb=clip['rgb'],
                 gt_xyz=clip['xyz'], gt_mask=clip['mask'])
   with files.atomic_write(os.path.join(out_dir, 'samples.npz')) as f:

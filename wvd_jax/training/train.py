@@ -272,7 +272,7 @@ def evaluate(config, workdir, eval_step, graphdef, state, mesh, writer, step):
     rgb, xyz = generate.sample_from_first_frame(
         config, graphdef, jax.device_get(state.ema_params), jnp.asarray(clip['rgb'][:, 0]),
         config.data.num_frames, jax.random.PRNGKey(step))
-    gt_xyz = np.where(clip['mask'][0][..., None], clip['xyz'][0], -1.0)
+    gt_xyz = normalization.fill_background(clip['xyz'][0], clip['mask'][0])
     rows = (clip['rgb'][0], np.asarray(rgb[0]), np.asarray(xyz[0]), gt_xyz)
     if config_lib.rgb_only(config):
       rows = rows[:2]  # The RGB-only ablation generates no XYZ.
