@@ -74,13 +74,24 @@ def model_clip(config, clip: dict[str, np.ndarray], *, start: int = 0,
 
   ``canonicalize_clip`` keeps every rendered frame at the rendered size; use this when a config
   renders more frames (data.max_frame_stride > 1) or a larger size than the model's."""
-  d = config.data
-  indices = start + stride * np.arange(d.num_frames)
-  if start < 0 or stride < 1 or indices[-1] >= clip['depth'].shape[0]:
-    raise ValueError(f'frames {indices.tolist()} are not all in the clip\'s '
-                     f'{clip["depth"].shape[0]} frames')
+  return transforms.canonicalize(resized_frames(clip, num_frames=config.data.num_frames,
+                                                image_size=config.data.image_size,
+                                                start=start, stride=stride))
+
+
+def resized_frames(clip: dict[str, np.ndarray], *, num_frames: int, image_size: int,
+                   start: int = 0, stride: int = 1) -> dict[str, np.ndarray]:
+  """The stored fields of frames ``start, start + stride, ...`` (num_frames of them),
+  centre-cropped and resized to image_size as training does, not yet canonicalized (metric
+  depth and the dataset's cameras)."""
+  available = clip['depth'].shape[0]
+  indices = start + stride * np.arange(num_frames)
+  if start < 0 or stride < 1 or indices[-1] >= available:
+    raise ValueError(f'frames {indices.tolist()} are not all in the clip\'s {available} frames '
+                     f'({num_frames} frames at stride {stride} from frame {start}: the clip needs '
+                     f'{indices[-1] + 1})')
   clip = transforms.select_frames({k: clip[k] for k in clips.STORED_FIELDS}, indices)
-  return transforms.canonicalize(transforms.crop_and_resize(clip, d.image_size))
+  return transforms.crop_and_resize(clip, image_size)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,7 +28,7 @@ import dataclasses
 import jax
 import numpy as np
 
-from wvd_jax.data import clips, transforms
+from wvd_jax.data import pipeline, transforms
 from wvd_jax.evaluation import consistency, depth_metrics, image_metrics, pose_metrics
 from wvd_jax.geometry import cameras, normalization
 from wvd_jax.tasks import wvd_tasks
@@ -60,13 +60,8 @@ def prepare_clip(raw: dict[str, np.ndarray], *, num_frames: int, image_size: int
                  stride: int = 1) -> EvalClip:
   """A raw stored clip (storage items) -> EvalClip of frames 0, stride, ..., centre-cropped and
   resized to image_size exactly as training does."""
-  available = raw['depth'].shape[0]
-  indices = stride * np.arange(num_frames)
-  if indices[-1] >= available:
-    raise ValueError(f'the clip has {available} frames; evaluating {num_frames} frames with '
-                     f'stride {stride} needs {indices[-1] + 1}')
-  clip = transforms.select_frames({k: raw[k] for k in clips.STORED_FIELDS}, indices)
-  clip = transforms.crop_and_resize(clip, image_size)
+  clip = pipeline.resized_frames(raw, num_frames=num_frames, image_size=image_size,
+                                 stride=stride)
   model = transforms.canonicalize(clip)
   depth = np.asarray(clip['depth'], np.float32)
   c2w = np.asarray(clip['cam_to_world'], np.float64)
