@@ -38,6 +38,17 @@ def test_bad_values_name_the_key(config, key, value, message):
     config_lib.validate_config(config)
 
 
+def test_eval_frames_must_fit_the_rendered_clip():
+  config = _load('small')  # 8 frames at eval stride 2 span 15 rendered frames.
+  config.data.max_frame_stride = 1  # Renders 8.
+  with pytest.raises(config_lib.ConfigError, match=r'config\.eval\.frame_stride: .* span 15'):
+    config_lib.validate_config(config)
+  config.data.render_frames = 15
+  config_lib.validate_config(config)
+  config.data.render_frames, config.eval.dataset_dir = 0, '/clips'  # Another dataset's clips.
+  config_lib.validate_config(config)
+
+
 def test_unknown_key_in_config_file_is_rejected(config):
   config.model.widht = 3
   with pytest.raises(config_lib.ConfigError, match=r'config\.model\.widht: unknown key'):

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import ml_collections
 
+from wvd_jax.evaluation import depth_metrics
+
 TASK_MODES = ('image_to_3d', 'depth', 'multiview', 'camera_control')
 MODES = ('train', 'sample', 'export', 'eval') + TASK_MODES
 EVAL_TASKS = ('mono_depth', 'video_depth', 'novel_view', 'consistency')
-DEPTH_ALIGNMENTS = ('median', 'lstsq', 'lstsq_disparity')
+DEPTH_ALIGNMENTS = tuple(m for m in depth_metrics.METHODS if m != 'none')  # Scores need one.
 ATTENTION_IMPLEMENTATIONS = ('auto', 'xla', 'cudnn')
 REMAT_POLICIES = ('none', 'full', 'dots_saveable', 'minimal')  # See models/dit.py REMAT_POLICIES.
 DTYPES = ('float32', 'bfloat16')
@@ -137,6 +139,12 @@ def base_config() -> ml_collections.ConfigDict:
   return config
 
 
+def render_frames(config: ml_collections.ConfigDict) -> int:
+  """Frames rendered per clip: data.render_frames, or enough for the largest frame stride."""
+  d = config.data
+  return int(d.render_frames) if d.render_frames else (d.num_frames - 1) * d.max_frame_stride + 1
+
+
 def rgb_only(config: ml_collections.ConfigDict) -> bool:
   """True for the RGB-only ablation (config.diffusion.modalities == 'rgb').
 
@@ -236,6 +244,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            f'one of train/validation/test, got {e.split!r}')
   _require(e.num_clips >= 0, 'eval.num_clips', 'must be >= 0 (0: all)')
   _require(e.frame_stride >= 1, 'eval.frame_stride', 'must be >= 1')
+  eval_span = (d.num_frames - 1) * e.frame_stride + 1
+  _require(bool(e.dataset_dir) or eval_span <= render_frames(config), 'eval.frame_stride',
+           f'{d.num_frames} frames at stride {e.frame_stride} span {eval_span} frames; the '
+           f'synthetic world renders {render_frames(config)} a clip (raise data.render_frames '
+           'or data.max_frame_stride)')
   tasks = [t for t in e.tasks.split(',') if t]
   _require(bool(tasks) and all(t in EVAL_TASKS for t in tasks), 'eval.tasks',
            f'a comma-separated subset of {EVAL_TASKS}, got {e.tasks!r}')

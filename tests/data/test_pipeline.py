@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 
+from wvd_jax import config_lib
 from wvd_jax.data import pipeline, storage, synthetic_world, transforms
 from wvd_jax.geometry import cameras
 
@@ -72,7 +73,7 @@ def test_deterministic_resumable_and_disjoint(tiny, tmp_path):
 def test_random_stride_frames_come_from_the_clip(tiny, tmp_path):
   tiny.data.num_frames, tiny.data.max_frame_stride = 2, 3  # Renders 4 frames, picks 2.
   tiny.data.batch_size = 1
-  assert storage.render_frames(tiny) == 4
+  assert config_lib.render_frames(tiny) == 4
   source = pipeline.load_split(tiny, 'train', str(tmp_path))
   ds = pipeline.make_dataset(tiny, 'train', str(tmp_path), shuffle=False)
   strides = set()

@@ -105,3 +105,22 @@ def test_build_past_the_memory_buffer_needs_no_tensorflow(data_dir, tmp_path, mo
       np.testing.assert_array_equal(a[i]['rgb'], b[i]['rgb'])
       assert a[i]['scene_index'] == b[i]['scene_index']
   assert not [f for f in os.listdir(storage.dataset_dir(PARAMS, spilled)) if 'bucket' in f]
+
+
+def test_bucket_files_past_the_open_files_limit_raise_it(tmp_path):
+  resource = pytest.importorskip('resource')
+  storage._tfds()  # The stand-in serves TFDS's shuffler, so TFDS is loaded when it runs.
+  soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+  opened = []
+  try:
+    low = len(os.listdir('/proc/self/fd')) + 4
+    if hard != resource.RLIM_INFINITY and hard <= low + 8:
+      pytest.skip('the hard limit leaves no room to raise the soft one')
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+    for i in range(12):  # More than the lowered limit allows: the stand-in raises it.
+      opened.append(storage._LocalFiles.io.gfile.GFile(str(tmp_path / f'bucket_{i}'), 'wb'))
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] > low
+  finally:
+    for f in opened:
+      f.close()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

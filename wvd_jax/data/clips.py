@@ -19,14 +19,22 @@ from wvd_jax.geometry import cameras
 STORED_FIELDS = ('rgb', 'depth', 'intrinsics', 'cam_to_world')
 
 
+def unproject(depth: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray) -> np.ndarray:
+  """cameras.unproject_depth of depth (N, H, W) with K (N, 3, 3) and poses (N, 4, 4), float32.
+
+  When every frame has the same K (the synthetic world's clips do) it is passed once, so the
+  pixel rays are computed once instead of per frame (half the cost; the same numbers)."""
+  K = np.asarray(K)
+  if K.ndim == 3 and np.all(K == K[:1]):
+    K = K[0]
+  return np.asarray(cameras.unproject_depth(depth, K, cam_to_world), np.float32)
+
+
 def complete_clip(clip: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   """Adds mask and world XYZ (derived from depth) to a clip of stored fields; other keys pass."""
   depth = np.asarray(clip['depth'], np.float32)
   mask = depth > 0
-  K = np.asarray(clip['intrinsics'])
-  if K.ndim == 3 and np.all(K == K[:1]):  # One K for all frames: rays computed once.
-    K = K[0]
-  xyz = cameras.unproject_depth(depth, K, clip['cam_to_world'])
+  xyz = unproject(depth, clip['intrinsics'], clip['cam_to_world'])
   out = dict(clip)
   out['mask'] = mask
   out['xyz'] = np.where(mask[..., None], xyz, 0.0).astype(np.float32)

@@ -50,7 +50,7 @@ def load_split(config, split: str, workdir: str) -> storage.ClipSource:
 
   Items: rgb (N, H, W, 3) uint8, depth (N, H, W) float32, xyz (N, H, W, 3) float32 world points
   (the unprojection of depth; 0 where invalid), mask (N, H, W) bool, intrinsics (N, 3, 3),
-  cam_to_world (N, 4, 4), with N = the rendered frames (storage.render_frames(config)) at
+  cam_to_world (N, 4, 4), with N = the rendered frames (config_lib.render_frames(config)) at
   data.render_size; plus scene_index and scene_kind."""
   _check_dataset(config)
   return storage.open_split(storage.WorldParams.from_config(config), data_dir(config, workdir),

@@ -43,7 +43,7 @@ from concurrent import futures
 
 import numpy as np
 
-from wvd_jax import files
+from wvd_jax import config_lib, files
 from wvd_jax.data import clips, synthetic_world
 
 _SHARD_SIZES = 'shard_sizes.json'
@@ -78,7 +78,7 @@ class WorldParams:
   @classmethod
   def from_config(cls, config) -> 'WorldParams':
     d = config.data
-    return cls(seed=int(config.seed), size=int(d.render_size), frames=render_frames(config),
+    return cls(seed=int(config.seed), size=int(d.render_size), frames=config_lib.render_frames(config),
                num_train=int(d.num_train_scenes), num_validation=int(d.num_validation_scenes),
                num_test=int(d.num_test_scenes), object_fraction=float(d.object_fraction))
 
@@ -93,13 +93,6 @@ class WorldParams:
     fraction = f'{self.object_fraction:.4f}'.replace('.', 'p')
     return (f'r{self.size}_f{self.frames}_n{self.num_train}-{self.num_validation}-'
             f'{self.num_test}_seed{self.seed}_obj{fraction}')
-
-
-def render_frames(config) -> int:
-  """Frames rendered per clip: data.render_frames, or enough for the largest frame stride."""
-  d = config.data
-  needed = (d.num_frames - 1) * d.max_frame_stride + 1
-  return int(d.render_frames) if d.render_frames else int(needed)
 
 
 class _QuietCustomConfig(logging.Filter):
@@ -135,9 +128,9 @@ class _LocalFiles:
         except OSError as e:
           if e.errno != errno.EMFILE:
             raise
-          import resource  # pylint: disable=g-import-not-at-top
-          soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-          resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # ~1000 buckets at once.
+          # TFDS's own remedy, which it applies only to TensorFlow's lazily opened files.
+          from tensorflow_datasets.core import shuffle  # pylint: disable=g-import-not-at-top
+          shuffle._increase_open_files_limit()  # pylint: disable=protected-access
           return open(os.fspath(path), mode)  # pylint: disable=unspecified-encoding
 
 
@@ -350,8 +343,17 @@ def prepare(params: WorldParams, data_dir: str, render_workers: int = 0):
 class _ShardedClips:
   """Shared by the sources below: clip i of a split read from its ArrayRecord shards.
 
-  Subclasses set split, complete, _files (shard paths) and _ends (cumulative clip counts) and
-  give _open() (the TFDS data source) and _fields(example) (the stored fields to return)."""
+  Subclasses set split and complete, call _index_shards, and give _open() (the TFDS data
+  source) and _fields(example) (the stored fields to return)."""
+
+  def _index_shards(self, directory: str, split_info) -> None:
+    """Sets _files (the split's shard paths) and _ends (cumulative clip counts); every shard
+    must exist."""
+    self._files = [os.path.join(directory, name) for name in split_info.filenames]
+    self._ends = np.cumsum(split_info.shard_lengths)
+    for path in self._files:
+      if not os.path.exists(path):
+        raise CorruptShardError(f'dataset shard {path} is missing')
 
   def __len__(self) -> int:
     return int(self._ends[-1]) if len(self._ends) else 0
@@ -390,13 +392,9 @@ class ClipSource(_ShardedClips):
     with open(os.path.join(directory, _SHARD_SIZES)) as f:
       expected = json.load(f)
     builder = _builder_class()(params=self.params, data_dir=self.data_dir)
-    split_info = builder.info.splits[self.split]
-    self._files = [os.path.join(directory, name) for name in split_info.filenames]
-    self._ends = np.cumsum(split_info.shard_lengths)
+    self._index_shards(directory, builder.info.splits[self.split])
     for path in self._files:
       name = os.path.basename(path)
-      if not os.path.exists(path):
-        raise CorruptShardError(f'dataset shard {path} is missing')
       size = os.path.getsize(path)
       if name in expected and size != expected[name]:
         raise CorruptShardError(f'dataset shard {path} has {size} bytes, expected '
@@ -456,12 +454,7 @@ class DirectoryClipSource(_ShardedClips):
     if missing:
       raise ValueError(f'{directory}: examples lack the fields {missing} (a clip needs '
                        f'{list(clips.STORED_FIELDS)})')
-    split_info = builder.info.splits[split]
-    self._files = [os.path.join(directory, name) for name in split_info.filenames]
-    for path in self._files:
-      if not os.path.exists(path):
-        raise CorruptShardError(f'dataset shard {path} is missing')
-    self._ends = np.cumsum(split_info.shard_lengths)
+    self._index_shards(directory, builder.info.splits[split])
     self._source = builder.as_data_source(split=split)
 
   def _open(self):

@@ -13,21 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from wvd_jax.data.clips import unproject
 from wvd_jax.geometry import cameras, normalization
 
 # Neighbouring depths further apart than this (relative) are a depth edge: no interpolation.
 DEPTH_EDGE_RATIO = 0.1
-
-
-def unproject(depth: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray) -> np.ndarray:
-  """cameras.unproject_depth of depth (N, H, W) with K (N, 3, 3) and poses (N, 4, 4), float32.
-
-  When every frame has the same K (the synthetic world's clips do) it is passed once, so the
-  pixel rays are computed once instead of per frame (half the cost; the same numbers)."""
-  K = np.asarray(K)
-  if K.ndim == 3 and np.all(K == K[:1]):
-    K = K[0]
-  return np.asarray(cameras.unproject_depth(depth, K, cam_to_world), np.float32)
 
 
 def frame_indices(num_available: int, num_frames: int, max_stride: int,

@@ -18,14 +18,17 @@ import ml_collections
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from wvd_jax import config_lib, files
+from wvd_jax import files
 from wvd_jax.models import builder
 
 # Config keys that shape the parameters (remat, scan, dtypes and attention do not).
 _ARCHITECTURE_KEYS = {
     'model': ('patch_size', 'width', 'depth', 'num_heads', 'mlp_ratio'),
     'autoencoder': ('kind', 'latent_channels', 'downsample'),
+    # Same parameters, another meaning: an RGB-only ablation must not run as an XYZ model.
+    'diffusion': ('modalities',),
 }
+_DEFAULTS = {'diffusion.modalities': 'rgb_xyz'}  # Of configs stored before the key existed.
 
 
 def save(path: str, config: ml_collections.ConfigDict, params) -> None:
@@ -67,17 +70,13 @@ def load(path: str, config: ml_collections.ConfigDict | None = None):
   stored = load_config(path)
   if config is not None:
     for section, keys in _ARCHITECTURE_KEYS.items():
-      mine, theirs = config[section], stored[section]
-      diff = {k: (mine.get(k), theirs.get(k)) for k in keys if mine.get(k) != theirs.get(k)}
+      pairs = {k: tuple(c[section].get(k, _DEFAULTS.get(f'{section}.{k}'))
+                        for c in (config, stored)) for k in keys}
+      diff = {k: (a, b) for k, (a, b) in pairs.items() if a != b}
       if diff:
         details = ', '.join(f'{section}.{k}: config {a!r} vs checkpoint {b!r}'
                             for k, (a, b) in sorted(diff.items()))
         raise ValueError(f'checkpoint {path} was trained with another config ({details})')
-    # Same parameters, another meaning: an RGB-only ablation must not be run as an XYZ model.
-    mine, theirs = ('rgb' if config_lib.rgb_only(c) else 'rgb_xyz' for c in (config, stored))
-    if mine != theirs:
-      raise ValueError(f'checkpoint {path} was trained with another config (diffusion.modalities:'
-                       f' config {mine!r} vs checkpoint {theirs!r})')
   graphdef, abstract_state = builder.abstract_model(stored)
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
                         nnx.to_pure_dict(abstract_state))

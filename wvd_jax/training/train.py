@@ -207,6 +207,7 @@ def train_and_evaluate(config, workdir: str) -> state_lib.TrainState:
       step += 1
       pending.append(step_metrics)
       progress.update(1)
+      out_of_time = False
       if step % config.train.log_every == 0 or step == config.train.num_steps:
         # One host sync per logging interval, not per step.
         fetched = jax.device_get(pending)
@@ -226,10 +227,10 @@ def train_and_evaluate(config, workdir: str) -> state_lib.TrainState:
               f'{int(means["num_nonfinite"])} non-finite updates in a row at step {step} '
               f'(config.train.max_nonfinite_steps={config.train.max_nonfinite_steps}); the '
               'updates were skipped and the last checkpoint is intact')
-      out_of_time = step % config.train.log_every == 0 and deadline.passed()
-      if out_of_time:
-        logging.warning('train.max_minutes=%g reached at step %d: saving and stopping',
-                        config.train.max_minutes, step)
+        out_of_time = deadline.passed()
+        if out_of_time:
+          logging.warning('train.max_minutes=%g reached at step %d: saving and stopping',
+                          config.train.max_minutes, step)
       if step % config.train.eval_every == 0:
         evaluate(config, workdir, eval_step, graphdef, state, mesh, writer, step)
         last_time = time.time()  # Evaluation time is not training time.
