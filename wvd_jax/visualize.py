@@ -6,6 +6,7 @@ import numpy as np
 from PIL import Image
 
 from wvd_jax import files
+from wvd_jax.geometry import normalization
 
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:
@@ -17,6 +18,16 @@ def frame_grid(rows: list[np.ndarray], pad: int = 2) -> np.ndarray:
   """Rows of frames, each (N, H, W, 3) uint8 -> one (R*(H+pad), N*(W+pad), 3) image."""
   padded = [np.pad(r, ((0, 0), (0, pad), (0, pad), (0, 0)), constant_values=255) for r in rows]
   return np.concatenate([np.concatenate(list(r), axis=1) for r in padded], axis=0)
+
+
+def sample_grid(clip: dict, rgb, xyz, rgb_only: bool) -> np.ndarray:
+  """One generated video beside its clip -> a uint8 image. Rows: the clip's RGB, the generated
+  RGB and, unless RGB-only, the generated XYZ and the clip's XYZ (background at the sentinel
+  corner, as a model draws it). Arrays (N, H, W, 3) in [-1, 1]; clip holds rgb, xyz, mask."""
+  rows = [clip['rgb'], rgb]
+  if not rgb_only:
+    rows += [xyz, normalization.fill_background(clip['xyz'], clip['mask'])]
+  return frame_grid([to_uint8(np.asarray(r)) for r in rows])
 
 
 def save_png(path: str, image: np.ndarray) -> None:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from wvd_jax import config_lib
-from wvd_jax.data import pipeline, storage, synthetic_world, transforms
+from wvd_jax.data import pipeline, synthetic_world, transforms
 from wvd_jax.geometry import cameras
 
 

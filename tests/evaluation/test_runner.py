@@ -72,7 +72,8 @@ def test_dataset_directory_gives_the_same_clips(evaluated):
   by_dir = storage.DirectoryClipSource(directory, 'test')
   by_config = runner.open_clips(config, workdir)
   assert len(by_dir) == len(by_config) == 4
-  for key in ('rgb', 'depth', 'xyz', 'cam_to_world'):
+  # The stored fields: evaluation derives XYZ from them after selecting and resizing frames.
+  for key in ('rgb', 'depth', 'intrinsics', 'cam_to_world'):
     np.testing.assert_array_equal(by_dir[1][key], by_config[1][key])
   with pytest.raises(FileNotFoundError, match='no dataset_info.json'):
     storage.DirectoryClipSource(workdir, 'test')

@@ -45,16 +45,19 @@ def _check_dataset(config):
                      "'synthetic_world' is available")
 
 
-def load_split(config, split: str, workdir: str) -> storage.ClipSource:
+def load_split(config, split: str, workdir: str, *, complete: bool = True
+               ) -> storage.ClipSource:
   """Random-access source of the split's raw clips (building the dataset on first use).
 
-  Items: rgb (N, H, W, 3) uint8, depth (N, H, W) float32, xyz (N, H, W, 3) float32 world points
-  (the unprojection of depth; 0 where invalid), mask (N, H, W) bool, intrinsics (N, 3, 3),
-  cam_to_world (N, 4, 4), with N = the rendered frames (config_lib.render_frames(config)) at
-  data.render_size; plus scene_index and scene_kind."""
+  Items: rgb (N, H, W, 3) uint8, depth (N, H, W) float32, intrinsics (N, 3, 3), cam_to_world
+  (N, 4, 4), with N = the rendered frames (config_lib.render_frames(config)) at
+  data.render_size; scene_index and scene_kind; with ``complete``, also xyz (N, H, W, 3)
+  float32 world points (the unprojection of depth; 0 where invalid) and mask (N, H, W) bool.
+  Without it a clip skips that unprojection: for callers that select and resize frames first
+  (model_clip, evaluation.protocol.prepare_clip), which derive XYZ again anyway."""
   _check_dataset(config)
   return storage.open_split(storage.WorldParams.from_config(config), data_dir(config, workdir),
-                            split, complete=True, render_workers=config.data.render_workers)
+                            split, complete=complete, render_workers=config.data.render_workers)
 
 
 def canonicalize_clip(clip: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

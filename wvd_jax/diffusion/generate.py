@@ -19,7 +19,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from wvd_jax import config_lib
-from wvd_jax.diffusion import samplers, schedules
+from wvd_jax.diffusion import objective, samplers, schedules
 from wvd_jax.models import autoencoder as autoencoder_lib
 from wvd_jax.models import builder
 
@@ -50,13 +50,12 @@ def generate_video(config, graphdef, params, rgb: jax.Array, rgb_mask: jax.Array
   rgb_only = config_lib.rgb_only(config)
   if rgb_only:
     xyz, xyz_mask = jnp.zeros_like(rgb), jnp.ones(rgb_mask.shape, bool)
-    cond_mask = jnp.asarray(cond_mask, jnp.float32).at[..., 1].set(1.0)
   autoencoder = autoencoder_lib.make_autoencoder(config)
   known = autoencoder_lib.encode_video(autoencoder, jnp.where(rgb_mask[..., None], rgb, 0.0),
                                        jnp.where(xyz_mask[..., None], xyz, 0.0))
   channels = known.shape[-1] // 2
   if rgb_only:  # The zero latent of training, not the autoencoder's code of a zero image.
-    known = known.at[..., channels:].set(0.0)
+    known, cond_mask = objective.rgb_only_condition(known, cond_mask)
   known_mask = jnp.concatenate(
       [_latent_mask(rgb_mask, autoencoder.downsample, channels),
        _latent_mask(xyz_mask, autoencoder.downsample, channels)], axis=-1)

@@ -39,6 +39,15 @@ def expand_cond_mask(cond_mask: jax.Array, latent_channels: int) -> jax.Array:
   return per_channel[:, :, None, None, :]
 
 
+def rgb_only_condition(latents: jax.Array, cond_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """The RGB-only ablation's XYZ, in training and sampling alike: latents (..., 2C) with the XYZ
+  half set to 0 (a set, not a product: NaNs there do not leak) and cond_mask (..., 2) flagging
+  XYZ as a clean condition in every frame."""
+  c = latents.shape[-1] // 2
+  return (latents.at[..., c:].set(0.0),
+          jnp.asarray(cond_mask, jnp.float32).at[..., 1].set(1.0))
+
+
 def diffusion_loss(apply_fn, latents: jax.Array, valid: jax.Array, rng: jax.Array, *,
                    schedule: schedules.CosineSchedule, prediction: str, p_unconditional: float,
                    p_rgb_known: float, rgb_weight: float, xyz_weight: float,
@@ -57,17 +66,15 @@ def diffusion_loss(apply_fn, latents: jax.Array, valid: jax.Array, rng: jax.Arra
   """
   b, n, h, w, c2 = latents.shape
   c = c2 // 2
-  if xyz_known:
-    latents = latents.at[..., c:].set(0.0)  # A set, not a product: NaNs there do not leak.
   rng_t, rng_eps, rng_cond = jax.random.split(rng, 3)
+  cond_mask = sample_cond_mask(rng_cond, b, n, p_unconditional, p_rgb_known)
+  if xyz_known:
+    latents, cond_mask = rgb_only_condition(latents, cond_mask)
   t = jax.random.uniform(rng_t, (b,))
   eps = jax.random.normal(rng_eps, latents.shape)
   alpha, sigma = schedule.alpha_sigma(t)
   alpha, sigma = alpha[:, None, None, None, None], sigma[:, None, None, None, None]
   z_t = alpha * latents + sigma * eps
-  cond_mask = sample_cond_mask(rng_cond, b, n, p_unconditional, p_rgb_known)
-  if xyz_known:
-    cond_mask = cond_mask.at[..., 1].set(1.0)
   known = expand_cond_mask(cond_mask, c)
   z_t = known * latents + (1.0 - known) * z_t
   output = apply_fn(z_t, t, cond_mask)

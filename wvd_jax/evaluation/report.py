@@ -16,7 +16,8 @@ import matplotlib
 import numpy as np
 
 from wvd_jax import files, visualize
-from wvd_jax.geometry import export, normalization, rasterizer, rotations
+from wvd_jax.geometry import normalization, rasterizer, rotations
+from wvd_jax.tasks import media
 
 matplotlib.use('Agg')
 from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -241,7 +242,7 @@ def write_report(output: str, results: dict, per_clip: list[dict], gallery: list
     visualize.save_png(os.path.join(output, 'gallery', f'clip_{index:04d}.png'),
                        gallery_image(clip, shown))
     if shown.videos_xyz is not None:
-      export.write_surface_ply(os.path.join(output, 'gallery', f'clip_{index:04d}.ply'),
+      media.write_surface_ply(os.path.join(output, 'gallery', f'clip_{index:04d}.ply'),
                                shown.videos_xyz[0], shown.videos_rgb[0])
   with files.atomic_write(os.path.join(output, 'report.md'), 'w') as f:
     f.write(markdown(results))

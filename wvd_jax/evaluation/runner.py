@@ -30,8 +30,8 @@ POSE_PREFIXES = ('pose', 'pose_baseline')
 def open_clips(config, workdir: str):
   """The clips to evaluate: eval.dataset_dir's split, or the synthetic world's."""
   if config.eval.dataset_dir:
-    return storage.DirectoryClipSource(config.eval.dataset_dir, config.eval.split)
-  return pipeline.load_split(config, config.eval.split, workdir)
+    return storage.DirectoryClipSource(config.eval.dataset_dir, config.eval.split, complete=False)
+  return pipeline.load_split(config, config.eval.split, workdir, complete=False)
 
 
 def _scalars(values: dict, prefix: str) -> dict:

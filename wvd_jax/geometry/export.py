@@ -7,8 +7,8 @@ import os
 
 import numpy as np
 
-from wvd_jax import files, visualize
-from wvd_jax.geometry import cameras, normalization
+from wvd_jax import files
+from wvd_jax.geometry import cameras
 
 
 def _atomic_write(path: str, data: bytes | str) -> None:
@@ -41,14 +41,6 @@ def write_ply(path: str, points, colors=None) -> None:
   data = cloud.export(file_type='ply', encoding='binary')
   _atomic_write(path, data)
 
-
-
-def write_surface_ply(path: str, xyz, rgb) -> None:
-  """PLY of a generated sample: XYZ (..., H, W, 3) normalized, coloured by RGB (..., H, W, 3) in
-  [-1, 1]; pixels at the background corner (normalization.background_mask) are left out."""
-  xyz, rgb = np.asarray(xyz), np.asarray(rgb)
-  surface = ~np.asarray(normalization.background_mask(xyz))
-  write_ply(path, xyz[surface], visualize.to_uint8(rgb[surface]))
 
 
 def _fmt_rows(rows: np.ndarray, fmt: str) -> str:

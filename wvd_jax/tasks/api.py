@@ -86,7 +86,7 @@ class WVD:
                                        num_samples=self.num_samples, rng=self._next_rng())
     if output_dir:
       self._write_reconstruction(rec, output_dir)
-      export.write_surface_ply(os.path.join(output_dir, 'points.ply'), rec.xyz[0], rec.rgb[0])
+      media.write_surface_ply(os.path.join(output_dir, 'points.ply'), rec.xyz[0], rec.rgb[0])
       grid = visualize.frame_grid([visualize.to_uint8(x) for s in range(len(rec.rgb))
                                    for x in (rec.rgb[s], rec.xyz[s])])
       visualize.save_png(os.path.join(output_dir, 'samples.png'), grid)

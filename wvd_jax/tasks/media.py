@@ -14,6 +14,7 @@ from absl import logging
 from PIL import Image, UnidentifiedImageError
 
 from wvd_jax import files, visualize
+from wvd_jax.geometry import export, normalization
 
 
 def load_image(path: str, size: int) -> np.ndarray:
@@ -60,3 +61,12 @@ def save_depth(prefix: str, depth: np.ndarray, mask: np.ndarray | None = None) -
   with files.atomic_write(prefix + '.npy') as f:
     np.save(f, depth)
   visualize.save_png(prefix + '.png', visualize.colorize_depth(depth, mask))
+
+
+def write_surface_ply(path: str, xyz, rgb) -> None:
+  """PLY of a generated sample: XYZ (..., H, W, 3) normalized, coloured by RGB (..., H, W, 3) in
+  [-1, 1]; pixels at the background corner (normalization.background_mask) are left out."""
+  xyz, rgb = np.asarray(xyz), np.asarray(rgb)
+  surface = ~np.asarray(normalization.background_mask(xyz))
+  export.write_ply(path, xyz[surface], visualize.to_uint8(rgb[surface]))
+

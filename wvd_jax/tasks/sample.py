@@ -21,14 +21,14 @@ from absl import logging
 from wvd_jax import config_lib, files, visualize
 from wvd_jax.data import pipeline
 from wvd_jax.diffusion import generate
-from wvd_jax.geometry import export, normalization
+from wvd_jax.tasks import media
 from wvd_jax.training import checkpoints
 
 
 def sample(config, workdir: str) -> dict[str, np.ndarray]:
   """Runs the sample mode and returns what it wrote to samples.npz."""
   graphdef, params = checkpoints.restore_params(config, workdir, config.sample.use_ema)
-  source = pipeline.load_split(config, config.sample.split, workdir)
+  source = pipeline.load_split(config, config.sample.split, workdir, complete=False)
   index = config.sample.example_index
   if index >= len(source):
     raise ValueError(f'config.sample.example_index={index} but the {config.sample.split} split '
@@ -41,15 +41,13 @@ def sample(config, workdir: str) -> dict[str, np.ndarray]:
   rgb, xyz = np.asarray(rgb), np.asarray(xyz)
   out_dir = os.path.join(workdir, 'samples')
   os.makedirs(out_dir, exist_ok=True)
-  gt_xyz = normalization.fill_background(clip['xyz'], clip['mask'])
   rgb_only = config_lib.rgb_only(config)
   for k in range(s):
-    rows = (clip['rgb'], rgb[k]) if rgb_only else (clip['rgb'], rgb[k], xyz[k], gt_xyz)
-    grid = visualize.frame_grid([visualize.to_uint8(r) for r in rows])
-    visualize.save_png(os.path.join(out_dir, f'sample_{k}.png'), grid)
+    visualize.save_png(os.path.join(out_dir, f'sample_{k}.png'),
+                       visualize.sample_grid(clip, rgb[k], xyz[k], rgb_only))
     if rgb_only:
       continue
-    export.write_surface_ply(os.path.join(out_dir, f'sample_{k}.ply'), xyz[k], rgb[k])
+    media.write_surface_ply(os.path.join(out_dir, f'sample_{k}.ply'), xyz[k], rgb[k])
   result = dict(rgb=rgb, xyz=xyz, condition_rgb=clip['rgb'][0], gt_rgb=clip['rgb'],
                 gt_xyz=clip['xyz'], gt_mask=clip['mask'])
   with files.atomic_write(os.path.join(out_dir, 'samples.npz')) as f:

@@ -20,7 +20,6 @@ import dataclasses
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from wvd_jax.geometry import normalization, post_optimization, reprojection
@@ -64,6 +63,8 @@ def reconstruct(rgb: np.ndarray, xyz: np.ndarray, focal: float | None = None) ->
   spread, confidence = sample_spread(xyz)
   mean = xyz.mean(axis=0)
   foreground = ~np.asarray(normalization.background_mask(mean))
+  # A tiny weight rather than post_optimize's mask: a frame drawn (nearly) all background still
+  # gets a camera instead of failing the minimum-points check.
   weights = np.where(foreground, confidence + 1e-3, 1e-6).astype(np.float32)
   result = post_optimization.post_optimize(mean, weights=weights, focal=focal, shared_focal=True)
   depth = np.where(foreground, np.asarray(result.depth), 0.0).astype(np.float32)

@@ -273,10 +273,7 @@ def evaluate(config, workdir, eval_step, graphdef, state, mesh, writer, step):
     rgb, xyz = generate.sample_from_first_frame(
         config, graphdef, jax.device_get(state.ema_params), jnp.asarray(clip['rgb'][:, 0]),
         config.data.num_frames, jax.random.PRNGKey(step))
-    gt_xyz = normalization.fill_background(clip['xyz'][0], clip['mask'][0])
-    rows = (clip['rgb'][0], np.asarray(rgb[0]), np.asarray(xyz[0]), gt_xyz)
-    if config_lib.rgb_only(config):
-      rows = rows[:2]  # The RGB-only ablation generates no XYZ.
-    grid = visualize.frame_grid([visualize.to_uint8(x) for x in rows])
+    grid = visualize.sample_grid(jax.tree.map(lambda x: x[0], clip), rgb[0], xyz[0],
+                             config_lib.rgb_only(config))
     writer.write_image(step, 'validation/samples', grid)
   writer.flush()
