@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from wvd_jax import errors
 from wvd_jax.evaluation import depth_metrics
 
 TASK_MODES = ('image_to_3d', 'depth', 'multiview', 'camera_control')
@@ -152,7 +153,7 @@ def rgb_only(config: ml_collections.ConfigDict) -> bool:
   return config.diffusion.get('modalities', 'rgb_xyz') == 'rgb'
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.UserError, ValueError):
   """A config value that cannot work, named by its dotted key."""
 
 
