@@ -144,6 +144,9 @@ def _tfds():
   return tfds
 
 
+load_tfds = _tfds  # TFDS with the workarounds above, for other builders (data/converted.py).
+
+
 def _builder_class():
   """The builder class, defined on first use (TFDS is imported lazily: it is slow to import)."""
   with _LOCK:  # grain reads from several threads; TFDS allows one class per name.
