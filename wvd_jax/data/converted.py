@@ -22,8 +22,10 @@ scenes with their reasons), which ``read_scene`` uses.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import threading
@@ -263,8 +265,9 @@ def build(work_dir: str, scene_files: dict, *, frames: int, size: int, metadata:
   tfds.disable_progress_bar()
   builder = _builder_class()(frames=frames, size=size, metadata=metadata,
                              scene_files=scene_files, data_dir=work_dir, progress=progress)
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  with contextlib.redirect_stdout(io.StringIO()):  # TFDS prints "Downloading and preparing".
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
   directory = builder.data_dir
   index = {}
   shard_sizes = {}
