@@ -146,3 +146,50 @@ def test_output_must_not_exist_and_scene_must_exist(tmp_path):
   _convert('colmap', tmp_path / 'garden', tmp_path / 'out2')
   with pytest.raises(UserError, match="no scene 'lawn'"):
     convert.read_scene(str(tmp_path / 'out2'), 'lawn')
+
+
+def test_clip_windows_cover_the_sequence_and_end_at_its_last_frame():
+  params = converted.ClipParams(image_size=8, frames=4, stride=2)
+  windows = converted.clip_windows(12, params)
+  assert [w.tolist() for w in windows] == [[0, 2, 4, 6], [5, 7, 9, 11]]
+  assert [w.tolist() for w in converted.clip_windows(13, params)] == [
+      [0, 2, 4, 6], [6, 8, 10, 12]]
+  assert converted.clip_windows(6, params) == []  # Shorter than one clip.
+
+
+def test_camera_motion_and_bounds():
+  first = np.eye(4)
+  last = np.eye(4)
+  angle = np.radians(30)
+  last[:3, :3] = [[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]]
+  last[:3, 3] = [0.0, 0.0, 1.0]
+  depth = np.array([[0.0, 2.0], [2.0, 4.0]])  # Median valid depth 2: distance 0.5 depths.
+  rotation, relative = converted.camera_motion(first, last, depth)
+  assert rotation == pytest.approx(30.0) and relative == pytest.approx(0.5)
+  assert converted.camera_motion(first, last, np.zeros((2, 2)))[1] is None
+  ok = converted.ClipParams(max_rotation_deg=31, max_translation=0.6)
+  assert converted.motion_ok(ok, rotation, relative)
+  assert not converted.motion_ok(converted.ClipParams(max_rotation_deg=29), rotation, relative)
+  assert not converted.motion_ok(converted.ClipParams(min_translation=0.6, max_translation=1),
+                                 rotation, relative)
+  assert converted.motion_ok(ok, rotation, None)  # No depth: rotation only.
+
+
+def test_scene_without_clips_in_bounds_is_skipped(tmp_path):
+  scene = fx.synthetic_scene()
+  fx.write_re10k(str(tmp_path / 'in'), 'aaaa', scene)
+  fx.write_re10k(str(tmp_path / 'in'), 'bbbb', scene)
+  options = common.FormatOptions(input=str(tmp_path / 'in'))
+  with pytest.raises(UserError, match='no clip within the motion bounds'):
+    convert.convert('re10k', options, str(tmp_path / 'out'),
+                    converted.ClipParams(image_size=16, frames=3, max_rotation_deg=0.0),
+                    progress=False, log=lambda line: None)
+
+
+def test_splits_by_scene_name_hash():
+  names = [f'scene{i}' for i in range(4000)]
+  splits = [converted.split_of(n, 0.1, 0.2) for n in names]
+  assert splits == [converted.split_of(n, 0.1, 0.2) for n in names]  # Deterministic.
+  assert abs(splits.count('test') / 4000 - 0.2) < 0.03
+  assert abs(splits.count('validation') / 4000 - 0.1) < 0.03
+  assert set(converted.split_of(n, 0.0, 0.0) for n in names[:50]) == {'train'}
