@@ -54,7 +54,7 @@ def read_matrix(path: str, shape=(4, 4)) -> np.ndarray:
 
 def _load(color_path, depth_path, depth_scale):
   depth = common.read_png16(depth_path).astype(np.float32) * np.float32(depth_scale)
-  rgb = common.read_rgb(color_path)
+  rgb = common.read_rgb(color_path, at_least=depth.shape)
   aspect_rgb, aspect_depth = rgb.shape[1] / rgb.shape[0], depth.shape[1] / depth.shape[0]
   if abs(aspect_rgb / aspect_depth - 1) > 0.02:
     raise UserError(f'{depth_path}: the depth map is {depth.shape[1]}x{depth.shape[0]}, not the '
