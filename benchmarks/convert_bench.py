@@ -5,7 +5,9 @@ depth in mm, poses, intrinsics; the frames are a synthetic-world clip upsampled,
 sizes matter for speed) of ``--scenes`` scenes x ``--frames`` frames into a temporary folder,
 then times the whole conversion (scene pool, crop/resize, shard writing, index) with
 ``--workers`` processes at ``--image_size`` and clips of ``--clip_frames``. Prints one JSON
-object: frames_per_s (source frames / wall seconds of the conversion), the counts and settings.
+object: frames_per_s (source frames / wall seconds of the conversion), cpu_ms_per_frame (CPU
+time of this process and the pool's, per source frame: what a busy shared machine does not
+distort), the counts and settings.
 
   python benchmarks/convert_bench.py --workers 2          # 8 scenes x 96 frames, 256 px clips
   python benchmarks/convert_bench.py --small              # seconds: 2 scenes x 24 small frames
@@ -60,6 +62,14 @@ def write_input(root: str, scenes: int, frames: int, color_hw, depth_hw) -> None
       np.savetxt(os.path.join(base, 'pose', f'{i}.txt'), pose)
 
 
+def _cpu_seconds() -> float:
+  """User + system CPU seconds of this process and its finished children (the pool's)."""
+  import resource
+  own, children = (resource.getrusage(w) for w in (resource.RUSAGE_SELF,
+                                                    resource.RUSAGE_CHILDREN))
+  return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def main(argv=None):
   args = _parse(argv)
   scenes = args.scenes or (2 if args.small else 8)
@@ -73,17 +83,19 @@ def main(argv=None):
     write_input(os.path.join(tmp, 'in'), scenes, frames, color_hw, depth_hw)
     prepare_s = time.perf_counter() - start
     params = converted.ClipParams(image_size=size, frames=args.clip_frames, stride=1)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), _cpu_seconds()
     summary = convert.convert('scannetpp', common.FormatOptions(input=os.path.join(tmp, 'in')),
                               os.path.join(tmp, 'out'), params, workers=args.workers,
                               progress=False, log=lambda line: None)
     seconds = time.perf_counter() - start
+    cpu = _cpu_seconds() - cpu_start
   print(json.dumps({
       'format': 'scannetpp', 'source_color_hw': color_hw, 'source_depth_hw': depth_hw,
       'scenes': summary.scenes, 'source_frames': scenes * frames,
       'stored_frames': summary.frames, 'clips': summary.clips, 'image_size': size,
       'clip_frames': args.clip_frames, 'workers': args.workers, 'cpu_count': os.cpu_count(),
       'convert_s': round(seconds, 2), 'frames_per_s': round(scenes * frames / seconds, 2),
+      'cpu_s': round(cpu, 2), 'cpu_ms_per_frame': round(1000 * cpu / (scenes * frames), 1),
       'input_write_s': round(prepare_s, 2)}, indent=1))
 
 

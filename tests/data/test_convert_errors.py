@@ -142,22 +142,26 @@ def test_cli_skips_a_bad_scene_without_traceback(tmp_path):
   assert result.stderr.strip().splitlines()[-1].startswith('error: --output=')
 
 
+def _interrupt_at_bbbb(tmp_path, monkeypatch):
+  """Runs a conversion of tmp_path/in that a Ctrl-C stops while it converts scene 'bbbb'."""
+  real = converted.prepare_scene
+
+  def interrupted(name, frames, params):
+    if name == 'bbbb':
+      raise KeyboardInterrupt
+    return real(name, frames, params)
+
+  monkeypatch.setattr(converted, 'prepare_scene', interrupted)
+  with pytest.raises(KeyboardInterrupt):
+    _convert('re10k', tmp_path / 'in', tmp_path / 'out')
+
+
 def test_interrupted_conversion_leaves_nothing_and_resumes(tmp_path, monkeypatch):
   scene = fx.synthetic_scene()
   for name in ('aaaa', 'bbbb', 'cccc'):
     fx.write_re10k(str(tmp_path / 'in'), name, scene)
   real = converted.prepare_scene
-  calls = []
-
-  def interrupted_at_bbbb(name, frames, params):
-    calls.append(name)
-    if name == 'bbbb':
-      raise KeyboardInterrupt
-    return real(name, frames, params)
-
-  monkeypatch.setattr(converted, 'prepare_scene', interrupted_at_bbbb)
-  with pytest.raises(KeyboardInterrupt):
-    _convert('re10k', tmp_path / 'in', tmp_path / 'out')
+  _interrupt_at_bbbb(tmp_path, monkeypatch)
   assert not os.path.exists(tmp_path / 'out')
   with pytest.raises(FileNotFoundError):
     storage.DirectoryClipSource(str(tmp_path / 'out'), 'train')
@@ -168,7 +172,7 @@ def test_interrupted_conversion_leaves_nothing_and_resumes(tmp_path, monkeypatch
     _convert('re10k', tmp_path / 'in', tmp_path / 'out')
   assert not os.path.exists(tmp_path / 'out')
   monkeypatch.undo()
-  calls.clear()
+  calls = []
   monkeypatch.setattr(converted, 'prepare_scene', lambda *a: calls.append(a[0]) or real(*a))
   summary = _convert('re10k', tmp_path / 'in', tmp_path / 'out')
   assert calls == []  # Every scene was kept from the earlier runs.
@@ -181,16 +185,7 @@ def test_changed_settings_start_clean(tmp_path, monkeypatch):
   scene = fx.synthetic_scene()
   fx.write_re10k(str(tmp_path / 'in'), 'aaaa', scene)
   fx.write_re10k(str(tmp_path / 'in'), 'bbbb', scene)
-  real = converted.prepare_scene
-
-  def interrupted_at_bbbb(name, frames, params):
-    if name == 'bbbb':
-      raise KeyboardInterrupt
-    return real(name, frames, params)
-
-  monkeypatch.setattr(converted, 'prepare_scene', interrupted_at_bbbb)
-  with pytest.raises(KeyboardInterrupt):
-    _convert('re10k', tmp_path / 'in', tmp_path / 'out')
+  _interrupt_at_bbbb(tmp_path, monkeypatch)
   monkeypatch.undo()
   options = common.FormatOptions(input=str(tmp_path / 'in'))
   summary = convert.convert('re10k', options, str(tmp_path / 'out'),

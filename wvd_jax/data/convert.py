@@ -123,9 +123,14 @@ def convert(format_name: str, options: common.FormatOptions, output: str,
                   version=converted.VERSION)
   resumed = _start_partial(partial, manifest)
   scenes, skipped = FORMATS[format_name].list_scenes(options)
+  if not scenes and not skipped:
+    shutil.rmtree(partial, ignore_errors=True)
+    raise UserError(f'--input={options.input}: no scene in the {format_name} layout found (see '
+                    f'wvd_jax/data/formats/{format_name}.py or the README\'s "Your own data")')
   names = [s.name for s in scenes]
   if len(set(names)) != len(names):
-    raise UserError(f'{options.input}: scene names repeat: {sorted({n for n in names if names.count(n) > 1})}')
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    raise UserError(f'{options.input}: scene names repeat: {repeated}')
   summary = Summary(output, skipped=list(skipped))
   for name, reason in skipped:
     log(f'skipped {name}: {reason}')

@@ -44,7 +44,8 @@ def _read_jgz(path: str):
     with gzip.open(path, 'rt', encoding='utf-8') as f:
       return json.load(f)
   except (OSError, EOFError, ValueError) as e:
-    raise UserError(f'{path}: cannot read the CO3D annotation file ({type(e).__name__}: {e})') from e
+    raise UserError(f'{path}: cannot read the CO3D annotation file ({type(e).__name__}: '
+                    f'{e})') from e
 
 
 def list_scenes(options: common.FormatOptions):

@@ -125,6 +125,6 @@ def load_frames(ref: common.SceneRef, options: common.FormatOptions):
     loader = functools.partial(_load, image_path, (camera.height, camera.width),
                                _depth_loader(ref.source, image.name), options, ref.name,
                                image.name, cam_to_world)
-    frames.append(common.Frame(image.name, common.check_intrinsics(intrinsics[image.camera_id], source),
-                               cam_to_world, source, loader))
+    K = common.check_intrinsics(intrinsics[image.camera_id], source)
+    frames.append(common.Frame(image.name, K, cam_to_world, source, loader))
   return frames

@@ -52,7 +52,8 @@ def check_pose(cam_to_world: np.ndarray, source: str) -> np.ndarray:
     raise UserError(f'{source}: the pose has non-finite values (NaN or inf): fix or drop the frame')
   R = T[:3, :3]
   error = np.abs(R.T @ R - np.eye(3)).max()
-  if error > ROTATION_TOLERANCE or np.linalg.det(R) < 0 or np.any(np.abs(T[3] - [0, 0, 0, 1]) > 1e-6):
+  bottom_ok = np.all(np.abs(T[3] - [0, 0, 0, 1]) <= 1e-6)
+  if error > ROTATION_TOLERANCE or np.linalg.det(R) < 0 or not bottom_ok:
     raise UserError(f'{source}: the pose is not a rigid transform (rotation block off by '
                     f'{error:.3g} from orthonormal, det {np.linalg.det(R):.3g}): expected a '
                     'rotation and a translation')
