@@ -92,16 +92,7 @@ def _start_partial(partial: str, manifest: dict) -> bool:
   return False
 
 
-def convert(format_name: str, options: common.FormatOptions, output: str,
-            params: converted.ClipParams, *, validation_fraction: float = 0.05,
-            test_fraction: float = 0.05, split: str = '', workers: int = 1,
-            progress: bool = True, log=print) -> Summary:
-  """Converts ``options.input`` (layout ``format_name``) into the dataset ``output``.
-
-  ``split`` puts every scene into that split; else scenes go to test / validation / train by a
-  hash of their name against the fractions. Returns the Summary; raises UserError on a bad
-  argument or when no scene converted (then nothing is written)."""
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+def _check_arguments(format_name, options, split, validation_fraction, test_fraction, output):
   if format_name not in FORMATS:
     raise UserError(f'--format={format_name!r}: expected one of {sorted(FORMATS)}')
   if not os.path.isdir(options.input):
@@ -114,37 +105,30 @@ def convert(format_name: str, options: common.FormatOptions, output: str,
           and validation_fraction + test_fraction <= 1):
     raise UserError('--validation_fraction and --test_fraction must be >= 0 with a sum <= 1, got '
                     f'{validation_fraction} and {test_fraction}')
-  output = os.path.abspath(output)
   if os.path.exists(output):
     raise UserError(f'--output={output} exists: remove it or choose another folder')
-  partial = output + PARTIAL_SUFFIX
-  manifest = dict(format=format_name, options=dataclasses.asdict(options),
-                  input=os.path.abspath(options.input), clips=dataclasses.asdict(params),
-                  version=converted.VERSION)
-  resumed = _start_partial(partial, manifest)
+
+
+def _list_scenes(format_name, options):
   scenes, skipped = FORMATS[format_name].list_scenes(options)
   if not scenes and not skipped:
-    shutil.rmtree(partial, ignore_errors=True)
     raise UserError(f'--input={options.input}: no scene in the {format_name} layout found (see '
                     f'wvd_jax/data/formats/{format_name}.py or the README\'s "Your own data")')
   names = [s.name for s in scenes]
   if len(set(names)) != len(names):
     repeated = sorted({n for n in names if names.count(n) > 1})
     raise UserError(f'{options.input}: scene names repeat: {repeated}')
-  summary = Summary(output, skipped=list(skipped))
-  for name, reason in skipped:
-    log(f'skipped {name}: {reason}')
-  scene_dir = os.path.join(partial, 'scenes')
-  done, todo = {}, []
-  for ref in scenes:
-    path = converted.scene_file(scene_dir, ref.name)
-    if resumed and os.path.isfile(path):
-      done[ref.name] = converted.scene_counts(path)
-      summary.resumed += 1
-    else:
-      todo.append((ref, path))
-  bar = tqdm(total=len(scenes), initial=len(done), unit='scene', desc='convert',
-             disable=not progress, file=sys.stderr)
+  return scenes, skipped
+
+
+def _run_scenes(format_name, todo, options, params, *, workers, progress, initial, total,
+                summary, log):
+  """Converts the (SceneRef, stage-1 path) pairs of ``todo`` (in a spawn pool when workers > 1);
+  returns {name: (frames, clips)} and adds the skipped scenes to ``summary``."""
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  done = {}
+  bar = tqdm(total=total, initial=initial, unit='scene', desc='convert', disable=not progress,
+             file=sys.stderr)
   executor = _pool(workers) if workers > 1 and len(todo) > 1 else None
   try:
     if executor is None:
@@ -164,6 +148,43 @@ def convert(format_name: str, options: common.FormatOptions, output: str,
     bar.close()
     if executor is not None:
       executor.shutdown(cancel_futures=True)
+  return done
+
+
+def convert(format_name: str, options: common.FormatOptions, output: str,
+            params: converted.ClipParams, *, validation_fraction: float = 0.05,
+            test_fraction: float = 0.05, split: str = '', workers: int = 1,
+            progress: bool = True, log=print) -> Summary:
+  """Converts ``options.input`` (layout ``format_name``) into the dataset ``output``.
+
+  ``split`` puts every scene into that split; else scenes go to test / validation / train by a
+  hash of their name against the fractions. Returns the Summary; raises UserError on a bad
+  argument or when no scene converted (then nothing is written)."""
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  output = os.path.abspath(output)
+  _check_arguments(format_name, options, split, validation_fraction, test_fraction, output)
+  scenes, skipped = _list_scenes(format_name, options)
+  partial = output + PARTIAL_SUFFIX
+  manifest = dict(format=format_name, options=dataclasses.asdict(options),
+                  input=os.path.abspath(options.input), clips=dataclasses.asdict(params),
+                  version=converted.VERSION)
+  resumed = _start_partial(partial, manifest)
+  summary = Summary(output, skipped=list(skipped))
+  for name, reason in skipped:
+    log(f'skipped {name}: {reason}')
+  scene_dir = os.path.join(partial, 'scenes')
+  done, todo = {}, []
+  for ref in scenes:
+    path = converted.scene_file(scene_dir, ref.name)
+    if resumed and os.path.isfile(path):
+      done[ref.name] = converted.scene_counts(path)
+      summary.resumed += 1
+    else:
+      todo.append((ref, path))
+  done.update(_run_scenes(format_name, todo, options, params, workers=workers,
+                          progress=progress, initial=len(done), total=len(scenes),
+                          summary=summary, log=log))
+  summary.skipped.sort()
   if not done:
     shutil.rmtree(partial, ignore_errors=True)
     reasons = '; '.join(f'{n}: {r}' for n, r in summary.skipped[:3])
