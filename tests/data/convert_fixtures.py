@@ -212,3 +212,26 @@ def write_scannet(root: str, name: str, scene: dict) -> None:
 
 def scannet_depth(scene: dict) -> np.ndarray:
   return np.round(scene['depth'] * 1000).astype(np.float32) * np.float32(0.001)
+
+
+def write_scannetpp_iphone(root: str, name: str, scene: dict) -> list[str]:
+  """SCENE/iphone/{rgb/<id>.jpg at twice the depth size, depth/<id>.png mm,
+  pose_intrinsic_imu.json (K of the RGB, aligned_pose)}; frame 3 has no extracted RGB.
+  Returns the frame ids that have RGB."""
+  base = os.path.join(root, name, 'iphone')
+  entries, extracted = {}, []
+  K_rgb = scene['K'].copy()
+  K_rgb[:2] *= 2  # Pixel-edge frame: scaling the image scales K exactly.
+  for i in range(FRAMES):
+    frame_id = f'frame_{i:06d}'
+    entries[frame_id] = {'intrinsic': K_rgb.tolist(),
+                         'aligned_pose': scene['cam_to_world'][i].tolist(),
+                         'pose': np.eye(4).tolist(), 'timestamp': i / 60}
+    _png16(os.path.join(base, 'depth', f'{frame_id}.png'), np.round(scene['depth'][i] * 1000))
+    if i != 3:
+      big = np.repeat(np.repeat(scene['rgb'][i], 2, axis=0), 2, axis=1)
+      Image.fromarray(big).save(_mkdir(os.path.join(base, 'rgb', f'{frame_id}.jpg')), quality=100)
+      extracted.append(frame_id)
+  with open(_mkdir(os.path.join(base, 'pose_intrinsic_imu.json')), 'w') as f:
+    json.dump(entries, f)
+  return extracted

@@ -137,6 +137,21 @@ def test_scannet_round_trip(tmp_path):
   _check_trainer_view(tmp_path / 'out', truth)
 
 
+def test_scannetpp_iphone_round_trip(tmp_path):
+  scene = fx.synthetic_scene()
+  extracted = fx.write_scannetpp_iphone(str(tmp_path / 'data'), '0a7cc12c0e', scene)
+  summary = _convert('scannetpp', tmp_path / 'data', tmp_path / 'out')
+  assert (summary.scenes, summary.frames, summary.skipped) == (1, 5, [])
+  got = convert.read_scene(str(tmp_path / 'out'), '0a7cc12c0e')
+  assert got['names'] == extracted  # Frame 3 was not extracted: left out.
+  keep = [0, 1, 2, 4, 5]
+  truth = fx.cropped_truth(scene, fx.scannet_depth(scene))
+  np.testing.assert_allclose(got['intrinsics'], truth['intrinsics'][keep], atol=1e-5, rtol=0)
+  np.testing.assert_allclose(got['cam_to_world'], truth['cam_to_world'][keep], atol=1e-5, rtol=0)
+  np.testing.assert_allclose(got['depth'], truth['depth'][keep], rtol=1e-6, atol=0)
+  assert np.abs(got['rgb'].astype(int) - truth['rgb'][keep]).mean() < 4
+
+
 def test_output_must_not_exist_and_scene_must_exist(tmp_path):
   scene = fx.synthetic_scene()
   fx.write_colmap(str(tmp_path / 'garden'), scene)
