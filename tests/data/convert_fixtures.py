@@ -50,7 +50,7 @@ def _png(path, array):
   Image.fromarray(array).save(path)
 
 
-def _png16(path, array):
+def png16(path, array):
   os.makedirs(os.path.dirname(path), exist_ok=True)
   assert cv2.imwrite(path, np.asarray(array, np.uint16))
 
@@ -72,6 +72,7 @@ def write_colmap(scene_dir: str, scene: dict, *, binary: bool = False, mvs_depth
   os.makedirs(model, exist_ok=True)
   K = scene['K']
   params = {'PINHOLE': [K[0, 0], K[1, 1], K[0, 2], K[1, 2]],
+            'SIMPLE_PINHOLE': [K[0, 0], K[0, 2], K[1, 2]],
             'SIMPLE_RADIAL': [K[0, 0], K[0, 2], K[1, 2], 0.01]}[camera_model]
   with open(os.path.join(model, 'cameras.txt'), 'w') as f:
     f.write(f'1 {camera_model} {WIDTH} {HEIGHT} ' + ' '.join(repr(float(p)) for p in params) + '\n')
@@ -135,7 +136,7 @@ def write_co3d(root: str, category: str, sequences: list[str], scene: dict) -> N
       depth_mask = f'{base}/depth_masks/frame{i + 1:06d}.png'
       mask = f'{base}/masks/frame{i + 1:06d}.png'
       Image.fromarray(scene['rgb'][i]).save(_mkdir(os.path.join(root, image)), quality=95)
-      _png16(os.path.join(root, depth),
+      png16(os.path.join(root, depth),
              (scene['depth'][i] / CO3D_SCALE).astype(np.float16).view(np.uint16))
       keep = np.full((HEIGHT, WIDTH), 255, np.uint8)
       keep[CO3D_MASKED] = 0
@@ -206,7 +207,7 @@ def write_scannet(root: str, name: str, scene: dict) -> None:
   for i in range(FRAMES):
     big = np.repeat(np.repeat(scene['rgb'][i], 2, axis=0), 2, axis=1)
     Image.fromarray(big).save(_mkdir(os.path.join(base, 'color', f'{i}.jpg')), quality=100)
-    _png16(os.path.join(base, 'depth', f'{i}.png'), np.round(scene['depth'][i] * 1000))
+    png16(os.path.join(base, 'depth', f'{i}.png'), np.round(scene['depth'][i] * 1000))
     np.savetxt(_mkdir(os.path.join(base, 'pose', f'{i}.txt')), scene['cam_to_world'][i])
 
 
@@ -227,7 +228,7 @@ def write_scannetpp_iphone(root: str, name: str, scene: dict) -> list[str]:
     entries[frame_id] = {'intrinsic': K_rgb.tolist(),
                          'aligned_pose': scene['cam_to_world'][i].tolist(),
                          'pose': np.eye(4).tolist(), 'timestamp': i / 60}
-    _png16(os.path.join(base, 'depth', f'{frame_id}.png'), np.round(scene['depth'][i] * 1000))
+    png16(os.path.join(base, 'depth', f'{frame_id}.png'), np.round(scene['depth'][i] * 1000))
     if i != 3:
       big = np.repeat(np.repeat(scene['rgb'][i], 2, axis=0), 2, axis=1)
       Image.fromarray(big).save(_mkdir(os.path.join(base, 'rgb', f'{frame_id}.jpg')), quality=100)

@@ -65,6 +65,33 @@ def test_colmap_round_trip(tmp_path, binary):
   assert not os.path.exists(str(tmp_path / 'out') + convert.PARTIAL_SUFFIX)
 
 
+def test_colmap_simple_pinhole_with_png_depth_from_depth_flag(tmp_path):
+  scene = fx.synthetic_scene()
+  fx.write_colmap(str(tmp_path / 'in' / 'truck'), scene, mvs_depth=False,
+                  camera_model='SIMPLE_PINHOLE')
+  millimetres = np.round(scene['depth'] * 1000)
+  for i, name in enumerate(fx.COLMAP_NAMES):
+    fx.png16(str(tmp_path / 'depth' / 'truck' / name), millimetres[i])
+  options = common.FormatOptions(input=str(tmp_path / 'in'), depth=str(tmp_path / 'depth'),
+                                 depth_scale=0.001)
+  convert.convert('colmap', options, str(tmp_path / 'out'), PARAMS, split='train',
+                  progress=False)
+  got = convert.read_scene(str(tmp_path / 'out'), 'truck')
+  K = fx.cropped_truth(scene)['intrinsics'][0].copy()
+  K[1, 1] = K[0, 0]  # SIMPLE_PINHOLE: one focal length.
+  np.testing.assert_allclose(got['intrinsics'], np.broadcast_to(K, (fx.FRAMES, 3, 3)), atol=1e-5)
+  want = fx.cropped_truth(scene, (millimetres * 0.001).astype(np.float32))['depth']
+  np.testing.assert_allclose(got['depth'], want, rtol=1e-6, atol=0)
+
+
+def test_co3d_legacy_ndc_bounds_intrinsics():
+  # 'ndc_norm_image_bounds': x scaled by W / 2, y by H / 2; +X left, +Y up.
+  K = co3d.ndc_to_pixels([2.0, 3.0], [0.1, -0.2], 'ndc_norm_image_bounds', 30, 50, 'test')
+  np.testing.assert_allclose(K, [[50.0, 0, 25 - 0.1 * 25], [0, 45.0, 15 + 0.2 * 15], [0, 0, 1]])
+  with pytest.raises(UserError, match='intrinsics_format'):
+    co3d.ndc_to_pixels([2.0, 3.0], [0, 0], 'screen', 30, 50, 'frame_annotations.jgz')
+
+
 def test_co3d_camera_conversion_matches_pytorch3d_projection():
   """The classic trap: project world points with PyTorch3D's own formulas (row vectors, +X
   left, +Y up, NDC of the shorter side) and with the converted OpenCV camera."""
