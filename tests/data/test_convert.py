@@ -235,3 +235,11 @@ def test_splits_by_scene_name_hash():
   assert abs(splits.count('test') / 4000 - 0.2) < 0.03
   assert abs(splits.count('validation') / 4000 - 0.1) < 0.03
   assert set(converted.split_of(n, 0.0, 0.0) for n in names[:50]) == {'train'}
+
+
+def test_co3d_depth_at_half_resolution_is_brought_to_the_image_size_without_blending():
+  depth = np.array([[1.0, 0.0], [2.0, 4.0]], np.float32)
+  got = co3d._at_image_size(depth, (4, 4), 'd.png')  # pylint: disable=protected-access
+  np.testing.assert_array_equal(got, np.kron(depth, np.ones((2, 2), np.float32)))
+  with pytest.raises(UserError, match='d.png: the depth map is 2x2 but its image is 6x4'):
+    co3d._at_image_size(depth, (4, 6), 'd.png')  # pylint: disable=protected-access

@@ -15,7 +15,9 @@ A FrameAnnotation has image {path, size [H, W]}, depth {path, scale_adjustment, 
 mask {path}, viewpoint {R, T, focal_length, principal_point, intrinsics_format}.
 - Depth PNGs hold float16 bits in 16-bit pixels (the official ``_load_16big_png_depth``
   reinterprets the uint16 values as float16); depth = that * scale_adjustment; depth masks
-  (> 0 = trusted) zero the rest. Float16 keeps 11 significant bits: 2^-11 relative.
+  (> 0.5 = trusted) zero the rest. Float16 keeps 11 significant bits: 2^-11 relative. A depth
+  map at another resolution of the image's aspect ratio (the official loader rescales boxes
+  to it) is brought to the image's size by centre-aligned nearest neighbour.
 - Cameras are PyTorch3D's (pytorch3d/renderer/cameras.py): X_cam = X_world @ R + T (row
   vectors) with camera axes +X left, +Y up, +Z forward, so OpenCV's world-to-camera is
   R_cv = diag(-1, -1, 1) R^T, t_cv = diag(-1, -1, 1) T. Focal length and principal point are
@@ -122,20 +124,30 @@ def _load(root, entry, size, foreground_only):
   if not depth_entry or not depth_entry.get('path'):
     return rgb, None
   depth_path = os.path.join(root, depth_entry['path'])
-  depth = read_depth_png(depth_path)
-  common.check_depth_size(depth, size, depth_path)
+  depth = _at_image_size(read_depth_png(depth_path), size, depth_path)
   depth = depth * np.float32(depth_entry.get('scale_adjustment') or 1.0)
   keep = np.isfinite(depth) & (depth > 0)
   masks = [depth_entry.get('mask_path')]
   if foreground_only and entry.get('mask'):
     masks.append(entry['mask'].get('path'))
   for mask_path in filter(None, masks):
-    mask = _read_mask(os.path.join(root, mask_path))
-    if mask.shape != depth.shape:
-      raise UserError(f'{os.path.join(root, mask_path)}: mask is {mask.shape[1]}x{mask.shape[0]}, '
-                      f'the depth map {depth.shape[1]}x{depth.shape[0]}')
-    keep &= mask
+    path = os.path.join(root, mask_path)
+    keep &= _at_image_size(_read_mask(path), size, path)
   return rgb, np.where(keep, depth, 0).astype(np.float32)
+
+
+def _at_image_size(array: np.ndarray, size: tuple[int, int], path: str) -> np.ndarray:
+  """A depth map or mask at the image's size (H, W). CO3D's loader allows depth at another
+  resolution of the same aspect ratio: it is resized by nearest neighbour with centre-aligned
+  pixels (no blending across holes); another aspect ratio is an error."""
+  import cv2  # pylint: disable=g-import-not-at-top
+  if array.shape == tuple(size):
+    return array
+  if abs(array.shape[1] * size[0] / (array.shape[0] * size[1]) - 1) > 0.02:
+    common.check_depth_size(array, size, path)  # Raises, naming the sizes.
+  resized = cv2.resize(array.astype(np.float32), (size[1], size[0]),
+                       interpolation=cv2.INTER_NEAREST_EXACT)
+  return resized.astype(array.dtype)
 
 
 def _read_mask(path: str) -> np.ndarray:
