@@ -33,7 +33,7 @@ def test_batches_have_the_model_layout(tiny, tmp_path):
   b, n, s = 2, tiny.data.num_frames, tiny.data.image_size
   shapes = dict(rgb=(b, n, s, s, 3), xyz=(b, n, s, s, 3), mask=(b, n, s, s),
                 intrinsics=(b, n, 3, 3), cam_to_world=(b, n, 4, 4), norm_center=(b, 3),
-                norm_scale=(b,))
+                norm_scale=(b,), source=(b,))
   assert {k: v.shape for k, v in batch.items()} == shapes
   assert batch['mask'].dtype == bool and batch['rgb'].dtype == np.float32
   assert -1 <= batch['rgb'].min() and batch['rgb'].max() <= 1
