@@ -29,7 +29,8 @@ from the conditioning image.
 
 A batch is a dict of numpy arrays (B = per-process batch, N frames, H = W = data.image_size):
   rgb (B, N, H, W, 3) float32 in [-1, 1];   xyz (B, N, H, W, 3) float32 in [-1, 1] (0 where invalid);
-  mask (B, N, H, W) bool;   intrinsics (B, N, 3, 3);   cam_to_world (B, N, 4, 4) frame-0 camera
+  mask (B, N, H, W) bool (a valid surface);   xyz_valid (B, N, H, W) bool (depth known: False
+  only in converted datasets' unknown pixels, which are out of the XYZ loss);   intrinsics (B, N, 3, 3);   cam_to_world (B, N, 4, 4) frame-0 camera
   frame, normalized translation;   norm_center (B, 3), norm_scale (B,) undo the normalization;
   source (B,) int32: the index of the clip's source in config.data.sources.
 """
@@ -99,7 +100,7 @@ def resized_frames(clip: dict[str, np.ndarray], *, num_frames: int, image_size: 
     raise ValueError(f'frames {indices.tolist()} are not all in the clip\'s {available} frames '
                      f'({num_frames} frames at stride {stride} from frame {start}: the clip needs '
                      f'{indices[-1] + 1})')
-  clip = transforms.select_frames({k: clip[k] for k in clips.STORED_FIELDS}, indices)
+  clip = transforms.select_frames(clips.stored_fields(clip), indices)
   return transforms.crop_and_resize(clip, image_size)
 
 
@@ -113,7 +114,7 @@ class ClipTransform(grain.transforms.RandomMap):
   def random_map(self, clip, rng: np.random.Generator):
     indices = transforms.frame_indices(clip['depth'].shape[0], self.num_frames, self.max_stride,
                                        rng)
-    out = transforms.select_frames({k: clip[k] for k in clips.STORED_FIELDS}, indices)
+    out = transforms.select_frames(clips.stored_fields(clip), indices)
     out = transforms.canonicalize(transforms.crop_and_resize(out, self.image_size))
     out['source'] = clip['source']
     return out
@@ -164,10 +165,15 @@ class GlobalBatchShare(grain.MapDataset):
             f'{self._global_batch}, from batch {self._start_batch}]')
 
 
-def _seed(seed: int, stream: int) -> int:
-  """A 32-bit seed for one of the pipeline's random streams (0: clip transforms; 1 + s: source
-  s's shuffle; grain adds the epoch to a shuffle seed, hence the wide spacing)."""
-  return (int(seed) * 1_000_003 + stream * 2_654_435_761) % 2 ** 32
+def _shuffle_seed(seed: int, source: int) -> int:
+  """Source ``source``'s shuffle seed (grain adds the epoch to it: sources lie far apart).
+  Source 0 keeps the seed itself, the transform the earlier stream: a one-source run reads the
+  same data as before the global sequence existed."""
+  return (int(seed) + source * 2_654_435_761) % 2 ** 32
+
+
+def _transform_seed(seed: int) -> int:
+  return (int(seed) * 1_000_003) % 2 ** 32
 
 
 def open_source(config, name: str, split: str, workdir: str, *, complete: bool = False):
@@ -190,7 +196,7 @@ def global_examples(config, split: str, workdir: str, *, shuffle: bool = True,
       raise ValueError(f'data source {name!r} has no clips in its {split} split')
     ds = grain.MapDataset.source(source)
     if shuffle:
-      ds = ds.shuffle(seed=_seed(config.seed, 1 + s))  # Reshuffled every epoch (grain).
+      ds = ds.shuffle(seed=_shuffle_seed(config.seed, s))  # Reshuffled every epoch (grain).
     if repeat:
       ds = ds.repeat()
     parts.append(ds.map(_TagSource(s)))
@@ -199,7 +205,7 @@ def global_examples(config, split: str, workdir: str, *, shuffle: bool = True,
   d = config.data
   # Per-example RNG from the seed and the global index g: the same frames on any process count.
   return ds.random_map(ClipTransform(d.num_frames, d.max_frame_stride, d.image_size),
-                       seed=_seed(config.seed, 0))
+                       seed=_transform_seed(config.seed))
 
 
 def make_dataset(config, split: str, workdir: str, *, process_index: int = 0,
