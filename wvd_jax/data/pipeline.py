@@ -37,6 +37,7 @@ A batch is a dict of numpy arrays (B = per-process batch, N frames, H = W = data
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import sys
 
@@ -121,12 +122,13 @@ class ClipTransform(grain.transforms.RandomMap):
 
 
 @dataclasses.dataclass(frozen=True)
-class _TagSource(grain.transforms.Map):
-  """Adds ``source`` (int32: the clip's index in config.data.sources) to a stored clip."""
-  source: int
+class _ReadClip(grain.transforms.Map):
+  """(source, clip index) -> that stored clip with ``source`` (int32) added."""
+  sources: tuple
 
-  def map(self, clip):
-    return dict(clip, source=np.int32(self.source))
+  def map(self, key):
+    source, index = key
+    return dict(self.sources[source][index], source=np.int32(source))
 
 
 class GlobalBatchShare(grain.MapDataset):
@@ -184,28 +186,50 @@ def open_source(config, name: str, split: str, workdir: str, *, complete: bool =
   return storage.DirectoryClipSource(name, split, complete=complete)
 
 
-def global_examples(config, split: str, workdir: str, *, shuffle: bool = True,
-                    repeat: bool = True) -> grain.MapDataset:
-  """The split's global example sequence (a grain MapDataset; the module docstring's steps up to
-  the per-clip transform). Example g depends only on (config.seed, the sources, split, g)."""
-  sources = config_lib.data_sources(config)
+def mixed_keys(config, sources, *, shuffle: bool = True, repeat: bool = True
+               ) -> grain.MapDataset:
+  """The global order as (source, clip index) pairs: each source's clip indices shuffled (per
+  epoch) and repeated, then mixed by weight. ``sources``: the opened sources, in
+  config.data.sources' order."""
+  weights = [w for _, w in config_lib.data_sources(config)]
   parts = []
-  for s, (name, _) in enumerate(sources):
-    source = open_source(config, name, split, workdir)
-    if not len(source):
-      raise ValueError(f'data source {name!r} has no clips in its {split} split')
-    ds = grain.MapDataset.source(source)
+  for s, source in enumerate(sources):
+    ds = grain.MapDataset.range(len(source))
     if shuffle:
       ds = ds.shuffle(seed=_shuffle_seed(config.seed, s))  # Reshuffled every epoch (grain).
     if repeat:
       ds = ds.repeat()
-    parts.append(ds.map(_TagSource(s)))
+    parts.append(ds.map(functools.partial(_key, s)))
   # grain's mixture interleaves deterministically in the weights' exact proportions.
-  ds = parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, [w for _, w in sources])
+  return parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, weights)
+
+
+def _key(source: int, index: int) -> tuple[int, int]:
+  return source, index
+
+
+def open_sources(config, split: str, workdir: str) -> tuple:
+  """The split of every source of config.data.sources (each must have clips)."""
+  sources = []
+  for name, _ in config_lib.data_sources(config):
+    source = open_source(config, name, split, workdir)
+    if not len(source):
+      raise ValueError(f'data source {name!r} has no clips in its {split} split')
+    sources.append(source)
+  return tuple(sources)
+
+
+def global_examples(config, split: str, workdir: str, *, shuffle: bool = True,
+                    repeat: bool = True) -> grain.MapDataset:
+  """The split's global example sequence of model-ready clips (module docstring). Example g
+  depends only on (config.seed, the sources, split, g)."""
   d = config.data
   # Per-example RNG from the seed and the global index g: the same frames on any process count.
-  return ds.random_map(ClipTransform(d.num_frames, d.max_frame_stride, d.image_size),
-                       seed=_transform_seed(config.seed))
+  sources = open_sources(config, split, workdir)
+  keys = mixed_keys(config, sources, shuffle=shuffle, repeat=repeat)
+  return keys.map(_ReadClip(sources)).random_map(
+      ClipTransform(d.num_frames, d.max_frame_stride, d.image_size),
+      seed=_transform_seed(config.seed))
 
 
 def make_dataset(config, split: str, workdir: str, *, process_index: int = 0,

@@ -373,6 +373,11 @@ class _ShardedClips:
     clip = self._fields(example)
     return clips.complete_clip(clip) if self.complete else clip
 
+  def __getstate__(self):  # Picklable for grain workers: each process reopens the reader.
+    state = dict(self.__dict__)
+    state['_source'] = None
+    return state
+
 
 class ClipSource(_ShardedClips):
   """Random-access source over one split: element i is clip i (dict of numpy arrays).
@@ -413,11 +418,6 @@ class ClipSource(_ShardedClips):
     clip['scene_index'] = np.int64(example['scene_index'])
     clip['scene_kind'] = np.int64(example['scene_kind'])
     return clip
-
-  def __getstate__(self):
-    state = dict(self.__dict__)
-    state['_source'] = None
-    return state
 
   def __repr__(self):
     return (f'ClipSource({self.params.config_name}, split={self.split!r}, '
@@ -460,6 +460,10 @@ class DirectoryClipSource(_ShardedClips):
     self._source = builder.as_data_source(split=split)
 
   def _open(self):
+    with _LOCK:
+      if self._source is None:
+        builder = _tfds().builder_from_directory(self.directory)
+        self._source = builder.as_data_source(split=self.split)
     return self._source
 
   def _fields(self, example) -> dict[str, np.ndarray]:
