@@ -48,6 +48,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Frames rendered per clip; 0: just enough for the largest stride, (num_frames-1)*stride+1.
   config.data.render_frames = 0
   config.data.object_fraction = 0.5  # Share of object-centric scenes (the rest are rooms).
+  # Synthetic world surfaces textured with crops / scales / rotations of real photographs and
+  # varied light, exposure and white balance (scenes.photo_appearance); same geometry.
+  config.data.photo_appearance = False
   config.data.render_workers = 0  # Processes rendering the dataset on first use; 0: all cores.
 
   config.autoencoder = ml_collections.ConfigDict()

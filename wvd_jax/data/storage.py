@@ -66,6 +66,7 @@ class WorldParams:
   num_validation: int = 8
   num_test: int = 8
   object_fraction: float = 0.5
+  photo_appearance: bool = False
 
   def __post_init__(self):
     if self.seed < 0:
@@ -80,7 +81,8 @@ class WorldParams:
     d = config.data
     return cls(seed=int(config.seed), size=int(d.render_size), frames=config_lib.render_frames(config),
                num_train=int(d.num_train_scenes), num_validation=int(d.num_validation_scenes),
-               num_test=int(d.num_test_scenes), object_fraction=float(d.object_fraction))
+               num_test=int(d.num_test_scenes), object_fraction=float(d.object_fraction),
+               photo_appearance=bool(d.photo_appearance))
 
   def count(self, split: str) -> int:
     if split not in synthetic_world.SPLITS:
@@ -91,8 +93,10 @@ class WorldParams:
   @property
   def config_name(self) -> str:
     fraction = f'{self.object_fraction:.4f}'.replace('.', 'p')
+    # Photo appearance is a suffix, so the names of earlier (default) datasets stay valid.
     return (f'r{self.size}_f{self.frames}_n{self.num_train}-{self.num_validation}-'
-            f'{self.num_test}_seed{self.seed}_obj{fraction}')
+            f'{self.num_test}_seed{self.seed}_obj{fraction}'
+            + ('_photo' if self.photo_appearance else ''))
 
 
 class _QuietCustomConfig(logging.Filter):
@@ -192,7 +196,7 @@ def _define_builder_class():
       })
       metadata = tfds.core.MetadataDict(
           generator_version=synthetic_world.GENERATOR_VERSION, resolution=s, frames=f,
-          seed=p.seed, object_fraction=p.object_fraction,
+          seed=p.seed, object_fraction=p.object_fraction, photo_appearance=p.photo_appearance,
           scenes={split: p.count(split) for split in synthetic_world.SPLITS},
           conventions='OpenCV cameras, cam_to_world 4x4, K in pixels with pixel centres at '
                       '(col + 0.5, row + 0.5), z-depth in metres (0 = no surface), world y up')
@@ -206,7 +210,7 @@ def _define_builder_class():
 
     def _generate_examples(self, split: str = 'train'):
       p = self.params
-      jobs = [(p.seed, split, i, p.frames, p.size, p.object_fraction)
+      jobs = [(p.seed, split, i, p.frames, p.size, p.object_fraction, p.photo_appearance)
               for i in range(p.count(split))]
       if self.renderer is None:
         raise RuntimeError('build the dataset with storage.prepare()')
@@ -222,9 +226,9 @@ _LOCK = threading.RLock()
 
 def _render_stored(job) -> dict[str, np.ndarray]:
   """Renders one clip (job = render_clip's positional arguments) -> its stored example."""
-  seed, split, index, frames, size, object_fraction = job
+  seed, split, index, frames, size, object_fraction, photo_appearance = job
   clip = synthetic_world.render_clip(seed, split, index, frames, size, object_fraction,
-                                     complete=False)
+                                     complete=False, photo_appearance=photo_appearance)
   out = {k: clip[k] for k in clips.STORED_FIELDS}
   out['scene_index'] = np.int64(index)
   out['scene_kind'] = np.int64(clip['scene_kind'])
