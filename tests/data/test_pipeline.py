@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from wvd_jax import config_lib
-from wvd_jax.data import pipeline, synthetic_world, transforms
+from wvd_jax.data import clips, pipeline, synthetic_world, transforms
 from wvd_jax.geometry import cameras
 
 
@@ -139,9 +139,11 @@ def test_crop_resize_is_exact_and_never_blurs_depth_edges():
   out = transforms.crop_and_resize(clip, size)
   K2 = out['intrinsics'][0]
   np.testing.assert_allclose(K2, [[15, 0, 6.15], [0, 15, 5.9], [0, 0, 1]], rtol=1e-6)
-  # XYZ is exactly the unprojection of the resized depth with the adjusted K.
-  np.testing.assert_array_equal(
-      out['xyz'][0], cameras.unproject_depth(out['depth'][0], K2, pose))
+  # XYZ is exactly the unprojection of the resized depth with the adjusted K (clips.unproject:
+  # geometry's unproject_depth to float32 rounding).
+  np.testing.assert_array_equal(out['xyz'][0], clips.unproject(out['depth'][0], K2, pose))
+  np.testing.assert_allclose(out['xyz'][0], cameras.unproject_depth(out['depth'][0], K2, pose),
+                             rtol=1e-6, atol=1e-6)
   # On planes the resized depth is what a camera with K' sees, to float precision ...
   truth = _plane_depth(K2, pose, size, size)
   rel = np.abs(out['depth'][0] - truth) / truth
@@ -202,7 +204,6 @@ def test_worker_processes_give_the_same_batches_and_resume(tiny, tmp_path):
 def test_valid_mask_travels_to_the_batch_and_bounds_the_normalization():
   """Unknown pixels (valid False) leave the normalization, the mask and XYZ; resizing takes the
   nearest pixel's validity; a clip without ``valid`` (the synthetic world) is all valid."""
-  from wvd_jax.data import clips  # pylint: disable=import-outside-toplevel
   from wvd_jax.geometry import normalization  # pylint: disable=import-outside-toplevel
   clip = synthetic_world.render_clip(3, 'train', 0, 4, 16, object_fraction=0.0)
   full = transforms.canonicalize(clips.stored_fields(clip))
