@@ -2,10 +2,11 @@
 
 The GLOBAL example sequence (global_examples; the same whatever the process count):
   per source of config.data.sources (the synthetic world's storage.ClipSource or a converted
-  dataset's storage.DirectoryClipSource; TFDS ArrayRecord, random access):
-    shuffle (seeded per source, reshuffled every epoch) -> repeat -> tag ``source``
-  -> mix the sources by weight (grain MapDataset.mix: a deterministic interleave in the weights'
-     proportions; one source: itself)
+  dataset's storage.DirectoryClipSource; TFDS ArrayRecord, random access): its clip indices
+    shuffled (seeded per source, reshuffled every epoch) -> repeated -> keyed (source, index)
+  -> mix the sources' keys by weight (grain MapDataset.mix: a deterministic interleave in the
+     weights' proportions; one source: itself) (mixed_keys)
+  -> read the keyed clip (+ ``source``)
   -> random_map (per-example RNG from the seed and the GLOBAL index g): N frames with a random
      stride in [1, data.max_frame_stride] and a random start; centre crop + resize to
      data.image_size (K exact, XYZ = unproject of the resized depth); canonicalize to frame 0's
@@ -30,8 +31,8 @@ from the conditioning image.
 A batch is a dict of numpy arrays (B = per-process batch, N frames, H = W = data.image_size):
   rgb (B, N, H, W, 3) float32 in [-1, 1];   xyz (B, N, H, W, 3) float32 in [-1, 1] (0 where invalid);
   mask (B, N, H, W) bool (a valid surface);   xyz_valid (B, N, H, W) bool (depth known: False
-  only in converted datasets' unknown pixels, which are out of the XYZ loss);   intrinsics (B, N, 3, 3);   cam_to_world (B, N, 4, 4) frame-0 camera
-  frame, normalized translation;   norm_center (B, 3), norm_scale (B,) undo the normalization;
+  only in converted datasets' unknown pixels, which are out of the XYZ loss);
+  intrinsics (B, N, 3, 3);   cam_to_world (B, N, 4, 4) frame-0 camera frame, normalized translation;   norm_center (B, 3), norm_scale (B,) undo the normalization;
   source (B,) int32: the index of the clip's source in config.data.sources.
 """
 from __future__ import annotations
@@ -224,9 +225,9 @@ def global_examples(config, split: str, workdir: str, *, shuffle: bool = True,
   """The split's global example sequence of model-ready clips (module docstring). Example g
   depends only on (config.seed, the sources, split, g)."""
   d = config.data
-  # Per-example RNG from the seed and the global index g: the same frames on any process count.
   sources = open_sources(config, split, workdir)
   keys = mixed_keys(config, sources, shuffle=shuffle, repeat=repeat)
+  # Per-example RNG from the seed and the global index g: the same frames on any process count.
   return keys.map(_ReadClip(sources)).random_map(
       ClipTransform(d.num_frames, d.max_frame_stride, d.image_size),
       seed=_transform_seed(config.seed))
