@@ -2,21 +2,9 @@
 import numpy as np
 import pytest
 
-from wvd_jax.data import pipeline
-
 from tests.conftest import tiny_config
-
-
-def _take(ds, n):
-  return [b for _, b in zip(range(n), ds)]
-
-
-def _assert_batches_equal(a, b):
-  assert len(a) == len(b)
-  for x, y in zip(a, b):
-    assert x.keys() == y.keys()
-    for key in x:
-      np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+from tests.data.test_pipeline import _assert_batches_equal, _take
+from wvd_jax.data import pipeline
 
 
 def _union(shares):

@@ -6,13 +6,10 @@ import pytest
 
 from tests.conftest import tiny_config
 from tests.data import converted_fixture
+from tests.data.test_pipeline import _take
 from wvd_jax import config_lib
 from wvd_jax.data import pipeline
 from wvd_jax.training import metrics, train
-
-
-def _take(ds, n):
-  return [b for _, b in zip(range(n), ds)]
 
 
 @pytest.fixture(scope='module')
