@@ -10,10 +10,16 @@ Prints one JSON object with
   pipeline: batches/s and clips/s of ``pipeline.make_dataset`` at ``--size`` x ``--frames``
             with ``--workers`` grain worker processes (after a warm-up), and the per-stage CPU
             milliseconds per clip measured in this process (read, frame selection + crop /
-            resize, canonicalize, batch).
+            resize, canonicalize, batch);
+  mixture:  clips/s of the ``small`` config's training pipeline (64x64, 8 frames at stride
+            1-2 of 15 rendered, batch 32, photo appearance) mixing the synthetic world (0.7)
+            with a dataset directory read as a converted dataset is (0.3; DirectoryClipSource,
+            96x96 clips of 18 frames, so frames are selected and resized), against what the
+            ``small`` model consumes on an H200 (SMALL_MODEL_CLIPS_PER_S): ``headroom``.
 
   python benchmarks/data_bench.py            # 128x128x8 renders; 256x256x8 pipeline
   python benchmarks/data_bench.py --small    # seconds: 32x32 renders, 64x64 pipeline
+  python benchmarks/data_bench.py --skip=render,build,pipeline --workers=16   # mixture only
 
 The issue's goals: 10k clips of 8 x 128 x 128 rendered in under 10 minutes on 2 cores
 (>= 16.7 clips/s), and a pipeline delivering >= 66 clips/s at 256 x 256 x 8 (3x what the 2B
@@ -33,6 +39,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+# The small model's training rate on one H200 (README, RESULTS.md): 12.75 steps/s x batch 32.
+SMALL_MODEL_CLIPS_PER_S = 12.75 * 32
+
 
 def _parse(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -48,7 +57,12 @@ def _parse(argv=None):
   p.add_argument('--batch', type=int, default=4, help='pipeline batch (clips)')
   p.add_argument('--workers', type=int, default=None, help='grain workers (default: cores)')
   p.add_argument('--batches', type=int, default=None, help='timed batches (default 16; 4 small)')
-  p.add_argument('--skip', default='', help='comma list of sections to skip: render,build,pipeline')
+  p.add_argument('--mix-clips', type=int, default=None, help='synthetic clips of the mixture '
+                 '(default 512; 96 small)')
+  p.add_argument('--mix-batches', type=int, default=None, help='timed mixture batches of 32 '
+                 '(default 32; 4 small)')
+  p.add_argument('--skip', default='',
+                 help='comma list of sections to skip: render,build,pipeline,mixture')
   return p.parse_args(argv)
 
 
@@ -183,6 +197,56 @@ def bench_pipeline(args) -> dict:
               **stages)
 
 
+def bench_mixture(args) -> dict:
+  from wvd_jax.data import pipeline, storage  # pylint: disable=g-import-not-at-top
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location('small', os.path.join(
+      os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs', 'small.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  d = config.data
+  d.num_train_scenes = args.mix_clips
+  d.num_validation_scenes = d.num_test_scenes = 1
+  d.worker_count = os.cpu_count() if args.workers is None else args.workers
+  with tempfile.TemporaryDirectory() as workdir:
+    t0 = time.perf_counter()
+    storage.prepare(storage.WorldParams.from_config(config), pipeline.data_dir(config, workdir))
+    other = storage.WorldParams(seed=1, size=96, frames=18, num_train=max(args.mix_clips // 4, 16),
+                                num_validation=1, num_test=1)
+    storage.prepare(other, os.path.join(workdir, 'other'))
+    build = time.perf_counter() - t0
+    d.sources = (f'synthetic_world=0.7,'
+                 f'{storage.dataset_dir(other, os.path.join(workdir, "other"))}=0.3')
+    # CPU time a clip in this process (the shared machine's load does not count in it).
+    examples = pipeline.global_examples(config, 'train', workdir)
+    examples[0]  # pylint: disable=pointless-statement
+    t0 = time.process_time()
+    for g in range(1, 33):
+      examples[g]  # pylint: disable=pointless-statement
+    cpu_ms = (time.process_time() - t0) / 32 * 1000
+    it = iter(pipeline.make_dataset(config, 'train', workdir))
+    t0 = time.perf_counter()
+    next(it)
+    next(it)
+    first = time.perf_counter() - t0
+    sources = []
+    t0 = time.perf_counter()
+    for _ in range(args.mix_batches):
+      sources.append(next(it)['source'])
+    wall = time.perf_counter() - t0
+    if hasattr(it, 'close'):
+      it.close()
+  clips_per_s = args.mix_batches * d.batch_size / wall
+  return dict(size=d.image_size, frames=d.num_frames, batch=d.batch_size,
+              workers=d.worker_count, batches=args.mix_batches, clips_per_s=clips_per_s,
+              converted_share=float(np.mean(np.concatenate(sources) == 1)),
+              first_two_batches_s=first, datasets_build_s=build, cpu_ms_per_clip=cpu_ms,
+              clips_per_s_per_core_from_cpu_time=1000 / cpu_ms,
+              small_model_clips_per_s=SMALL_MODEL_CLIPS_PER_S,
+              headroom=clips_per_s / SMALL_MODEL_CLIPS_PER_S)
+
+
 def main(argv=None) -> dict:
   args = _parse(argv)
   os.environ.setdefault('JAX_PLATFORMS', 'cpu')
@@ -196,6 +260,8 @@ def main(argv=None) -> dict:
   args.build_clips = args.build_clips or (16 if args.small else 128)
   args.size = args.size or (64 if args.small else 256)
   args.batches = args.batches or (4 if args.small else 16)
+  args.mix_clips = args.mix_clips or (96 if args.small else 512)
+  args.mix_batches = args.mix_batches or (4 if args.small else 32)
   skip = set(filter(None, args.skip.split(',')))
   result = dict(cpu_count=os.cpu_count(),
                 load_average_1min=os.getloadavg()[0] if hasattr(os, 'getloadavg') else None)
@@ -205,6 +271,8 @@ def main(argv=None) -> dict:
     result['build'] = bench_build(args)
   if 'pipeline' not in skip:
     result['pipeline'] = bench_pipeline(args)
+  if 'mixture' not in skip:
+    result['mixture'] = bench_mixture(args)
   print(json.dumps(result))
   return result
 

@@ -17,6 +17,7 @@ def get_config():
   config.data.render_size = 64
   config.data.num_frames = 8
   config.data.max_frame_stride = 2  # Frames 1 or 2 apart: wider baselines for geometry.
+  config.data.photo_appearance = True  # Real-photo textures and varied light (transfer to photos).
   config.data.num_train_scenes = 10000
   config.data.num_validation_scenes = 32
   config.data.num_test_scenes = 64

@@ -12,6 +12,7 @@ def get_config():
   config.data.image_size = 256
   config.data.render_size = 256
   config.data.num_frames = 8
+  config.data.photo_appearance = True  # Real-photo textures and varied light (transfer to photos).
   config.data.num_train_scenes = 10000
   config.data.num_validation_scenes = 64
   config.data.num_test_scenes = 256

@@ -80,3 +80,26 @@ def test_cli_rejects_wrongly_typed_override(tmp_path):
                      '--config.model.width=wide')
   assert result.returncode != 0
   assert 'width' in result.stderr
+
+
+def test_data_sources_parse_and_validate(tmp_path):
+  from tests.conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  config = tiny_config()
+  assert config_lib.data_sources(config) == [('synthetic_world', 1.0)]
+  dataset = tmp_path / 'conv=v1' / '1.0.0'  # A '=' inside a path survives.
+  dataset.mkdir(parents=True)
+  (dataset / 'dataset_info.json').write_text('{}')
+  config.data.sources = f'synthetic_world=0.7, {dataset}=0.3'
+  assert config_lib.data_sources(config) == [('synthetic_world', 0.7), (str(dataset), 0.3)]
+  config_lib.validate_config(config)
+  config.data.sources = f'file://{dataset},synthetic_world'
+  assert config_lib.data_sources(config) == [(f'file://{dataset}', 1.0), ('synthetic_world', 1.0)]
+  config_lib.validate_config(config)
+  config.data.sources = 'gs://bucket/co3d/1.0.0=2'  # Remote: checked when read.
+  assert config_lib.data_sources(config) == [('gs://bucket/co3d/1.0.0', 2.0)]
+  for bad, match in ((f'synthetic_world=0.5,{tmp_path}/missing=0.5', 'missing'),
+                     ('synthetic_world=0', 'positive'), ('synthetic_world=-1', 'positive'),
+                     ('synthetic_world,synthetic_world', 'twice'), (' , ', 'names no source')):
+    config.data.sources = bad
+    with pytest.raises(config_lib.ConfigError, match=match):
+      config_lib.validate_config(config)

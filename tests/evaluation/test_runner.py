@@ -128,3 +128,27 @@ def test_compare_cli(evaluated, tmp_path):
   assert compare.main(['no_equals_sign']) == 2
   with pytest.raises(FileNotFoundError, match='run --mode=eval first'):
     compare.main([f'a={tmp_path}/missing.json'])
+
+
+def test_eval_reports_each_training_source(evaluated, tmp_path):
+  from tests.data import converted_fixture  # pylint: disable=import-outside-toplevel
+  config, workdir, _ = evaluated
+  converted = converted_fixture.write_converted_dataset(str(tmp_path / 'converted'))
+  config = config.copy_and_resolve_references()
+  config.data.sources = f'synthetic_world=0.5,{converted}=0.5'
+  config.eval.num_clips, config.eval.tasks, config.eval.gallery_clips = 1, 'mono_depth', 0
+  out = str(tmp_path / 'per_source')
+  config.eval.output_dir = out
+  results = runner.evaluate(config, workdir)
+  assert list(results['per_source']) == ['synthetic_world', converted]
+  for name, r in results['per_source'].items():
+    assert r['num_clips'] == 1 and np.isfinite(r['metrics']['mono']['abs_rel']), name
+  assert results['per_source'][converted]['dataset'] == converted
+  subdirs = sorted(d for d in os.listdir(out) if d.startswith('source'))
+  assert subdirs[0] == 'source0_synthetic_world' and subdirs[1].startswith('source1_')
+  for d in subdirs:
+    assert os.path.isfile(os.path.join(out, d, 'report.md'))
+  with open(os.path.join(out, 'report.md')) as f:
+    text = f.read()
+  assert '# Source `synthetic_world`' in text and f'# Source `{converted}`' in text
+  assert text.count('| AbsRel ↓ |') == 2

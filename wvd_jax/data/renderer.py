@@ -10,7 +10,10 @@ turns the whole intersection into a few passes over the rays.
 Shading: the hit's texture (mip level from the pixel footprint, bilinear within the level,
 mirror-repeat wrapping) times the material tint, lit by ambient + Lambertian sun + (rooms) a
 Lambertian point lamp with distance falloff. Rays that miss everything see a sky gradient and
-get depth 0 (invalid). No shadows or inter-reflections.
+get depth 0 (invalid). No shadows or inter-reflections. Scenes with photo appearance
+(scenes.photo_appearance) also turn each surface's texture by its rotation, colour the sun, lamp
+and ambient light and apply the camera's per-channel gains (exposure x white balance) to every
+pixel; that is a separate trace, so default scenes render exactly as before.
 
 Outputs per frame: RGB uint8, z-depth float32 (0 where the ray hits nothing), and the hit
 surface id (int32, -1 for the background; see scenes.py for the numbering).
@@ -250,6 +253,11 @@ def _render_view(s, texels, offsets, K, cam_to_world, height: int, width: int):
                            s['tex_offset'], s['tint']], axis=1)
   material = _take(table, sid)
   tex, scale = material[:, 0].astype(jnp.int32), material[:, 1]
+  photo = 'appearance' in s  # Photo-appearance scenes (a Python-level choice: its own trace).
+  if photo:
+    angle = _take(s['tex_rotation'][:, None], sid)[:, 0]
+    cos_a, sin_a = jnp.cos(angle), jnp.sin(angle)
+    su, sv = cos_a * su - sin_a * sv, sin_a * su + cos_a * sv
   s_coord = _mirror(su / scale + material[:, 2])
   t_coord = _mirror(-(sv / scale + material[:, 3]))  # Texture rows run down.
   texels_per_pixel = (t / fx) / jnp.maximum(jnp.abs(cos), 0.2) * textures.TEXTURE_SIZE / scale
@@ -263,14 +271,24 @@ def _render_view(s, texels, offsets, K, cam_to_world, height: int, width: int):
   lx, ly, lz = lamp_pos[0] - x, lamp_pos[1] - y, lamp_pos[2] - z
   lamp_dist2 = jnp.maximum(lx * lx + ly * ly + lz * lz, 1e-6)
   lamp_cos = jnp.maximum(nx * lx + ny * ly + nz * lz, 0.0) * jax.lax.rsqrt(lamp_dist2)
-  light = ambient + light + lamp * lamp_cos / (1.0 + 0.35 * lamp_dist2)
-  light, up = jax.lax.optimization_barrier(
-      (light, jnp.clip(0.5 + 0.5 * dy / d_len, 0.0, 1.0)))  # Sky: brighter towards the horizon.
+  if photo:  # Per-channel light: (sun, lamp) terms kept apart to colour them.
+    sun_colour, lamp_colour, ambient_colour, gains = scenes.appearance_parts(s['appearance'])
+    lamp_light = lamp * lamp_cos / (1.0 + 0.35 * lamp_dist2)
+    light, lamp_light, up = jax.lax.optimization_barrier(
+        (light, lamp_light, jnp.clip(0.5 + 0.5 * dy / d_len, 0.0, 1.0)))
+  else:
+    light = ambient + light + lamp * lamp_cos / (1.0 + 0.35 * lamp_dist2)
+    light, up = jax.lax.optimization_barrier(
+        (light, jnp.clip(0.5 + 0.5 * dy / d_len, 0.0, 1.0)))  # Sky: brighter towards the horizon.
   rgb = []
   for c in range(3):
     tint = material[:, 4 + c]
     sky = sky_bottom[c] + (sky_top[c] - sky_bottom[c]) * up
-    value = jnp.where(hit, albedo[c] * tint * light, sky)
+    if photo:
+      shade = ambient * ambient_colour[c] + light * sun_colour[c] + lamp_light * lamp_colour[c]
+      value = jnp.where(hit, albedo[c] * tint * shade, sky) * gains[c]
+    else:
+      value = jnp.where(hit, albedo[c] * tint * light, sky)
     rgb.append(jnp.floor(jnp.clip(value, 0.0, 1.0) * 255.0 + 0.5).astype(jnp.uint8)
                .reshape(height, width))
   # Channels stay planar here (a channels-last stack fused badly); `render` interleaves them.

@@ -15,6 +15,12 @@ Surfaces are numbered for materials: spheres, then boxes, then cylinders, then t
 texture id (see textures.py), an RGB tint, a texture scale (metres per texture repeat) and a
 texture offset. Light: a directional sun plus ambient, and in rooms a point lamp.
 
+Photo appearance (``photo_appearance``, config data.photo_appearance): a second pass over a
+finished scene, from its own random stream, re-textures surfaces with random crops (offset),
+scales and rotations of real photographs and varies the light (sun direction, colours and
+intensities of sun, lamp and ambient light, exposure and white balance). Geometry is untouched:
+the same scene and cameras render the same depth with the switch on or off.
+
 Scene kinds, like the paper's mixture of scene-centric (RealEstate10K, ScanNet) and
 object-centric (CO3D, MVImgNet) data: ROOM (furniture-like boxes, tables, posters on the walls,
 spheres, stools / pillars, free-standing partitions as occluders) and OBJECTS (one to four
@@ -57,11 +63,17 @@ class Scene:
   tex_scale: np.ndarray    # (NUM_SURFACES,) metres per texture repeat.
   tex_offset: np.ndarray   # (NUM_SURFACES, 2).
   light: np.ndarray        # (15,): see `light_parts`.
+  # Photo appearance only (None otherwise): texture rotation (NUM_SURFACES,) radians, and
+  # (APPEARANCE_SIZE,) light colours and camera gains (see `appearance_parts`).
+  tex_rotation: np.ndarray | None = None
+  appearance: np.ndarray | None = None
 
   def arrays(self) -> dict[str, np.ndarray]:
-    """The arrays the ray caster consumes (fixed shapes for every scene), plus ``counts`` (3,)
-    int32: one past the last used sphere, box and cylinder slot."""
-    out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != 'kind'}
+    """The arrays the ray caster consumes (fixed shapes for every scene; the photo-appearance
+    ones only when set), plus ``counts`` (3,) int32: one past the last used sphere, box and
+    cylinder slot."""
+    out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+           if f.name != 'kind' and getattr(self, f.name) is not None}
     used = (self.spheres[:, 3] > 0, self.boxes[:, 3] > 0, self.cylinders[:, 2] > 0)
     out['counts'] = np.array([np.nonzero(u)[0].max() + 1 if u.any() else 0 for u in used],
                              np.int32)
@@ -86,6 +98,63 @@ def light_parts(light):
   ambient; lamp_pos (..., 3); lamp; sky_top (..., 3); sky_bottom (..., 3))."""
   return (light[..., 0:3], light[..., 3], light[..., 4], light[..., 5:8], light[..., 8],
           light[..., 9:12], light[..., 12:15])
+
+
+APPEARANCE_SIZE = 12
+
+
+def appearance_parts(appearance):
+  """Splits a (..., 12) appearance vector into (sun colour, lamp colour, ambient colour, camera
+  gains), (..., 3) each: light colours (max 1) and the per-channel exposure x white balance."""
+  return (appearance[..., 0:3], appearance[..., 3:6], appearance[..., 6:9], appearance[..., 9:12])
+
+
+def _colour_temperature(rng: np.random.Generator, warm: float, cool: float) -> np.ndarray:
+  """A light colour between warm (tungsten-like) and cool (overcast-like), max channel 1."""
+  u = rng.uniform(warm, cool)
+  colour = (1 - u) * np.array([1.0, 0.78, 0.55]) + u * np.array([0.78, 0.88, 1.0])
+  return colour / colour.max()
+
+
+def photo_appearance(scene: Scene, rng: np.random.Generator, photo_share: float = 0.75
+                     ) -> Scene:
+  """A copy of ``scene`` with photo textures and varied light; geometry unchanged.
+
+  Each surface takes, with probability ``photo_share``, a random photograph of the bank
+  (textures.PHOTO_IDS) at a random scale (0.5-2x its material's), crop position and rotation;
+  every surface's texture turns by a random angle. Light: the sun's direction re-drawn; sun,
+  lamp and ambient intensities scaled and coloured (colour temperature); the camera's exposure
+  (2^[-0.4, 0.6]) and white balance (per-channel gains, ~8% spread) vary per clip."""
+  s = dataclasses.replace(scene, texture=scene.texture.copy(), tint=scene.tint.copy(),
+                          tex_scale=scene.tex_scale.copy(), tex_offset=scene.tex_offset.copy(),
+                          light=scene.light.copy())
+  photos = rng.random(NUM_SURFACES) < photo_share
+  for surface in np.nonzero(photos)[0]:
+    tex = int(rng.choice(textures.PHOTO_IDS))
+    s.texture[surface] = tex
+    strength = 0.5 if textures.is_grey(tex) else 0.1
+    colour = rng.uniform(0.4, 1.0, 3)
+    s.tint[surface] = (1 - strength) + strength * colour / colour.max()
+    s.tex_scale[surface] *= rng.uniform(0.5, 2.0)
+    s.tex_offset[surface] = rng.uniform(0, 2, 2)
+  s.tex_rotation = rng.uniform(0, 2 * np.pi, NUM_SURFACES).astype(np.float32)
+  sun_dir, sun, ambient, lamp_pos, lamp, sky_top, sky_bottom = light_parts(s.light)
+  elevation, azimuth = rng.uniform(0.2, 1.5), rng.uniform(0, 2 * np.pi)
+  sun_dir = [np.cos(elevation) * np.sin(azimuth), np.sin(elevation),
+             np.cos(elevation) * np.cos(azimuth)]
+  sun, ambient = sun * rng.uniform(0.7, 1.5), ambient * rng.uniform(0.7, 1.4)
+  lamp = lamp * rng.uniform(0.5, 1.5)
+  s.light = np.array([*sun_dir, sun, ambient, *lamp_pos, lamp, *sky_top, *sky_bottom],
+                     np.float32)
+  sky = np.asarray(sky_top) / max(float(np.max(sky_top)), 1e-6)
+  ambient_colour = 0.6 + 0.4 * sky  # Ambient light is skylight: bluish outdoors.
+  exposure = 2.0 ** rng.uniform(-0.4, 0.6)
+  balance = np.exp(rng.normal(0.0, 0.08, 3))
+  gains = exposure * balance / np.exp(np.mean(np.log(balance)))
+  s.appearance = np.concatenate([_colour_temperature(rng, 0.0, 1.0),
+                                 _colour_temperature(rng, 0.0, 0.5),
+                                 ambient_colour / ambient_colour.max(), gains]).astype(np.float32)
+  return s
 
 
 class _Builder:

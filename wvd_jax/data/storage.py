@@ -66,6 +66,7 @@ class WorldParams:
   num_validation: int = 8
   num_test: int = 8
   object_fraction: float = 0.5
+  photo_appearance: bool = False
 
   def __post_init__(self):
     if self.seed < 0:
@@ -80,7 +81,8 @@ class WorldParams:
     d = config.data
     return cls(seed=int(config.seed), size=int(d.render_size), frames=config_lib.render_frames(config),
                num_train=int(d.num_train_scenes), num_validation=int(d.num_validation_scenes),
-               num_test=int(d.num_test_scenes), object_fraction=float(d.object_fraction))
+               num_test=int(d.num_test_scenes), object_fraction=float(d.object_fraction),
+               photo_appearance=bool(d.photo_appearance))
 
   def count(self, split: str) -> int:
     if split not in synthetic_world.SPLITS:
@@ -91,8 +93,10 @@ class WorldParams:
   @property
   def config_name(self) -> str:
     fraction = f'{self.object_fraction:.4f}'.replace('.', 'p')
+    # Photo appearance is a suffix, so the names of earlier (default) datasets stay valid.
     return (f'r{self.size}_f{self.frames}_n{self.num_train}-{self.num_validation}-'
-            f'{self.num_test}_seed{self.seed}_obj{fraction}')
+            f'{self.num_test}_seed{self.seed}_obj{fraction}'
+            + ('_photo' if self.photo_appearance else ''))
 
 
 class _QuietCustomConfig(logging.Filter):
@@ -195,7 +199,7 @@ def _define_builder_class():
       })
       metadata = tfds.core.MetadataDict(
           generator_version=synthetic_world.GENERATOR_VERSION, resolution=s, frames=f,
-          seed=p.seed, object_fraction=p.object_fraction,
+          seed=p.seed, object_fraction=p.object_fraction, photo_appearance=p.photo_appearance,
           scenes={split: p.count(split) for split in synthetic_world.SPLITS},
           conventions='OpenCV cameras, cam_to_world 4x4, K in pixels with pixel centres at '
                       '(col + 0.5, row + 0.5), z-depth in metres (0 = no surface), world y up')
@@ -209,7 +213,7 @@ def _define_builder_class():
 
     def _generate_examples(self, split: str = 'train'):
       p = self.params
-      jobs = [(p.seed, split, i, p.frames, p.size, p.object_fraction)
+      jobs = [(p.seed, split, i, p.frames, p.size, p.object_fraction, p.photo_appearance)
               for i in range(p.count(split))]
       if self.renderer is None:
         raise RuntimeError('build the dataset with storage.prepare()')
@@ -225,9 +229,9 @@ _LOCK = threading.RLock()
 
 def _render_stored(job) -> dict[str, np.ndarray]:
   """Renders one clip (job = render_clip's positional arguments) -> its stored example."""
-  seed, split, index, frames, size, object_fraction = job
+  seed, split, index, frames, size, object_fraction, photo_appearance = job
   clip = synthetic_world.render_clip(seed, split, index, frames, size, object_fraction,
-                                     complete=False)
+                                     complete=False, photo_appearance=photo_appearance)
   out = {k: clip[k] for k in clips.STORED_FIELDS}
   out['scene_index'] = np.int64(index)
   out['scene_kind'] = np.int64(clip['scene_kind'])
@@ -376,6 +380,11 @@ class _ShardedClips:
     clip = self._fields(example)
     return clips.complete_clip(clip) if self.complete else clip
 
+  def __getstate__(self):  # Picklable for grain workers: each process reopens the reader.
+    state = dict(self.__dict__)
+    state['_source'] = None
+    return state
+
 
 class ClipSource(_ShardedClips):
   """Random-access source over one split: element i is clip i (dict of numpy arrays).
@@ -417,11 +426,6 @@ class ClipSource(_ShardedClips):
     clip['scene_kind'] = np.int64(example['scene_kind'])
     return clip
 
-  def __getstate__(self):
-    state = dict(self.__dict__)
-    state['_source'] = None
-    return state
-
   def __repr__(self):
     return (f'ClipSource({self.params.config_name}, split={self.split!r}, '
             f'clips={len(self)}, data_dir={self.data_dir!r})')
@@ -442,7 +446,8 @@ class DirectoryClipSource(_ShardedClips):
   ``directory`` is a TFDS dataset version directory (dataset_info.json, features.json and
   ArrayRecord shards) whose examples hold at least clips.STORED_FIELDS with the shapes of a raw
   clip: e.g. a copy of a synthetic world build, or clips of a real dataset written with the same
-  features. Items are raw clips as ClipSource's (complete: + mask and world XYZ)."""
+  features, and optionally ``valid`` (N, H, W) bool (clips.py: False where depth is unknown),
+  returned when stored. Items are raw clips as ClipSource's (complete: + mask and world XYZ)."""
 
   def __init__(self, directory: str, split: str, complete: bool = True):
     if not os.path.isfile(os.path.join(directory, 'dataset_info.json')):
@@ -458,13 +463,19 @@ class DirectoryClipSource(_ShardedClips):
       raise ValueError(f'{directory}: examples lack the fields {missing} (a clip needs '
                        f'{list(clips.STORED_FIELDS)})')
     self._index_shards(directory, builder.info.splits[split])
+    self._has_valid = clips.VALID in builder.info.features
     self._source = builder.as_data_source(split=split)
 
   def _open(self):
+    with _LOCK:
+      if self._source is None:
+        builder = _tfds().builder_from_directory(self.directory)
+        self._source = builder.as_data_source(split=self.split)
     return self._source
 
   def _fields(self, example) -> dict[str, np.ndarray]:
-    return {k: np.asarray(example[k]) for k in clips.STORED_FIELDS}
+    fields = clips.STORED_FIELDS + ((clips.VALID,) if self._has_valid else ())
+    return {k: np.asarray(example[k]) for k in fields}
 
   def __repr__(self):
     return f'DirectoryClipSource({self.directory!r}, split={self.split!r}, clips={len(self)})'

@@ -28,27 +28,39 @@ def clip_rng(seed: int, split: str, index: int) -> np.random.Generator:
   return np.random.default_rng([GENERATOR_VERSION, seed, SPLITS.index(split), index])
 
 
+def appearance_rng(seed: int, split: str, index: int) -> np.random.Generator:
+  """The photo-appearance stream of a clip, apart from clip_rng: appearance never moves the
+  draws of geometry or cameras."""
+  return np.random.default_rng([GENERATOR_VERSION, seed, SPLITS.index(split), index, 1])
+
+
 def make_clip_spec(seed: int, split: str, index: int, num_frames: int, size: int,
-                   object_fraction: float = 0.5):
-  """The scene and cameras of one clip: (Scene, K (N, 3, 3) f32, cam_to_world (N, 4, 4) f32)."""
+                   object_fraction: float = 0.5, photo_appearance: bool = False):
+  """The scene and cameras of one clip: (Scene, K (N, 3, 3) f32, cam_to_world (N, 4, 4) f32).
+  With ``photo_appearance`` the scene gets scenes.photo_appearance (same geometry, cameras)."""
   rng = clip_rng(seed, split, index)
   scene = scenes.random_scene(rng, object_fraction)
   poses, fov_x = trajectories.sample_cameras(rng, scene, num_frames)
+  if photo_appearance:
+    scene = scenes.photo_appearance(scene, appearance_rng(seed, split, index))
   K = np.asarray(cameras.intrinsics_from_fov(np.float32(fov_x), size, size), np.float32)
   return scene, np.broadcast_to(K, (num_frames, 3, 3)).copy(), poses.astype(np.float32)
 
 
 def render_clip(seed: int, split: str, index: int, num_frames: int, size: int,
                 object_fraction: float = 0.5, *, complete: bool = True,
-                with_surface: bool = False) -> dict[str, np.ndarray]:
+                with_surface: bool = False, photo_appearance: bool = False
+                ) -> dict[str, np.ndarray]:
   """Renders one clip.
 
   Returns the stored fields (rgb (N, H, W, 3) uint8, depth (N, H, W) float32 z-depth (0 =
   background), intrinsics (N, 3, 3), cam_to_world (N, 4, 4), both float32) plus ``scene_kind``
   (0 room, 1 objects); with ``complete`` also mask and world xyz (see clips.complete_clip);
-  with ``with_surface`` the hit surface ids (N, H, W) int32 (-1 = background).
+  with ``with_surface`` the hit surface ids (N, H, W) int32 (-1 = background); with
+  ``photo_appearance`` photo textures and varied light (scenes.photo_appearance).
   """
-  scene, K, poses = make_clip_spec(seed, split, index, num_frames, size, object_fraction)
+  scene, K, poses = make_clip_spec(seed, split, index, num_frames, size, object_fraction,
+                                   photo_appearance)
   out = renderer.render(scene, K, poses, size, size)
   clip = dict(rgb=out['rgb'], depth=out['depth'], intrinsics=K, cam_to_world=poses,
               scene_kind=np.int32(scene.kind))

@@ -1,7 +1,10 @@
 """The texture bank of the synthetic world: real photographs and procedural patterns, mip-mapped.
 
-Photographs come from scikit-image's bundled sample data (``skimage.data``; they ship inside the
-installed package and load offline). Procedural patterns (checkers, stripes, tiles, dots, value
+Photographs come from scikit-image's bundled sample data (``skimage.data``) and matplotlib's
+bundled sample data (``mpl-data/sample_data``); they ship inside the installed packages and load
+offline. Never an image that comes with depth or disparity ground truth (scikit-image's
+``stereo_motorcycle`` and any stereo pair): those are the project's held-out real-photo
+evaluation (``EXCLUDED_PHOTOS``; a test checks every source against it). Procedural patterns (checkers, stripes, tiles, dots, value
 noise, wood, marble) are drawn from a fixed seed. Every texture is a square RGB image of
 ``TEXTURE_SIZE`` texels in [0, 1]; grey sources are stored grey and tinted per material.
 
@@ -28,7 +31,21 @@ PHOTOS = (
     ('moon', 'grey'), ('coins', 'grey'), ('clock', 'grey'), ('text', 'grey'),
 )
 PROCEDURAL = ('checker', 'stripes', 'tiles', 'dots', 'noise', 'wood', 'marble', 'planks')
-NAMES = tuple(name for name, _ in PHOTOS) + PROCEDURAL
+# More photographs for the photo-appearance mode (scenes.photo_appearance): (name, package,
+# file or skimage.data function, kind). Appended after the textures above, whose ids (and so the
+# default world's renders) stay as they were.
+APPEARANCE_PHOTOS = (
+    ('retina', 'skimage', 'retina', 'photo'), ('page', 'skimage', 'page', 'grey'),
+    ('grace_hopper', 'matplotlib', 'grace_hopper.jpg', 'photo'),
+    ('present', 'matplotlib', 'Minduka_Present_Blue_Pack.png', 'photo'),
+)
+# Images with depth / disparity ground truth: held out for evaluation, never textures.
+EXCLUDED_PHOTOS = ('stereo_motorcycle', 'motorcycle_left.png', 'motorcycle_right.png',
+                   'motorcycle_disp.npz')
+NAMES = tuple(name for name, _ in PHOTOS) + PROCEDURAL + tuple(p[0] for p in APPEARANCE_PHOTOS)
+# Every photograph the bank reads, as (package, skimage.data function or sample file).
+PHOTO_SOURCES = tuple(('skimage', name) for name, _ in PHOTOS) + tuple(
+    (package, source) for _, package, source, _ in APPEARANCE_PHOTOS)
 
 # Texture groups the scene generator draws from (indices into NAMES).
 _INDEX = {name: i for i, name in enumerate(NAMES)}
@@ -36,7 +53,11 @@ FLOOR = tuple(_INDEX[n] for n in ('gravel', 'grass', 'planks', 'tiles', 'checker
                                   'marble', 'noise'))
 WALL = tuple(_INDEX[n] for n in ('brick', 'tiles', 'stripes', 'noise', 'marble', 'dots',
                                  'planks', 'moon', 'text'))
-OBJECT = tuple(range(len(NAMES)))
+OBJECT = tuple(range(len(PHOTOS) + len(PROCEDURAL)))  # The default world's object textures.
+# The photo-appearance mode's textures: every photograph of the bank but the near-black deep
+# field (mean 0.08: a surface of it reads as a hole).
+PHOTO_IDS = tuple(i for i, name in enumerate(NAMES)
+                  if name not in PROCEDURAL and name != 'hubble_deep_field')
 GROUND = tuple(_INDEX[n] for n in ('grass', 'gravel', 'noise', 'tiles', 'checker', 'planks',
                                    'marble'))
 
@@ -76,14 +97,29 @@ def _square(image: np.ndarray, size: int) -> np.ndarray:
   return np.clip(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA), 0.0, 1.0)
 
 
-def _photo(name: str, size: int) -> np.ndarray:
-  import skimage.data  # pylint: disable=g-import-not-at-top
+def _load_photo(package: str, source: str) -> np.ndarray:
+  """One bundled photograph as an array (package 'skimage': a skimage.data function;
+  'matplotlib': a file of matplotlib's sample data)."""
+  if source in EXCLUDED_PHOTOS:
+    raise ValueError(f'{source} has depth / disparity ground truth: evaluation only')
   try:
-    image = getattr(skimage.data, name)()
-  except Exception as e:  # A scikit-image without the file: say which one.
-    raise RuntimeError(f'scikit-image sample image {name!r} could not be loaded: {e}') from e
-  image = _square(image, size)
-  if name in ('text', 'moon', 'camera', 'coins', 'clock'):
+    if package == 'skimage':
+      import skimage.data  # pylint: disable=g-import-not-at-top
+      return getattr(skimage.data, source)()
+    import cv2  # pylint: disable=g-import-not-at-top
+    from matplotlib import cbook  # pylint: disable=g-import-not-at-top
+    image = cv2.imread(str(cbook.get_sample_data(source, asfileobj=False)), cv2.IMREAD_COLOR)
+    if image is None:
+      raise OSError('unreadable file')
+    return image[..., ::-1]  # BGR -> RGB.
+  except Exception as e:  # A package without the file: say which one.
+    raise RuntimeError(f'{package} sample image {source!r} could not be loaded: {e}') from e
+
+
+def _photo(name: str, size: int, package: str = 'skimage', source: str | None = None
+           ) -> np.ndarray:
+  image = _square(_load_photo(package, source or name), size)
+  if name in ('text', 'moon', 'camera', 'coins', 'clock', 'page'):
     # Stretch the contrast of dim grey photos so tinted surfaces keep visible structure.
     lo, hi = np.percentile(image, [1, 99])
     image = np.clip((image - lo) / max(hi - lo, 1e-3), 0.0, 1.0) * 0.8 + 0.2
@@ -165,7 +201,9 @@ def texture_bank(size: int = TEXTURE_SIZE, levels: int = MIP_LEVELS) -> TextureB
   """The packed texture bank (cached per process). ``size`` must be a power of two."""
   if size & (size - 1) or size >> (levels - 1) < 1:
     raise ValueError(f'texture size {size} must be a power of two >= 2**(levels - 1)')
-  images = [_photo(name, size) for name, _ in PHOTOS] + [_procedural(n, size) for n in PROCEDURAL]
+  images = ([_photo(name, size) for name, _ in PHOTOS] + [_procedural(n, size) for n in PROCEDURAL]
+            + [_photo(name, size, package, source)
+               for name, package, source, _ in APPEARANCE_PHOTOS])
   chunks, offsets, cursor = [], np.zeros((len(images), levels), np.int32), 0
   for i, image in enumerate(images):
     for level, mip in enumerate(_mip_pyramid(image, levels)):
@@ -185,4 +223,5 @@ def pack_rgb(texels: np.ndarray) -> np.ndarray:
 def is_grey(texture_id: int) -> bool:
   """Whether a texture is grey (tinted freely by its material) rather than a colour photo."""
   name = NAMES[texture_id]
-  return name in PROCEDURAL or dict(PHOTOS).get(name) == 'grey'
+  kinds = dict(PHOTOS, **{p[0]: p[3] for p in APPEARANCE_PHOTOS})
+  return name in PROCEDURAL or kinds.get(name) == 'grey'

@@ -6,6 +6,9 @@
   <output>/plots/*.png       per-clip depth errors, pose-error curves, novel-view PSNR, matches
   <output>/gallery/clip_<i>.png / .ply   truth and generations of the first clips; the PLY is
                              the generated point cloud without background (model world)
+
+With several training sources (config.data.sources) each source gets such a report in its own
+subdirectory, and <output>/report.md and results.json index them (write_source_index).
 """
 from __future__ import annotations
 
@@ -246,3 +249,19 @@ def write_report(output: str, results: dict, per_clip: list[dict], gallery: list
                                shown.videos_xyz[0], shown.videos_rgb[0])
   with files.atomic_write(os.path.join(output, 'report.md'), 'w') as f:
     f.write(markdown(results))
+
+
+def write_source_index(output: str, per_source: dict[str, tuple[str, dict]]) -> None:
+  """<output>/results.json ({'per_source': {source: results}}) and report.md: every source's
+  report (``per_source``: source -> (its subdirectory, its results)) under one heading each."""
+  os.makedirs(output, exist_ok=True)
+  with files.atomic_write(os.path.join(output, 'results.json'), 'w') as f:
+    json.dump({'per_source': {name: r for name, (_, r) in per_source.items()}}, f, indent=1,
+              sort_keys=True)
+  lines = ['# WVD evaluation per data source', '']
+  for name, (subdir, results) in per_source.items():
+    lines += [f'# Source `{name}`', '', f'Full report with plots and gallery: `{subdir}/`', '']
+    lines += ['#' + line if line.startswith('#') else line
+              for line in markdown(results).splitlines()[1:]]
+  with files.atomic_write(os.path.join(output, 'report.md'), 'w') as f:
+    f.write('\n'.join(lines) + '\n')

@@ -12,6 +12,7 @@ plots and a gallery (report.py) to <workdir>/eval or ``eval.output_dir``.
 from __future__ import annotations
 
 import os
+import re
 import time
 
 import jax
@@ -32,6 +33,36 @@ def open_clips(config, workdir: str):
   if config.eval.dataset_dir:
     return storage.DirectoryClipSource(config.eval.dataset_dir, config.eval.split, complete=False)
   return pipeline.load_split(config, config.eval.split, workdir, complete=False)
+
+
+def source_configs(config, workdir: str) -> list[tuple[str, str, object]]:
+  """[(source, its report's subdirectory, a config that evaluates it alone)] for each of several
+  config.data.sources (and no eval.dataset_dir); [] otherwise. Each source is evaluated on its
+  own eval.split, its report in <output>/source<i>_<name>/."""
+  sources = config_lib.data_sources(config)
+  if config.eval.dataset_dir or len(sources) == 1:
+    return []
+  output = config.eval.output_dir or os.path.join(workdir, 'eval')
+  out = []
+  for index, (name, _) in enumerate(sources):
+    subdir = f'source{index}_' + re.sub(r'[^A-Za-z0-9_.-]+', '_', name.strip('/'))[-48:]
+    single = config.copy_and_resolve_references()
+    single.data.sources = name
+    single.eval.dataset_dir = '' if name == config_lib.SYNTHETIC_WORLD else name
+    single.eval.output_dir = os.path.join(output, subdir)
+    out.append((name, subdir, single))
+  return out
+
+
+def _evaluate_sources(config, workdir: str, checkpoint: str | None, sources) -> dict:
+  """Evaluates each source (source_configs) and writes the index report over them."""
+  per_source = {}
+  for name, subdir, single in sources:
+    logging.info('evaluating data source %s', name)
+    per_source[name] = (subdir, evaluate(single, workdir, checkpoint))
+  if jax.process_index() == 0:
+    report.write_source_index(config.eval.output_dir or os.path.join(workdir, 'eval'), per_source)
+  return {'per_source': {name: r for name, (_, r) in per_source.items()}}
 
 
 def _scalars(values: dict, prefix: str) -> dict:
@@ -95,7 +126,13 @@ def _load_model(config, workdir: str, checkpoint: str | None):
 
 
 def evaluate(config, workdir: str, checkpoint: str | None = None) -> dict:
-  """Runs the evaluation; returns the results dict also written to <output>/results.json."""
+  """Runs the evaluation; returns the results dict also written to <output>/results.json.
+
+  With several config.data.sources (and no eval.dataset_dir): each source separately, returning
+  {'per_source': {source: its results}} (report.write_source_index)."""
+  sources = source_configs(config, workdir)
+  if sources:
+    return _evaluate_sources(config, workdir, checkpoint, sources)
   e = config.eval
   tasks = tuple(t for t in e.tasks.split(',') if t)
   path, model = _load_model(config, workdir, checkpoint)

@@ -54,11 +54,12 @@ def make_loss_fn(config, graphdef, autoencoder):
       params = jax.tree.map(lambda p: p.astype(compute_dtype), params)
     # RGB-only ablation: the batch's XYZ is never read (diffusion_loss zeroes the XYZ latents).
     xyz = jnp.zeros_like(batch['xyz']) if rgb_only else batch['xyz']
-    valid = latent_valid_mask(batch['mask'], autoencoder.downsample)
-    if sentinel_background and not rgb_only:
-      # Every pixel has an XYZ target: its point, or the background corner where none.
-      xyz = normalization.fill_background(xyz, batch['mask'])
-      valid = jnp.ones_like(valid)
+    # Known pixels have an XYZ target: their point, or (sentinel) the background corner where
+    # no surface; unknown depth (converted datasets) is out of the XYZ loss.
+    in_loss, background = objective.xyz_supervision(
+        batch['mask'], batch['xyz_valid'], sentinel_background and not rgb_only)
+    xyz = normalization.fill_background(xyz, ~background)
+    valid = latent_valid_mask(in_loss, autoencoder.downsample)
     latents = autoencoder_lib.encode_video(autoencoder, batch['rgb'], xyz)
     apply_fn = functools.partial(builder.apply_model, graphdef, params)
     return objective.diffusion_loss(
