@@ -30,6 +30,7 @@ import os
 import grain
 import numpy as np
 
+from wvd_jax import errors
 from wvd_jax.data import clips, storage, transforms
 
 
@@ -41,7 +42,7 @@ def data_dir(config, workdir: str) -> str:
 
 def _check_dataset(config):
   if config.data.dataset != 'synthetic_world':
-    raise ValueError(f'config.data.dataset={config.data.dataset!r}: only the embedded '
+    raise errors.UserError(f'config.data.dataset={config.data.dataset!r}: only the embedded '
                      "'synthetic_world' is available")
 
 
@@ -122,7 +123,7 @@ def make_dataset(config, split: str, workdir: str, *, process_index: int = 0,
   _check_dataset(config)
   d = config.data
   if d.batch_size % process_count:
-    raise ValueError(f'data.batch_size={d.batch_size} is not divisible by the '
+    raise errors.UserError(f'data.batch_size={d.batch_size} is not divisible by the '
                      f'{process_count} JAX processes')
   if not 0 <= process_index < process_count:
     raise ValueError(f'process_index={process_index} not in [0, {process_count})')
@@ -130,7 +131,7 @@ def make_dataset(config, split: str, workdir: str, *, process_index: int = 0,
                               data_dir(config, workdir), split, complete=False,
                               render_workers=d.render_workers)
   if len(source) < process_count:
-    raise ValueError(f'the {split} split has {len(source)} clips, fewer than the '
+    raise errors.UserError(f'the {split} split has {len(source)} clips, fewer than the '
                      f'{process_count} JAX processes')
   ds = grain.MapDataset.source(source)[process_index::process_count]
   if shuffle:

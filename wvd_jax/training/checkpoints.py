@@ -15,6 +15,8 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from wvd_jax.models import builder, checkpoint_reader
+
 
 def make_manager(workdir: str, config, *, async_save: bool = True) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
@@ -24,6 +26,18 @@ def make_manager(workdir: str, config, *, async_save: bool = True) -> ocp.Checkp
   )
   return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, 'checkpoints')),
                                options=options, item_names=('state', 'data'))
+
+
+def check_or_store_config(workdir: str, config) -> None:
+  """Before anything is restored: the model of ``config`` must be the one the workdir's
+  checkpoints were trained with (UserError naming the differing keys); then the config is stored
+  beside them (checkpoints/config.json, what sample/export/eval check against)."""
+  directory = checkpoint_reader.training_dir(workdir)
+  stored = checkpoint_reader.read_config(directory)
+  if stored is not None and checkpoint_reader.latest_training_step(workdir) is not None:
+    checkpoint_reader.check_architecture(config, stored, directory)
+  if jax.process_index() == 0:
+    checkpoint_reader.write_config(directory, config)
 
 
 def save(manager: ocp.CheckpointManager, state, data_iterator=None, *, force: bool = False):
@@ -56,20 +70,13 @@ def abstract_like(state_shardings, state_shapes):
 
 
 def restore_params(config, workdir: str, use_ema: bool = True):
-  """(graphdef, params) of the newest checkpoint in ``workdir``, on this process's mesh.
-
-  Raises FileNotFoundError naming the directory when there is no checkpoint.
-  """
-  from wvd_jax.training import optimizer, sharding  # pylint: disable=import-outside-toplevel
-  from wvd_jax.training import state as state_lib  # pylint: disable=import-outside-toplevel
+  """(graphdef, params) of the newest checkpoint in ``workdir``, sharded on this process's mesh
+  (models/checkpoint_reader.py reads them; UserError when there is none or the model differs)."""
+  from wvd_jax.training import sharding  # pylint: disable=import-outside-toplevel
   mesh = sharding.make_mesh(config)
-  tx = optimizer.make_optimizer(config)
-  graphdef, state_sh = state_lib.state_shardings(config, mesh, tx)
-  manager = make_manager(workdir, config, async_save=False)
-  if manager.latest_step() is None:
-    raise FileNotFoundError(f'no checkpoint under {os.path.join(workdir, "checkpoints")}; '
-                            'run --mode=train first')
-  shapes = jax.eval_shape(lambda: state_lib.create_train_state(config, mesh, tx)[1])
-  state = restore_latest(manager, abstract_like(state_sh, shapes))
-  logging.info('loaded checkpoint at step %d', int(state.step))
-  return graphdef, (state.ema_params if use_ema else state.params)
+  _, abstract_state = builder.abstract_model(config)
+  params_sh = sharding.param_shardings(abstract_state, mesh)
+  graphdef, params = checkpoint_reader.restore_training_params(config, workdir, use_ema,
+                                                               params_sh)
+  logging.info('loaded checkpoint at step %d', checkpoint_reader.latest_training_step(workdir))
+  return graphdef, params

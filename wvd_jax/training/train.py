@@ -44,14 +44,8 @@ def make_loss_fn(config, graphdef, autoencoder):
 
   rgb_only = config_lib.rgb_only(config)
   sentinel_background = d.background == 'sentinel'
-  compute_dtype = jnp.dtype(config.model.compute_dtype)
-  cast_once = config.train.cast_params_once and compute_dtype != jnp.float32
 
   def loss_fn(params, batch, rng):
-    if cast_once:
-      # One cast of the float32 master weights per step, instead of one per use inside every
-      # layer (and bf16 weight gradients until the cast's transpose).
-      params = jax.tree.map(lambda p: p.astype(compute_dtype), params)
     # RGB-only ablation: the batch's XYZ is never read (diffusion_loss zeroes the XYZ latents).
     xyz = jnp.zeros_like(batch['xyz']) if rgb_only else batch['xyz']
     valid = latent_valid_mask(batch['mask'], autoencoder.downsample)
@@ -177,14 +171,21 @@ def train_and_evaluate(config, workdir: str) -> state_lib.TrainState:
                                           process_index=jax.process_index(),
                                           process_count=jax.process_count()))
   manager = checkpoints.make_manager(workdir, config)
+  checkpoints.check_or_store_config(workdir, config)
   state = _restore_or_init(config, mesh, tx, manager, state_sh, train_iter)
+  if int(state.step) >= config.train.num_steps:
+    logging.warning('training in %s is already finished (step %d, config.train.num_steps=%d); '
+                    'raise --config.train.num_steps to train on', workdir, int(state.step),
+                    config.train.num_steps)
+    manager.close()
+    return state
 
   batch_sh = sharding.batch_sharding(mesh)
   train_step = jax.jit(make_train_step(config, graphdef, tx, autoencoder),
                        in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None),
                        donate_argnums=(0,))
   eval_step = jax.jit(make_eval_step(config, graphdef, autoencoder))
-  writer = metrics.MetricWriter(workdir)
+  writer = metrics.MetricWriter(workdir, resume_step=int(state.step))
   preemption = _Preemption()
   logging.info('model parameters: %.3fM', sum(x.size for x in jax.tree.leaves(state.params)) / 1e6)
   step_flops = _train_step_flops(config)
