@@ -73,10 +73,14 @@ def run(config, workdir: str, mode: str) -> str:
 
 
 class _QuietLibraries(pylogging.Filter):
-  """Drops INFO lines of orbax/grain (dozens per checkpoint); warnings and errors still show."""
+  """Drops INFO lines of orbax/grain (dozens per checkpoint); warnings and errors still show, but
+  without the tracebacks orbax attaches to errors of its background threads: the error itself
+  reaches main, which prints it (one line for a user error such as a full disk, or a traceback)."""
 
   def filter(self, record):
     noisy = any(f'/{name}/' in record.pathname for name in ('orbax', 'grain', 'jax', 'absl'))
+    if noisy and record.exc_info:
+      record.exc_info, record.exc_text = None, None
     return record.levelno >= pylogging.WARNING or not noisy
 
 

@@ -6,10 +6,14 @@
 
 Outputs (when output_dir is given):
   image_to_3d:    samples.png (RGB and XYZ rows), points.ply, cameras/ (COLMAP text),
-                  confidence.npy/.png, reconstruction.npz
-  depth:          depth.npy/.png (frame 0, normalized units), confidence.npy/.png
-  multiview:      depth_<i>.npy/.png, cameras/ (COLMAP text), confidence_<i>.npy/.png
-  camera_control: video.mp4, frames/frame_<t>.png, reprojected.png, camera_path.json
+                  confidence.npy/.png, reconstruction.npz (no video)
+  depth:          depth.npy (frame 0, normalized units, model resolution), depth.png (colour
+                  map, >= 256 px), confidence.npy/.png
+  multiview:      depth_<i>.npy/.png, confidence_<i>.npy/.png, cameras/ (COLMAP text),
+                  confidence.npy/.png (frame 0), reconstruction.npz
+  camera_control: video.mp4, frames/frame_<t>.png, reprojected.png, camera_path.json (the
+                  cameras used, in the model's normalized world)
+PNGs of depth and confidence are enlarged (nearest) to at least media.DISPLAY_SIZE pixels.
 """
 from __future__ import annotations
 

@@ -8,6 +8,8 @@ save never replaces the last good checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 
 import grain
@@ -15,6 +17,7 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from wvd_jax import errors
 from wvd_jax.models import builder, checkpoint_reader
 
 
@@ -40,11 +43,38 @@ def check_or_store_config(workdir: str, config) -> None:
     checkpoint_reader.write_config(directory, config)
 
 
+_DISK_FULL = ('RESOURCE_EXHAUSTED', 'No space left on device', 'Disk quota exceeded')
+
+
+@contextlib.contextmanager
+def _disk_full_is_a_user_error(manager: ocp.CheckpointManager):
+  """A save that fails for want of disk space (orbax reports it from a background thread, at the
+  next save or wait) becomes one UserError line; the last complete checkpoint stays intact."""
+  try:
+    yield
+  except (OSError, ValueError, RuntimeError) as e:
+    if (getattr(e, 'errno', None) not in (errno.ENOSPC, errno.EDQUOT)
+        and not any(m in str(e) for m in _DISK_FULL)):
+      raise
+    manager.reload()
+    raise errors.UserError(
+        f'disk full while writing a checkpoint under {manager.directory}: free space there (or '
+        'use another --workdir) and run again; training resumes from the last complete '
+        f'checkpoint (step {manager.latest_step()})') from e
+
+
 def save(manager: ocp.CheckpointManager, state, data_iterator=None, *, force: bool = False):
   items = {'state': ocp.args.StandardSave(state)}
   if data_iterator is not None:
     items['data'] = grain.checkpoint.CheckpointSave(data_iterator)
-  manager.save(int(jax.device_get(state.step)), args=ocp.args.Composite(**items), force=force)
+  with _disk_full_is_a_user_error(manager):
+    manager.save(int(jax.device_get(state.step)), args=ocp.args.Composite(**items), force=force)
+
+
+def wait(manager: ocp.CheckpointManager) -> None:
+  """Waits for the pending asynchronous save (UserError when the disk filled up)."""
+  with _disk_full_is_a_user_error(manager):
+    manager.wait_until_finished()
 
 
 def restore_latest(manager: ocp.CheckpointManager, abstract_state, data_iterator=None):

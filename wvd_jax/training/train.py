@@ -18,7 +18,7 @@ import tqdm
 from absl import logging
 from jax.experimental import multihost_utils
 
-from wvd_jax import config_lib, visualize
+from wvd_jax import config_lib, errors, visualize
 from wvd_jax.data import pipeline
 from wvd_jax.diffusion import generate, objective, schedules
 from wvd_jax.geometry import normalization
@@ -220,14 +220,16 @@ def train_and_evaluate(config, workdir: str) -> state_lib.TrainState:
             peak_tflops * 1e12 * jax.device_count())
         last_time, last_step = now, step
         means['num_nonfinite'] = float(fetched[-1]['num_nonfinite'])
+        means['skipped_steps'] = float(sum(float(m['num_nonfinite']) > 0 for m in fetched))
         writer.write_scalars(step, means, prefix='train/')
         progress.set_postfix(loss=f"{means['loss']:.4f}")
         if means['num_nonfinite'] >= config.train.max_nonfinite_steps:
-          manager.wait_until_finished()
-          raise FloatingPointError(
+          checkpoints.wait(manager)
+          raise errors.UserError(
               f'{int(means["num_nonfinite"])} non-finite updates in a row at step {step} '
               f'(config.train.max_nonfinite_steps={config.train.max_nonfinite_steps}); the '
-              'updates were skipped and the last checkpoint is intact')
+              'updates were skipped and the last checkpoint is intact: lower '
+              'config.optim.learning_rate or check the data')
         out_of_time = deadline.passed()
         if out_of_time:
           logging.warning('train.max_minutes=%g reached at step %d: saving and stopping',
@@ -244,7 +246,7 @@ def train_and_evaluate(config, workdir: str) -> state_lib.TrainState:
         break
   if manager.latest_step() != step:
     checkpoints.save(manager, state, train_iter)
-  manager.wait_until_finished()
+  checkpoints.wait(manager)
   manager.close()
   writer.close()
   return state
