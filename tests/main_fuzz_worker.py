@@ -29,9 +29,10 @@ def build_fixtures(d: str) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
   from flax import nnx  # pylint: disable=import-outside-toplevel
 
-  from wvd_jax.models import builder, inference_checkpoint  # pylint: disable=import-outside-toplevel
-  from wvd_jax.training import checkpoints, optimizer, sharding  # pylint: disable=import-outside-toplevel
-  from wvd_jax.training import state as state_lib  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  from wvd_jax.models import builder, inference_checkpoint
+  from wvd_jax.training import checkpoints, optimizer, sharding
+  from wvd_jax.training import state as state_lib
   config = tiny_config()
   p = {name: os.path.join(d, name) for name in (
       'config.py', 'bad_syntax.py', 'no_get_config.py', 'export', 'other_export', 'broken_export',

@@ -31,7 +31,7 @@ def kill_config(data_dir):
   config = resume_config()
   config.data.image_size = config.data.render_size = 8
   config.model.width, config.model.depth = 24, 1
-  config.train.num_steps = 30
+  config.train.num_steps = 80
   config.train.checkpoint_every = 2
   config.train.peak_tflops = 1.0  # No matmul timing at each start.
   config.data.data_dir = data_dir

@@ -2,6 +2,7 @@
 save, non-finite batches. Each ends with one UserError line (what main prints) and leaves the last
 checkpoint loadable; the tests print their figures (kept in WORKSPACE.md)."""
 import glob
+import logging
 import os
 import shutil
 import subprocess
@@ -82,11 +83,17 @@ def test_bytes_flipped_in_a_shard_mid_training(data_dir, tmp_path, monkeypatch):
   _assert_checkpoint_loads(config, workdir, 2)
 
 
-def test_truncated_shard_is_named_and_the_checkpoint_kept(data_dir, tmp_path):
+def test_truncated_shard_is_named_and_the_checkpoint_kept(data_dir, tmp_path, caplog):
+  """(And a second train of the finished run says so and returns at once.)"""
   copy, shards = _copy_data(data_dir, tmp_path)
   config = fault_config(copy)
   workdir = str(tmp_path / 'w')
   train.train_and_evaluate(config, workdir)
+  lines = len(metrics.read_jsonl(workdir))
+  with caplog.at_level(logging.WARNING):
+    assert int(train.train_and_evaluate(config, workdir).step) == 4  # Finished: says so.
+  assert 'already finished (step 4, config.train.num_steps=4)' in caplog.text
+  assert len(metrics.read_jsonl(workdir)) == lines
   size = os.path.getsize(shards[0])
   os.truncate(shards[0], size // 2)
   config.train.num_steps = 8

@@ -34,41 +34,47 @@ def _max_step(workdir):
 
 
 def test_kill_at_random_moments_resumes_bit_exact(tmp_path):
-  """One tiny run killed with SIGKILL at 10 seeded random moments (a random number of steps
-  after the last one seen, then a random delay: mid-step, mid-save or between), resumed each
-  time; its loss curve, metrics.jsonl and final weights equal an uninterrupted run's."""
+  """One tiny run killed with SIGKILL at 10 seeded random moments, resumed every time, then run
+  to the end; its loss curve, metrics.jsonl and final weights equal an uninterrupted run's. Even
+  kills come a random 0-0.25 s after the life logs a new step (mid-step or mid-save: a checkpoint
+  every 2 steps); odd kills a random time into the life's start-up (imports, restore, compile)."""
   data_dir, straight, killed = (str(tmp_path / n) for n in ('data', 'straight', 'killed'))
   config = resume_worker.kill_config(data_dir)
+  steps = config.train.num_steps
   train.train_and_evaluate(config, straight)  # The reference, in this process.
   rng = np.random.default_rng(17)
-  kills, start = [], time.time()
-  while len(kills) < 10:
-    proc = subprocess.Popen([sys.executable, '-m', 'tests.training.resume_worker', 'run', killed,
-                             data_dir], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+  command = [sys.executable, '-m', 'tests.training.resume_worker', 'run', killed, data_dir]
+  kills, start_up_s, start = [], [], time.time()
+  for k in range(10):
+    before = _max_step(killed)
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    born = time.time()
     try:
-      target = _max_step(killed) + int(rng.integers(1, 3))
-      delay = float(rng.uniform(0.0, 0.3))
-      while proc.poll() is None and _max_step(killed) < target:
-        time.sleep(0.01)
-      time.sleep(delay)
-      if proc.poll() is not None:
-        break  # Finished before this kill: the run is done.
+      if k % 2 == 0:
+        while proc.poll() is None and _max_step(killed) == before:
+          time.sleep(0.01)
+        start_up_s.append(time.time() - born)
+        delay = start_up_s[-1] + float(rng.uniform(0.0, 0.25))
+      else:
+        delay = float(rng.uniform(0.0, min(start_up_s)))
+      while proc.poll() is None and time.time() < born + delay:
+        time.sleep(0.005)
+      assert proc.poll() is None, 'the run ended before its kill'
       proc.send_signal(signal.SIGKILL)
-      kills.append((_max_step(killed), round(delay, 3)))
     finally:
       proc.wait(timeout=60)
-  if _max_step(killed) < config.train.num_steps or proc.returncode != 0:
-    result = subprocess.run([sys.executable, '-m', 'tests.training.resume_worker', 'run', killed,
-                             data_dir], cwd=REPO, capture_output=True, text=True, timeout=400)
-    assert result.returncode == 0, result.stderr[-3000:]
-  print(f'kill -9 at {len(kills)} moments (last logged step, extra delay s): {kills}; '
-        f'{time.time() - start:.1f} s for the killed run and its resumes')
-  assert len(kills) == 10
+    after = _max_step(killed)
+    kills.append(f'{delay:.2f}s:' + (f'steps {before}->{after}' if after > before else 'start-up'))
+  assert _max_step(killed) < steps
+  result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=400)
+  assert result.returncode == 0, result.stderr[-3000:]
+  print(f'kill -9 at 10 moments (time into the life: progress): {", ".join(kills)}; '
+        f'{time.time() - start:.1f} s for the killed run, its resumes and the finish')
   records = metrics.read_jsonl(killed)
-  assert [r['step'] for r in records if 'train/loss' in r] == list(range(1, 31))  # One a step.
+  assert [r['step'] for r in records if 'train/loss' in r] == list(range(1, steps + 1))
   a, b = _losses(straight), _losses(killed)
-  assert [a[s] for s in range(1, 31)] == [b[s] for s in range(1, 31)]  # Bit-exact loss curve.
+  assert [a[s] for s in range(1, steps + 1)] == [b[s] for s in range(1, steps + 1)]  # Bit-exact.
   params = [checkpoints.restore_params(config, w)[1] for w in (straight, killed)]
   for x, y in zip(*map(jax.tree.leaves, params)):
     np.testing.assert_array_equal(x, y)

@@ -140,12 +140,14 @@ def from_config(config) -> VAEAutoencoder:
   """
   weights = config.autoencoder.weights
   if not weights:
-    raise errors.UserError("config.autoencoder.weights must name a diffusers AutoencoderKL directory "
+    raise errors.UserError("config.autoencoder.weights must name a diffusers AutoencoderKL "
+                           "directory "
                      "or .safetensors file for autoencoder.kind='sd_vae' (nothing is downloaded)")
   dtypes = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
   compute = config.model.compute_dtype
   if compute not in dtypes:
-    raise errors.UserError(f'config.model.compute_dtype must be one of {sorted(dtypes)}, got {compute!r}')
+    raise errors.UserError(f'config.model.compute_dtype must be one of {sorted(dtypes)}, '
+                           f'got {compute!r}')
   ae = VAEAutoencoder.from_pretrained(weights, dtype=dtypes[compute])
   for name in ('latent_channels', 'downsample'):
     want, got = config.autoencoder[name], getattr(ae, name)

@@ -107,7 +107,8 @@ def resolve_paths(path: str | os.PathLike,
     if not os.path.isfile(weights):
       found = sorted(n for n in os.listdir(path) if n.endswith('.safetensors'))
       if len(found) != 1:
-        raise errors.UserError(f'{path}: expected {WEIGHTS_NAME} (or exactly one .safetensors file), '
+        raise errors.UserError(f'{path}: expected {WEIGHTS_NAME} (or exactly one .safetensors '
+                               'file), '
                          f'found {found}')
       weights = os.path.join(path, found[0])
     if config is None:
@@ -218,7 +219,8 @@ def convert_state_dict(tensors: Mapping[str, np.ndarray],
                      f'({len(missing)} of {len(expected)} missing)')
   unexpected = sorted(named[n][0] for n in set(named) - set(expected))
   if unexpected:
-    raise errors.UserError(f'unexpected tensor(s) that the model does not use: {_abbrev(unexpected)} '
+    raise errors.UserError('unexpected tensor(s) that the model does not use: '
+                           f'{_abbrev(unexpected)} '
                      f'(check the config: block_out_channels, layers_per_block, '
                      f'mid_block_add_attention, use_quant_conv)')
 

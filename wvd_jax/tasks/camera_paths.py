@@ -92,7 +92,8 @@ def load(path: str) -> tuple[np.ndarray, np.ndarray | None]:
   rot = poses[:, :3, :3]
   if (np.abs(rot @ rot.transpose(0, 2, 1) - np.eye(3)).max() > 1e-3
       or np.any(np.linalg.det(rot) < 0) or np.abs(poses[:, 3] - [0, 0, 0, 1]).max() > 1e-6):
-    raise errors.UserError(f'{path}: "cam_to_world" entries must be rigid transforms (rotation with '
+    raise errors.UserError(f'{path}: "cam_to_world" entries must be rigid transforms (rotation '
+                           'with '
                      'det +1, last row 0 0 0 1)')
   intrinsics = None
   if 'intrinsics' in data:
@@ -102,7 +103,8 @@ def load(path: str) -> tuple[np.ndarray, np.ndarray | None]:
       raise errors.UserError(f'{path}: "intrinsics" is not a numeric 3x3 matrix: {e}') from e
     if (intrinsics.shape != (3, 3) or not np.all(np.isfinite(intrinsics))
         or intrinsics[0, 0] <= 0 or intrinsics[1, 1] <= 0):
-      raise errors.UserError(f'{path}: "intrinsics" must be a 3x3 matrix with positive focal lengths')
+      raise errors.UserError(f'{path}: "intrinsics" must be a 3x3 matrix with positive focal '
+                             'lengths')
   return poses, intrinsics
 
 
