@@ -43,7 +43,7 @@ def data_dir(config, workdir: str) -> str:
 def _check_dataset(config):
   if config.data.dataset != 'synthetic_world':
     raise errors.UserError(f'config.data.dataset={config.data.dataset!r}: only the embedded '
-                     "'synthetic_world' is available")
+                           "'synthetic_world' is available")
 
 
 def load_split(config, split: str, workdir: str, *, complete: bool = True
@@ -124,7 +124,7 @@ def make_dataset(config, split: str, workdir: str, *, process_index: int = 0,
   d = config.data
   if d.batch_size % process_count:
     raise errors.UserError(f'data.batch_size={d.batch_size} is not divisible by the '
-                     f'{process_count} JAX processes')
+                           f'{process_count} JAX processes')
   if not 0 <= process_index < process_count:
     raise ValueError(f'process_index={process_index} not in [0, {process_count})')
   source = storage.open_split(storage.WorldParams.from_config(config),
@@ -132,7 +132,7 @@ def make_dataset(config, split: str, workdir: str, *, process_index: int = 0,
                               render_workers=d.render_workers)
   if len(source) < process_count:
     raise errors.UserError(f'the {split} split has {len(source)} clips, fewer than the '
-                     f'{process_count} JAX processes')
+                           f'{process_count} JAX processes')
   ds = grain.MapDataset.source(source)[process_index::process_count]
   if shuffle:
     ds = ds.shuffle(seed=config.seed)

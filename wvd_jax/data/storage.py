@@ -452,16 +452,16 @@ class DirectoryClipSource(_ShardedClips):
   def __init__(self, directory: str, split: str, complete: bool = True):
     if not os.path.isfile(os.path.join(directory, 'dataset_info.json')):
       raise errors.UserError(f'{directory} is not a dataset directory in the project\'s shard '
-                              'format (no dataset_info.json; expected a TFDS ArrayRecord build)')
+                             'format (no dataset_info.json; expected a TFDS ArrayRecord build)')
     self.directory, self.split, self.complete = directory, split, complete
     builder = _tfds().builder_from_directory(directory)
     if split not in builder.info.splits:
       raise errors.UserError(f'{directory} has no split {split!r}; it has '
-                       f'{sorted(builder.info.splits.keys())}')
+                             f'{sorted(builder.info.splits.keys())}')
     missing = [k for k in clips.STORED_FIELDS if k not in builder.info.features]
     if missing:
       raise errors.UserError(f'{directory}: examples lack the fields {missing} (a clip needs '
-                       f'{list(clips.STORED_FIELDS)})')
+                             f'{list(clips.STORED_FIELDS)})')
     self._index_shards(directory, builder.info.splits[split])
     self._source = builder.as_data_source(split=split)
 

@@ -141,8 +141,8 @@ def from_config(config) -> VAEAutoencoder:
   weights = config.autoencoder.weights
   if not weights:
     raise errors.UserError("config.autoencoder.weights must name a diffusers AutoencoderKL "
-                           "directory "
-                     "or .safetensors file for autoencoder.kind='sd_vae' (nothing is downloaded)")
+                           "directory or .safetensors file for autoencoder.kind='sd_vae' "
+                           "(nothing is downloaded)")
   dtypes = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
   compute = config.model.compute_dtype
   if compute not in dtypes:

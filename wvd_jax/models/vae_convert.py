@@ -109,7 +109,7 @@ def resolve_paths(path: str | os.PathLike,
       if len(found) != 1:
         raise errors.UserError(f'{path}: expected {WEIGHTS_NAME} (or exactly one .safetensors '
                                'file), '
-                         f'found {found}')
+                               f'found {found}')
       weights = os.path.join(path, found[0])
     if config is None:
       if not os.path.isfile(os.path.join(path, CONFIG_NAME)):
@@ -157,7 +157,7 @@ def _to_nnx_layout(name: str, arr: np.ndarray, nnx_shape: tuple[int, ...]) -> np
     got = tuple(arr.shape)
   if got != want:
     raise errors.UserError(f'tensor {name!r} has shape {got} but the model expects {want} '
-                     f'(PyTorch layout)')
+                           f'(PyTorch layout)')
   if arr.ndim == 4:
     return np.transpose(arr, (2, 3, 1, 0))
   if arr.ndim == 2:
@@ -172,7 +172,7 @@ def _normalize_names(tensors: Mapping[str, np.ndarray]) -> dict[str, tuple[str, 
     example = next(k for k in tensors if k.startswith(('first_stage_model.', 'encoder.down.',
                                                        'decoder.up.')))
     raise errors.UserError(f'tensor {example!r} is in the original (CompVis/LDM) naming, not '
-                     f'diffusers naming; convert the checkpoint to diffusers format first')
+                           f'diffusers naming; convert the checkpoint to diffusers format first')
   out: dict[str, tuple[str, np.ndarray]] = {}
   for name, arr in tensors.items():
     m = _LEGACY_ATTN.match(name)
@@ -216,13 +216,13 @@ def convert_state_dict(tensors: Mapping[str, np.ndarray],
   missing = sorted(set(expected) - set(named))
   if missing:
     raise errors.UserError(f'missing tensor(s) that the model needs: {_abbrev(missing)} '
-                     f'({len(missing)} of {len(expected)} missing)')
+                           f'({len(missing)} of {len(expected)} missing)')
   unexpected = sorted(named[n][0] for n in set(named) - set(expected))
   if unexpected:
     raise errors.UserError('unexpected tensor(s) that the model does not use: '
                            f'{_abbrev(unexpected)} '
-                     f'(check the config: block_out_channels, layers_per_block, '
-                     f'mid_block_add_attention, use_quant_conv)')
+                           f'(check the config: block_out_channels, layers_per_block, '
+                           f'mid_block_add_attention, use_quant_conv)')
 
   new_flat = []
   for dname, (path, var) in expected.items():

@@ -68,7 +68,7 @@ class WVD:
     image = np.asarray(image, np.float32)
     if image.shape != (self.image_size, self.image_size, 3):
       raise errors.UserError(f'image arrays must be ({self.image_size}, {self.image_size}, 3) in '
-                       f'[-1, 1]; got {image.shape} (pass a file path to crop and resize)')
+                             f'[-1, 1]; got {image.shape} (pass a file path to crop and resize)')
     return image
 
   def _require_xyz(self, task: str):

@@ -94,7 +94,7 @@ def load(path: str) -> tuple[np.ndarray, np.ndarray | None]:
       or np.any(np.linalg.det(rot) < 0) or np.abs(poses[:, 3] - [0, 0, 0, 1]).max() > 1e-6):
     raise errors.UserError(f'{path}: "cam_to_world" entries must be rigid transforms (rotation '
                            'with '
-                     'det +1, last row 0 0 0 1)')
+                           'det +1, last row 0 0 0 1)')
   intrinsics = None
   if 'intrinsics' in data:
     try:

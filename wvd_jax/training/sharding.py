@@ -64,7 +64,7 @@ def make_mesh(config, devices=None) -> Mesh:
     sizes[sizes.index(-1)] = devices.size // fixed
   if int(np.prod(sizes)) != devices.size:
     raise errors.UserError(f'config.mesh: data*fsdp*tensor = {int(np.prod(sizes))} but there are '
-                     f'{devices.size} devices')
+                           f'{devices.size} devices')
   return Mesh(devices.reshape(sizes), MESH_AXES)
 
 
