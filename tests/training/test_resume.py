@@ -36,7 +36,7 @@ def _max_step(workdir):
 def test_kill_at_random_moments_resumes_bit_exact(tmp_path):
   """One tiny run killed with SIGKILL at 10 seeded random moments, resumed every time, then run
   to the end; its loss curve, metrics.jsonl and final weights equal an uninterrupted run's. Even
-  kills come a random 0-0.25 s after the life logs a new step (mid-step or mid-save: a checkpoint
+  kills come a random 0-0.15 s after the life logs a new step (mid-step or mid-save: a checkpoint
   every 2 steps); odd kills a random time into the life's start-up (imports, restore, compile)."""
   data_dir, straight, killed = (str(tmp_path / n) for n in ('data', 'straight', 'killed'))
   config = resume_worker.kill_config(data_dir)
@@ -56,7 +56,7 @@ def test_kill_at_random_moments_resumes_bit_exact(tmp_path):
         while proc.poll() is None and _max_step(killed) <= before:
           time.sleep(0.01)
         start_up_s.append(time.time() - born)
-        delay = start_up_s[-1] + float(rng.uniform(0.0, 0.25))
+        delay = start_up_s[-1] + float(rng.uniform(0.0, 0.15))
       else:
         delay = float(rng.uniform(0.0, min(start_up_s)))
       while proc.poll() is None and time.time() < born + delay:

@@ -112,7 +112,8 @@ def multiview(generator: Generator, images: np.ndarray, *, num_samples: int,
   """Depth and camera of every image of an unposed set (N, H, W, 3): XYZ inpainted given RGB."""
   images = np.asarray(images, np.float32)
   if images.ndim != 4 or len(images) < 2:
-    raise errors.UserError(f'multi-view needs >= 2 images (N, H, W, 3), got {images.shape}')
+    raise errors.UserError(f'multi-view needs >= 2 images (N, H, W, 3), got {images.shape}: give '
+                           'a directory of two or more views')
   n, h, w, _ = images.shape
   rgb = np.broadcast_to(images, (num_samples,) + images.shape)
   rgb_mask = np.ones((num_samples, n, h, w), bool)
