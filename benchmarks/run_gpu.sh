@@ -29,8 +29,7 @@ case "${1:-}" in
     ;;
   ablate)  # each change of the wvd_2b step against the plain one, same machine
     B="python3 benchmarks/train_step.py --batch 4 --parts 0"
-    run step_plain 150 $B --mu_dtype float32 --ema_every 1 --cast_params_once 0
-    run step_cast 150 $B --mu_dtype float32 --ema_every 1 --cast_params_once 1
+    run step_plain 150 $B --mu_dtype float32 --ema_every 1
     run step_wvd2b 150 $B
     run step_wvd2b_cublaslt 150 env XLA_FLAGS=--xla_gpu_enable_cublaslt=true $B
     if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then run step_wvd2b_2gpu 200 $B --devices 2; fi

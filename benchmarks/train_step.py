@@ -82,7 +82,6 @@ def main():
   parser.add_argument('--parts', type=int, default=1, help='also time forward / fwd+bwd / update')
   parser.add_argument('--mu_dtype', default=None, help='override config.optim.mu_dtype')
   parser.add_argument('--ema_every', type=int, default=None)
-  parser.add_argument('--cast_params_once', type=int, default=None)
   parser.add_argument('--devices', type=int, default=1,
                       help='FSDP over this many devices; --batch is per device')
   parser.add_argument('--data_parallel', type=int, default=1,
@@ -96,8 +95,7 @@ def main():
     config.data.num_frames = 2
     config.model.width, config.model.depth, config.model.num_heads = 64, 2, 4
     config.model.compute_dtype = 'float32'
-  for key, value in (('optim.mu_dtype', args.mu_dtype), ('optim.ema_every', args.ema_every),
-                     ('train.cast_params_once', args.cast_params_once)):
+  for key, value in (('optim.mu_dtype', args.mu_dtype), ('optim.ema_every', args.ema_every)):
     if value is not None:
       group, name = key.split('.')
       config[group][name] = type(config[group][name])(value)
@@ -144,7 +142,6 @@ def main():
           jax.eval_shape(lambda: state_lib.create_train_state(config, mesh, tx)[1].params))) / 1e6,
       'remat': config.model.remat, 'compute_dtype': config.model.compute_dtype,
       'mu_dtype': config.optim.mu_dtype, 'ema_every': config.optim.ema_every,
-      'cast_params_once': config.train.cast_params_once,
       'compile_s': round(compile_s, 1), 'step_ms': round(step_s * 1e3, 2),
       'model_tflop_per_step': round(step_flops / 1e12, 3),
       'achieved_tflops': round(step_flops / step_s / 1e12, 1),

@@ -11,12 +11,13 @@ import os
 import ml_collections
 
 from wvd_jax import errors
-from wvd_jax.evaluation import depth_metrics
 
 TASK_MODES = ('image_to_3d', 'depth', 'multiview', 'camera_control')
 MODES = ('train', 'sample', 'export', 'eval') + TASK_MODES
 EVAL_TASKS = ('mono_depth', 'video_depth', 'novel_view', 'consistency')
-DEPTH_ALIGNMENTS = tuple(m for m in depth_metrics.METHODS if m != 'none')  # Scores need one.
+# evaluation/depth_metrics.py METHODS less 'none' (scores need an alignment); spelt out here
+# because config_lib must not import evaluation (tests/test_import_rules.py checks both agree).
+DEPTH_ALIGNMENTS = ('median', 'lstsq', 'lstsq_disparity')
 ATTENTION_IMPLEMENTATIONS = ('auto', 'xla', 'cudnn')
 REMAT_POLICIES = ('none', 'full', 'dots_saveable', 'minimal')  # See models/dit.py REMAT_POLICIES.
 DTYPES = ('float32', 'bfloat16')
@@ -66,6 +67,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.num_heads = 4
   config.model.mlp_ratio = 4.0
   config.model.compute_dtype = 'float32'  # Parameters are always float32.
+  config.model.residual_dtype = 'float32'  # The residual stream between blocks (models/dit.py).
   config.model.attention = 'auto'  # cuDNN on GPU, XLA elsewhere.
   config.model.remat = 'none'  # Per-block remat policy: none/full/dots_saveable/minimal (dit.py).
   config.model.scan_layers = False  # Unrolled is faster on GPU (DESIGN.md); scan compiles faster.
@@ -121,7 +123,6 @@ def base_config() -> ml_collections.ConfigDict:
   # first logging step past it. Resuming starts a new budget.
   config.train.max_minutes = 0.0
   config.train.peak_tflops = 0.0  # Matmul rate for MFU; 0 measures it at start-up.
-  config.train.cast_params_once = False  # Cast the weights to bf16 once per step (2x slower on H100, RESULTS.md).
 
   config.sample = ml_collections.ConfigDict()
   config.sample.num_steps = 32
@@ -258,6 +259,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _require(head_dim % 2 == 0 and head_dim >= 6, 'model.num_heads',
            f'head dim {head_dim} too small for 3D rotary embedding (needs >= 6, even)')
   _require(m.compute_dtype in DTYPES, 'model.compute_dtype', f'one of {DTYPES}')
+  _require(m.residual_dtype in DTYPES, 'model.residual_dtype', f'one of {DTYPES}')
   _require(m.attention in ATTENTION_IMPLEMENTATIONS, 'model.attention',
            f'one of {ATTENTION_IMPLEMENTATIONS}, got {m.attention!r}')
   _require(m.remat in REMAT_POLICIES, 'model.remat', f'one of {REMAT_POLICIES}, got {m.remat!r}')

@@ -10,7 +10,7 @@ import optax
 import pytest
 
 from tests.conftest import tiny_config
-from wvd_jax import config_lib
+from wvd_jax import config_lib, errors
 from wvd_jax.diffusion import generate, objective, samplers, schedules
 from wvd_jax.models import autoencoder, inference_checkpoint
 from wvd_jax.tasks import api
@@ -194,7 +194,7 @@ def test_xyz_tasks_refuse_an_rgb_only_model():
   for call in (lambda: wvd.image_to_3d(image), lambda: wvd.monocular_depth(image),
                lambda: wvd.multiview(np.stack([image, image])),
                lambda: wvd.camera_control(image, 'orbit')):
-    with pytest.raises(ValueError, match=r"config\.diffusion\.modalities='rgb'"):
+    with pytest.raises(errors.UserError, match=r"config\.diffusion\.modalities='rgb'"):
       call()
 
 
@@ -202,7 +202,7 @@ def test_exported_rgb_only_checkpoint_rejects_an_rgb_xyz_config(tmp_path):
   """The parameters fit either way; the modalities must match or XYZ tasks would run."""
   with open(os.path.join(tmp_path, 'config.json'), 'w') as f:
     json.dump(json.loads(_rgb_config().to_json_best_effort()), f)
-  with pytest.raises(ValueError, match='diffusion.modalities'):
+  with pytest.raises(errors.UserError, match='diffusion.modalities'):
     inference_checkpoint.load(str(tmp_path), tiny_config())
 
 
@@ -211,9 +211,9 @@ def test_checkpoint_stored_before_modalities_existed_is_rgb_xyz(tmp_path):
   del stored['diffusion']['modalities']
   with open(os.path.join(tmp_path, 'config.json'), 'w') as f:
     json.dump(stored, f)
-  with pytest.raises(ValueError, match="modalities: config 'rgb' vs checkpoint 'rgb_xyz'"):
+  with pytest.raises(errors.UserError, match="modalities: config 'rgb' vs checkpoint 'rgb_xyz'"):
     inference_checkpoint.load(str(tmp_path), _rgb_config())
   # The architecture is accepted; restoring the (absent) parameters fails next.
   with pytest.raises(Exception) as error:
     inference_checkpoint.load(str(tmp_path), tiny_config())
-  assert 'another config' not in str(error.value)
+  assert 'another model' not in str(error.value)

@@ -202,20 +202,6 @@ def test_ancestral_equals_ddim_with_eta_one():
   np.testing.assert_allclose(ancestral, ddim, atol=2e-5)
 
 
-def test_ddim_sample_wrapper_is_sample():
-  params = _params(*_gaussian(0.8))
-  known, known_mask, cond_mask, _ = _inpainting_problem(*_gaussian(0.8), NUM_SAMPLES,
-                                                         [0, 1, 2, 3], cond_frame0=True)
-  fn = GaussianDenoiser('v')
-  old = samplers.ddim_sample(fn, params, jax.random.PRNGKey(3), known, known_mask, cond_mask,
-                             schedule=SCHEDULE, prediction='v', num_steps=5, eta=0.3,
-                             clip_x0=False)
-  new = samplers.sample(fn, params, jax.random.PRNGKey(3), known, known_mask, cond_mask,
-                        schedule=SCHEDULE, prediction='v',
-                        config=samplers.SamplerConfig(num_steps=5, eta=0.3))
-  np.testing.assert_array_equal(old, new)
-
-
 def test_classifier_free_guidance():
   """w = 1 is the conditional pass alone, w = 0 plain replacement with cond_mask = 0, and the
   result of a one-step sampler (x0_hat at t = 1) is affine in w."""

@@ -10,6 +10,7 @@ import trimesh
 from PIL import Image
 
 from tests.conftest import REPO, tiny_config
+from wvd_jax import errors
 from wvd_jax.data import storage
 from wvd_jax.evaluation import compare, report, runner
 from wvd_jax.training import train
@@ -31,14 +32,15 @@ def evaluated(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('eval'))
   config = eval_config()
   train.train_and_evaluate(config, workdir)
-  results = runner.evaluate(config, workdir)  # Exports the training checkpoint first.
+  results = runner.evaluate(config, workdir)  # The training checkpoint's EMA weights.
   return config, workdir, results
 
 
 def test_report_files(evaluated):
   _, workdir, results = evaluated
   out = os.path.join(workdir, 'eval')
-  assert os.path.isdir(os.path.join(workdir, 'export'))
+  assert not os.path.exists(os.path.join(workdir, 'export'))  # Evaluation writes no export.
+  assert results['checkpoint'] == os.path.join(workdir, 'checkpoints')
   with open(os.path.join(out, 'results.json')) as f:
     stored = json.load(f)
   assert stored['num_clips'] == 2 and stored['modalities'] == 'rgb_xyz'
@@ -75,9 +77,9 @@ def test_dataset_directory_gives_the_same_clips(evaluated):
   # The stored fields: evaluation derives XYZ from them after selecting and resizing frames.
   for key in ('rgb', 'depth', 'intrinsics', 'cam_to_world'):
     np.testing.assert_array_equal(by_dir[1][key], by_config[1][key])
-  with pytest.raises(FileNotFoundError, match='no dataset_info.json'):
+  with pytest.raises(errors.UserError, match='no dataset_info.json'):
     storage.DirectoryClipSource(workdir, 'test')
-  with pytest.raises(ValueError, match="no split 'dev'"):
+  with pytest.raises(errors.UserError, match="no split 'dev'"):
     storage.DirectoryClipSource(directory, 'dev')
 
 
@@ -96,7 +98,7 @@ def test_goal_table_and_comparison(evaluated, tmp_path):
   path = str(tmp_path / 'bad.json')
   with open(path, 'w') as f:
     f.write('{"no": 1}')
-  with pytest.raises(ValueError, match='not a results.json'):
+  with pytest.raises(errors.UserError, match='not a results.json'):
     compare.load_results(path)
 
 
@@ -126,8 +128,9 @@ def test_compare_cli(evaluated, tmp_path):
   with open(out) as f:
     assert f.readline().strip() == '| metric | a | b |'
   assert compare.main(['no_equals_sign']) == 2
-  with pytest.raises(FileNotFoundError, match='run --mode=eval first'):
-    compare.main([f'a={tmp_path}/missing.json'])
+  with pytest.raises(errors.UserError, match='run --mode=eval first'):
+    compare.load_results(f'{tmp_path}/missing.json')
+  assert compare.main([f'a={tmp_path}/missing.json']) == 2
 
 
 def test_eval_reports_each_training_source(evaluated, tmp_path):

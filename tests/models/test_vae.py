@@ -17,9 +17,13 @@ import pytest
 from flax import nnx
 from safetensors.numpy import save_file
 
+from wvd_jax import errors
 from wvd_jax.models import vae as vae_lib
 from wvd_jax.models import vae_autoencoder
 from wvd_jax.models import vae_convert
+
+# A weights file or its config.json that does not fit (a UserError), or a bad AutoencoderKLConfig.
+BAD_WEIGHTS = (errors.UserError, ValueError)
 
 GOLDEN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'data',
                           'vae_golden')
@@ -150,14 +154,14 @@ def test_legacy_attention_names_and_1x1_conv_layout(tensors, config):
 def test_missing_tensor_is_named(tensors, config):
   broken = dict(tensors)
   del broken['decoder.up_blocks.1.resnets.0.conv2.bias']
-  with pytest.raises(ValueError, match=r"missing.*'decoder\.up_blocks\.1\.resnets\.0\.conv2\.bias'"):
+  with pytest.raises(BAD_WEIGHTS, match=r"missing.*'decoder\.up_blocks\.1\.resnets\.0\.conv2\.bias'"):
     vae_convert.convert_state_dict(broken, config)
 
 
 def test_unexpected_tensor_is_named(tensors, config):
   broken = dict(tensors)
   broken['encoder.mid_block.extra.weight'] = np.zeros(3, np.float32)
-  with pytest.raises(ValueError, match=r"unexpected.*'encoder\.mid_block\.extra\.weight'"):
+  with pytest.raises(BAD_WEIGHTS, match=r"unexpected.*'encoder\.mid_block\.extra\.weight'"):
     vae_convert.convert_state_dict(broken, config)
 
 
@@ -165,7 +169,7 @@ def test_wrong_shape_is_named(tensors, config):
   broken = dict(tensors)
   broken['encoder.down_blocks.1.resnets.0.conv_shortcut.weight'] = np.zeros((32, 8, 1, 1),
                                                                              np.float32)
-  with pytest.raises(ValueError, match=r"'encoder\.down_blocks\.1\.resnets\.0\.conv_shortcut"
+  with pytest.raises(BAD_WEIGHTS, match=r"'encoder\.down_blocks\.1\.resnets\.0\.conv_shortcut"
                                        r"\.weight' has shape \(32, 8, 1, 1\).*\(32, 16, 1, 1\)"):
     vae_convert.convert_state_dict(broken, config)
 
@@ -174,9 +178,9 @@ def test_errors_through_a_file(tensors, tmp_path):
   shutil.copy(os.path.join(GOLDEN_DIR, 'config.json'), tmp_path / 'config.json')
   broken = {k: v for k, v in tensors.items() if k != 'quant_conv.weight'}
   save_file(broken, str(tmp_path / vae_convert.WEIGHTS_NAME))
-  with pytest.raises(ValueError, match=r"'quant_conv\.weight'"):
+  with pytest.raises(BAD_WEIGHTS, match=r"'quant_conv\.weight'"):
     vae_convert.load_diffusers_vae(tmp_path)
-  with pytest.raises(ValueError, match='not found'):
+  with pytest.raises(BAD_WEIGHTS, match='not found'):
     vae_convert.load_diffusers_vae(tmp_path / 'nope.safetensors')
 
 
@@ -184,15 +188,15 @@ def test_duplicate_and_ldm_names_are_rejected(tensors, config):
   dup = dict(tensors)
   dup['encoder.mid_block.attentions.0.query.weight'] = tensors[
       'encoder.mid_block.attentions.0.to_q.weight']
-  with pytest.raises(ValueError, match=r"'encoder\.mid_block\.attentions\.0\.query\.weight'"):
+  with pytest.raises(BAD_WEIGHTS, match=r"'encoder\.mid_block\.attentions\.0\.query\.weight'"):
     vae_convert.convert_state_dict(dup, config)
-  with pytest.raises(ValueError, match='CompVis/LDM'):
+  with pytest.raises(BAD_WEIGHTS, match='CompVis/LDM'):
     vae_convert.convert_state_dict({'encoder.down.0.block.0.norm1.weight': np.ones(16)}, config)
 
 
 def test_wrong_config_gives_unexpected_or_missing(tensors, config):
   no_attn = vae_lib.AutoencoderKLConfig(**{**config.__dict__, 'mid_block_add_attention': False})
-  with pytest.raises(ValueError, match=r"unexpected.*attentions\.0"):
+  with pytest.raises(BAD_WEIGHTS, match=r"unexpected.*attentions\.0"):
     vae_convert.convert_state_dict(tensors, no_attn)
 
 
@@ -205,14 +209,14 @@ def test_bf16_and_f16_tensors_are_read():
 
 
 def test_config_validation(tmp_path):
-  with pytest.raises(ValueError, match='mid_block_type'):
+  with pytest.raises(BAD_WEIGHTS, match='mid_block_type'):
     vae_lib.AutoencoderKLConfig.from_diffusers_dict({'mid_block_type': 'x'})
-  with pytest.raises(ValueError, match='AttnDownEncoderBlock2D'):
+  with pytest.raises(BAD_WEIGHTS, match='AttnDownEncoderBlock2D'):
     vae_lib.AutoencoderKLConfig.from_diffusers_dict(
         {'down_block_types': ['AttnDownEncoderBlock2D'], 'up_block_types': ['UpDecoderBlock2D']})
-  with pytest.raises(ValueError, match='norm_num_groups'):
+  with pytest.raises(BAD_WEIGHTS, match='norm_num_groups'):
     vae_lib.AutoencoderKLConfig(block_out_channels=(128, 256, 500, 512))
-  with pytest.raises(ValueError, match='AutoencoderTiny'):
+  with pytest.raises(BAD_WEIGHTS, match='AutoencoderTiny'):
     vae_lib.AutoencoderKLConfig.from_diffusers_dict({'_class_name': 'AutoencoderTiny'})
   (tmp_path / 'config.json').write_text(json.dumps({'_class_name': 'AutoencoderKL'}))
   assert vae_convert.read_config(tmp_path).block_out_channels == (64,)  # diffusers' default.
@@ -316,11 +320,11 @@ def test_from_project_config():
   config.autoencoder.kind = 'sd_vae'
   config.autoencoder.latent_channels = 4
   config.autoencoder.downsample = 4  # The golden VAE downsamples by 4 (SD's by 8).
-  with pytest.raises(ValueError, match='autoencoder.weights'):
+  with pytest.raises(BAD_WEIGHTS, match='autoencoder.weights'):
     vae_autoencoder.from_config(config)
   config.autoencoder.weights = GOLDEN_DIR
   ae = vae_autoencoder.from_config(config)
   assert ae.latent_channels == 4 and ae.downsample == 4 and ae.vae.dtype == jnp.float32
   config.autoencoder.downsample = 8
-  with pytest.raises(ValueError, match='downsample=8'):
+  with pytest.raises(BAD_WEIGHTS, match='downsample=8'):
     vae_autoencoder.from_config(config)

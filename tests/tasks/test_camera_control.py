@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 
+from wvd_jax import errors
 from wvd_jax.geometry import cameras
 from wvd_jax.tasks import camera_paths, wvd_tasks
 
@@ -111,13 +112,15 @@ def test_camera_path_files_and_presets(tmp_path):
   np.testing.assert_allclose(loaded, poses)
   bad = tmp_path / 'bad.json'
   bad.write_text('{"cam_to_world": [[1, 2]]}')
-  with pytest.raises(ValueError, match='shape'):
+  with pytest.raises(errors.UserError, match='shape'):
     camera_paths.load(str(bad))
   bad.write_text('not json')
-  with pytest.raises(ValueError, match='not valid JSON'):
+  with pytest.raises(errors.UserError, match='not valid JSON'):
     camera_paths.load(str(bad))
   bad.write_text('{"cam_to_world": [[[2,0,0,0],[0,1,0,0],[0,0,1,0],[0,0,0,1]]]}')
-  with pytest.raises(ValueError, match='rigid'):
+  with pytest.raises(errors.UserError, match='rigid'):
     camera_paths.load(str(bad))
-  with pytest.raises(ValueError, match='preset'):
+  with pytest.raises(errors.UserError, match='preset'):
     camera_paths.preset('spiral', 4)
+  with pytest.raises(errors.UserError, match='neither a preset .orbit, dolly, pan. nor'):
+    camera_paths.resolve('spin', 4)

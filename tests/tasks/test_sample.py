@@ -51,6 +51,9 @@ def test_cli_train_then_sample_writes_files(tmp_path):
          f'--workdir={tmp_path}', f'--mode={mode}', *overrides],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    written = tmp_path / 'samples' if mode == 'sample' else tmp_path
+    assert result.stdout.strip().splitlines()[-1] == f'wrote {written}'
+    assert 'Downloading and preparing' not in result.stdout + result.stderr
   out = tmp_path / 'samples'
   grid = np.asarray(Image.open(out / 'sample_0.png'))
   assert grid.shape == (4 * 18, 4 * 18, 3)
@@ -61,3 +64,4 @@ def test_cli_train_then_sample_writes_files(tmp_path):
   assert cloud.vertices.shape == (surface, 3) and cloud.colors.shape[0] == surface
   assert os.listdir(tmp_path / 'tensorboard')
   assert (tmp_path / 'checkpoints' / '2').exists()
+  assert (tmp_path / 'checkpoints' / 'config.json').exists()  # Checked before a resume or sample.

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import trimesh
 from PIL import Image
 
 from tests.conftest import REPO, tiny_config
+from wvd_jax import errors, visualize
 from wvd_jax.geometry import normalization
 from wvd_jax.models import inference_checkpoint
 from wvd_jax.tasks import api
@@ -48,9 +50,9 @@ def test_checkpoint_of_another_config_is_rejected(exported):
   config, _, path = exported
   other = tiny_config()
   other.model.width = 96
-  with pytest.raises(ValueError, match=r'model.width: config 96 vs checkpoint 48'):
+  with pytest.raises(errors.UserError, match=r'model.width: config 96 vs checkpoint 48'):
     inference_checkpoint.load(path, other)
-  with pytest.raises(FileNotFoundError, match='not an exported'):
+  with pytest.raises(errors.UserError, match='not an exported'):
     inference_checkpoint.load(os.path.dirname(path), config)
 
 
@@ -73,7 +75,10 @@ def test_all_tasks_write_their_files(exported):
   assert depth.shape == (16, 16) and np.isfinite(depth).all()
   confidence = np.load(os.path.join(out, 'depth', 'confidence.npy'))
   assert confidence.shape == (16, 16) and (0 <= confidence).all() and (confidence <= 1).all()
-  assert Image.open(os.path.join(out, 'depth', 'depth.png')).size == (16, 16)
+  shown = np.asarray(Image.open(os.path.join(out, 'depth', 'depth.png')))
+  assert shown.shape == (256, 256, 3)  # Enlarged 16x (nearest) for display; colour-mapped.
+  np.testing.assert_array_equal(shown[::16, ::16], visualize.colorize_depth(depth))
+  assert np.asarray(Image.open(os.path.join(out, 'depth', 'confidence.png'))).shape == (256, 256)
 
   rec = model.multiview(os.path.join(workdir, 'views'), os.path.join(out, 'mv'))
   assert rec.depth.shape == (3, 16, 16) and rec.cam_to_world.shape == (3, 4, 4)
@@ -82,7 +87,10 @@ def test_all_tasks_write_their_files(exported):
   with open(os.path.join(out, 'mv', 'cameras', 'images.txt')) as f:
     assert sum('v2.png' in line for line in f) == 1
 
-  result = model.camera_control(image, 'pan', os.path.join(out, 'cc'), num_targets=5)
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always')
+    result = model.camera_control(image, 'pan', os.path.join(out, 'cc'), num_targets=5)
+  assert not [w for w in caught if 'fork' in str(w.message)]  # ffmpeg starts without fork().
   assert result.frames.shape == (5, 16, 16, 3) and np.isfinite(result.frames).all()
   assert os.path.getsize(os.path.join(out, 'cc', 'video.mp4')) > 0
   assert len(os.listdir(os.path.join(out, 'cc', 'frames'))) == 5
@@ -98,6 +106,7 @@ def test_cli_task_mode_and_bad_inputs(exported, tmp_path):
   result = run('--mode=depth', f'--input={workdir}/input.png', f'--output={tmp_path}/d')
   assert result.returncode == 0, result.stderr[-3000:]
   assert np.load(tmp_path / 'd' / 'depth.npy').shape == (16, 16)
+  assert result.stdout.strip().splitlines()[-1] == f'wrote {tmp_path}/d'
   (tmp_path / 'broken.png').write_bytes(b'not an image')
   result = run('--mode=depth', f'--input={tmp_path}/broken.png', f'--output={tmp_path}/e')
   assert result.returncode != 0 and 'cannot read image' in result.stderr
@@ -106,4 +115,4 @@ def test_cli_task_mode_and_bad_inputs(exported, tmp_path):
                f'--camera_path={tmp_path}/path.json', f'--output={tmp_path}/f')
   assert result.returncode != 0 and 'cam_to_world' in result.stderr
   result = run('--mode=depth', f'--input={workdir}/input.png', '--config.model.width=96')
-  assert result.returncode != 0 and 'trained with another config' in result.stderr
+  assert result.returncode == 2 and 'trained with another model' in result.stderr

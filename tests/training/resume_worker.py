@@ -1,6 +1,7 @@
 """Subprocess entry for the kill -9 tests.
 
   python -m tests.training.resume_worker train <workdir> <kill_at_step|0>
+  python -m tests.training.resume_worker run <workdir> <data_dir>   (killed from outside)
   python -m tests.training.resume_worker save_forever <dir>
 """
 import os
@@ -21,6 +22,19 @@ def resume_config():
   config.train.log_every = 1
   config.train.eval_every = 1000
   config.train.log_sample_grids = False
+  return config
+
+
+def kill_config(data_dir):
+  """The run killed at random moments: a checkpoint every 2 steps, so each life makes progress;
+  8x8 frames and one block, as each life's start-up (tracing the step) is the cost."""
+  config = resume_config()
+  config.data.image_size = config.data.render_size = 8
+  config.model.width, config.model.depth = 24, 1
+  config.train.num_steps = 80
+  config.train.checkpoint_every = 2
+  config.train.peak_tflops = 1.0  # No matmul timing at each start.
+  config.data.data_dir = data_dir
   return config
 
 
@@ -61,5 +75,7 @@ def save_forever(directory):
 if __name__ == '__main__':
   if sys.argv[1] == 'train':
     train_killed_at(sys.argv[2], int(sys.argv[3]))
+  elif sys.argv[1] == 'run':
+    train.train_and_evaluate(kill_config(sys.argv[3]), sys.argv[2])
   elif sys.argv[1] == 'save_forever':
     save_forever(sys.argv[2])

@@ -14,7 +14,7 @@ import time
 from absl import app, flags
 from ml_collections import config_flags
 
-from wvd_jax import config_lib
+from wvd_jax import config_lib, errors
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to an ml_collections config file.',
                                           lock_config=True)
@@ -24,18 +24,18 @@ flags.mark_flags_as_required(['config'])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   try:
+    if len(argv) > 1:
+      raise errors.UserError(f'unexpected arguments {argv[1:]}: flags are written --name=value')
     config_lib.validate_config(_CONFIG.value)
-  except config_lib.ConfigError as e:
+    from wvd_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+    start = time.time()
+    for split in ('train', 'validation', 'test'):
+      print(f'{split}: {len(pipeline.load_split(_CONFIG.value, split, _WORKDIR.value))} clips',
+            flush=True)
+  except errors.UserError as e:  # One line, as wvd_jax.main prints it.
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
-  from wvd_jax.data import pipeline  # pylint: disable=import-outside-toplevel
-  start = time.time()
-  for split in ('train', 'validation', 'test'):
-    print(f'{split}: {len(pipeline.load_split(_CONFIG.value, split, _WORKDIR.value))} clips',
-          flush=True)
   print(f'dataset ready in {time.time() - start:.0f} s', flush=True)
 
 

@@ -45,7 +45,7 @@ import sys
 import grain
 import numpy as np
 
-from wvd_jax import config_lib
+from wvd_jax import config_lib, errors
 from wvd_jax.data import clips, storage, transforms
 
 
@@ -215,7 +215,7 @@ def open_sources(config, split: str, workdir: str) -> tuple:
   for name, _ in config_lib.data_sources(config):
     source = open_source(config, name, split, workdir)
     if not len(source):
-      raise ValueError(f'data source {name!r} has no clips in its {split} split')
+      raise errors.UserError(f'data source {name!r} has no clips in its {split} split')
     sources.append(source)
   return tuple(sources)
 
@@ -245,8 +245,8 @@ def make_dataset(config, split: str, workdir: str, *, process_index: int = 0,
   source is read once and the last incomplete global batch is dropped."""
   d = config.data
   if d.batch_size % process_count:
-    raise ValueError(f'data.batch_size={d.batch_size} is not divisible by the '
-                     f'{process_count} JAX processes')
+    raise errors.UserError(f'data.batch_size={d.batch_size} is not divisible by the '
+                           f'{process_count} JAX processes')
   if not 0 <= process_index < process_count:
     raise ValueError(f'process_index={process_index} not in [0, {process_count})')
   if start_batch < 0:

@@ -43,7 +43,7 @@ from concurrent import futures
 
 import numpy as np
 
-from wvd_jax import config_lib, files
+from wvd_jax import config_lib, errors, files
 from wvd_jax.data import clips, synthetic_world
 
 _SHARD_SIZES = 'shard_sizes.json'
@@ -52,7 +52,7 @@ _POOL_THRESHOLD_S = 20.0
 _SECONDS_PER_PIXEL = 5e-7  # ~4e-7 CPU s per rendered pixel measured (benchmarks/data_bench.py).
 
 
-class CorruptShardError(ValueError):
+class CorruptShardError(errors.UserError, ValueError):
   """A dataset shard that is missing, truncated or corrupted (the message names the file)."""
 
 
@@ -174,6 +174,14 @@ def _define_builder_class():
       # TFDS's default lookup needs the `importlib_resources` package for builders that live in
       # a package; this file is the answer it would find.
       return tfds.core.Path(__file__)
+
+    # TFDS prints "Downloading and preparing dataset ..." and "... downloaded and prepared" to
+    # stdout; nothing is downloaded here, and prepare() logs what it renders where.
+    def _log_download_bytes(self):
+      pass
+
+    def _log_download_done(self):
+      pass
 
     def __init__(self, *, params: WorldParams, data_dir: str, render_workers: int = 0,
                  **kwargs):
@@ -451,17 +459,17 @@ class DirectoryClipSource(_ShardedClips):
 
   def __init__(self, directory: str, split: str, complete: bool = True):
     if not os.path.isfile(os.path.join(directory, 'dataset_info.json')):
-      raise FileNotFoundError(f'{directory} is not a dataset directory in the project\'s shard '
-                              'format (no dataset_info.json; expected a TFDS ArrayRecord build)')
+      raise errors.UserError(f'{directory} is not a dataset directory in the project\'s shard '
+                             'format (no dataset_info.json; expected a TFDS ArrayRecord build)')
     self.directory, self.split, self.complete = directory, split, complete
     builder = _tfds().builder_from_directory(directory)
     if split not in builder.info.splits:
-      raise ValueError(f'{directory} has no split {split!r}; it has '
-                       f'{sorted(builder.info.splits.keys())}')
+      raise errors.UserError(f'{directory} has no split {split!r}; it has '
+                             f'{sorted(builder.info.splits.keys())}')
     missing = [k for k in clips.STORED_FIELDS if k not in builder.info.features]
     if missing:
-      raise ValueError(f'{directory}: examples lack the fields {missing} (a clip needs '
-                       f'{list(clips.STORED_FIELDS)})')
+      raise errors.UserError(f'{directory}: examples lack the fields {missing} (a clip needs '
+                             f'{list(clips.STORED_FIELDS)})')
     self._index_shards(directory, builder.info.splits[split])
     self._has_valid = clips.VALID in builder.info.features
     self._source = builder.as_data_source(split=split)

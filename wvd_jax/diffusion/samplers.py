@@ -2,7 +2,7 @@
 classifier-free guidance and inpainting of known values.
 
 Entry point: ``sample(apply_fn, params, rng, known, known_mask, cond_mask, schedule=...,
-prediction=..., config=SamplerConfig(...))``; ``ddim_sample`` keeps the older keyword signature.
+prediction=..., config=SamplerConfig(...))`` (diffusion/generate.py calls it for every task).
 
 Time grid: num_steps + 1 equally spaced times 1 = t_0 > t_1 > ... > t_num_steps = 0. At each
 level t_i (i < num_steps):
@@ -247,18 +247,3 @@ def _sample(apply_fn, params, rng, known, known_mask, cond_mask, settings, *, sc
   z = jax.lax.fori_loop(0, num_steps * substeps, body, z)
   return (1.0 - known_mask) * z + known_mask * known
 
-
-def ddim_sample(apply_fn, params, rng: jax.Array, known: jax.Array, known_mask: jax.Array,
-                cond_mask: jax.Array, *, schedule: schedules.CosineSchedule, prediction: str,
-                num_steps: int, eta: float = 0.0, clip_x0: bool = True) -> jax.Array:
-  """DDIM with inpainting (no guidance, no corrector): ``sample`` with SamplerConfig('ddim').
-
-  Kept for its signature (``tasks/sample.py``); ``num_steps`` and ``eta`` may be traced.
-  Shapes as in ``sample``.
-  """
-  settings = dict(num_steps=jnp.asarray(num_steps, jnp.int32),
-                  langevin_steps=jnp.asarray(0, jnp.int32), eta=jnp.asarray(eta, jnp.float32),
-                  guidance=jnp.asarray(1.0, jnp.float32), snr=jnp.asarray(1.0, jnp.float32))
-  return _sample(apply_fn, params, rng, known, known_mask, cond_mask, settings,
-                 schedule=schedule, prediction=prediction, kind='ddim', guided=False,
-                 clip_x0=bool(clip_x0))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 
-from wvd_jax import files
+from wvd_jax import errors, files
 from wvd_jax.evaluation import report
 
 
@@ -20,11 +20,11 @@ def load_results(path: str) -> dict:
     with open(path) as f:
       results = json.load(f)
   except FileNotFoundError as e:
-    raise FileNotFoundError(f'no evaluation results at {path} (run --mode=eval first)') from e
+    raise errors.UserError(f'no evaluation results at {path} (run --mode=eval first)') from e
   except json.JSONDecodeError as e:
-    raise ValueError(f'{path} is not valid JSON: {e}') from e
+    raise errors.UserError(f'{path} is not valid JSON: {e}') from e
   if 'metrics' not in results:
-    raise ValueError(f'{path} has no "metrics": not a results.json of --mode=eval')
+    raise errors.UserError(f'{path} has no "metrics": not a results.json of --mode=eval')
   return results
 
 
@@ -53,7 +53,11 @@ def main(argv: list[str]) -> int:
     print('usage: python -m wvd_jax.evaluation.compare NAME=results.json ... [--output=F.md]',
           file=sys.stderr)
     return 2
-  runs = {name: load_results(path) for name, path in (p.split('=', 1) for p in pairs)}
+  try:
+    runs = {name: load_results(path) for name, path in (p.split('=', 1) for p in pairs)}
+  except errors.UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
   text = table(runs)
   if output:
     with files.atomic_write(output[-1], 'w') as f:

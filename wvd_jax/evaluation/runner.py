@@ -23,6 +23,7 @@ from absl import logging
 from wvd_jax import config_lib
 from wvd_jax.data import pipeline, storage
 from wvd_jax.evaluation import consistency, depth_metrics, pose_metrics, protocol, report
+from wvd_jax.models import checkpoint_reader
 
 DEPTH_PREFIXES = ('mono', 'mono_baseline', 'video', 'video_baseline')
 POSE_PREFIXES = ('pose', 'pose_baseline')
@@ -119,10 +120,16 @@ def _load_model(config, workdir: str, checkpoint: str | None):
   from wvd_jax.tasks import api  # pylint: disable=import-outside-toplevel
   path = checkpoint or os.path.join(workdir, 'export')
   if not checkpoint and not os.path.isdir(path):
-    from wvd_jax.training import export  # pylint: disable=import-outside-toplevel
-    logging.info('no exported checkpoint in %s: exporting the newest training checkpoint', path)
-    export.export(config, workdir)
+    logging.info('no exported checkpoint in %s: evaluating the EMA weights of the newest training '
+                 'checkpoint', path)
+    graphdef, params = checkpoint_reader.restore_training_params(config, workdir)
+    return checkpoint_reader.training_dir(workdir), api.WVD(config, graphdef, params)
   return path, api.WVD.load(path, config)
+
+
+def output_dir(config, workdir: str) -> str:
+  """Where --mode=eval writes results.json and report.md."""
+  return config.eval.output_dir or os.path.join(workdir, 'eval')
 
 
 def evaluate(config, workdir: str, checkpoint: str | None = None) -> dict:
@@ -143,7 +150,7 @@ def evaluate(config, workdir: str, checkpoint: str | None = None) -> dict:
       logging.warning('RGB-only model: %s need XYZ and are skipped', ', '.join(skipped))
   source = open_clips(config, workdir)
   count = len(source) if e.num_clips == 0 else min(e.num_clips, len(source))
-  output = e.output_dir or os.path.join(workdir, 'eval')
+  output = output_dir(config, workdir)
   logging.info('evaluating %s on %d clips of %r (%s) -> %s', path, count, e.split,
                ', '.join(tasks), output)
   rng = jax.random.PRNGKey(config.seed)

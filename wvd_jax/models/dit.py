@@ -98,8 +98,10 @@ class DiTConfig:
     m = config.model
     return cls(in_channels=2 * config.autoencoder.latent_channels, patch_size=m.patch_size,
                width=m.width, depth=m.depth, num_heads=m.num_heads, mlp_ratio=m.mlp_ratio,
-               compute_dtype=m.compute_dtype, attention=m.attention, remat=m.remat,
-               scan_layers=bool(m.scan_layers))
+               compute_dtype=m.compute_dtype,
+               # Exported configs from before the key existed ran float32 residuals.
+               residual_dtype=m.get('residual_dtype', 'float32'), attention=m.attention,
+               remat=m.remat, scan_layers=bool(m.scan_layers))
 
 
 def _modulate(x, shift, scale):

@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from wvd_jax import errors
+
 # Keys of a diffusers config.json that do not change the network's computation here.
 _IGNORED_DIFFUSERS_KEYS = frozenset({
     'sample_size', 'force_upcast', 'latents_mean', 'latents_std',
@@ -123,12 +125,12 @@ class AutoencoderKLConfig:
     """
     class_name = d.get('_class_name')
     if class_name is not None and class_name != 'AutoencoderKL':
-      raise ValueError(f'config.json describes a {class_name!r}, not an AutoencoderKL')
+      raise errors.UserError(f'config.json describes a {class_name!r}, not an AutoencoderKL')
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(k for k in d if not k.startswith('_') and k not in fields
                      and k not in _IGNORED_DIFFUSERS_KEYS)
     if unknown:
-      raise ValueError(f'config.json has keys this port does not implement: {unknown}')
+      raise errors.UserError(f'config.json has keys this port does not implement: {unknown}')
     # diffusers' own constructor defaults, used for keys that config.json leaves out.
     kwargs: dict[str, Any] = dict(
         down_block_types=(SUPPORTED_DOWN_BLOCK,), up_block_types=(SUPPORTED_UP_BLOCK,),

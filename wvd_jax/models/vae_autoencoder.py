@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from wvd_jax import errors
 from wvd_jax.models import vae as vae_lib
 from wvd_jax.models import vae_convert
 
@@ -139,15 +140,17 @@ def from_config(config) -> VAEAutoencoder:
   """
   weights = config.autoencoder.weights
   if not weights:
-    raise ValueError("config.autoencoder.weights must name a diffusers AutoencoderKL directory "
-                     "or .safetensors file for autoencoder.kind='sd_vae' (nothing is downloaded)")
+    raise errors.UserError("config.autoencoder.weights must name a diffusers AutoencoderKL "
+                           "directory or .safetensors file for autoencoder.kind='sd_vae' "
+                           "(nothing is downloaded)")
   dtypes = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
   compute = config.model.compute_dtype
   if compute not in dtypes:
-    raise ValueError(f'config.model.compute_dtype must be one of {sorted(dtypes)}, got {compute!r}')
+    raise errors.UserError(f'config.model.compute_dtype must be one of {sorted(dtypes)}, '
+                           f'got {compute!r}')
   ae = VAEAutoencoder.from_pretrained(weights, dtype=dtypes[compute])
   for name in ('latent_channels', 'downsample'):
     want, got = config.autoencoder[name], getattr(ae, name)
     if want != got:
-      raise ValueError(f'config.autoencoder.{name}={want} but the VAE at {weights} has {got}')
+      raise errors.UserError(f'config.autoencoder.{name}={want} but the VAE at {weights} has {got}')
   return ae

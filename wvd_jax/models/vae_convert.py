@@ -35,6 +35,7 @@ import numpy as np
 from flax import nnx
 from safetensors import safe_open
 
+from wvd_jax import errors
 from wvd_jax.models import vae as vae_lib
 
 WEIGHTS_NAME = 'diffusion_pytorch_model.safetensors'
@@ -64,7 +65,7 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """All tensors of a .safetensors file as numpy arrays, keyed by name."""
   path = os.fspath(path)
   if not os.path.isfile(path):
-    raise ValueError(f'safetensors file not found: {path}')
+    raise errors.UserError(f'safetensors file not found: {path}')
   out = {}
   with safe_open(path, framework='numpy') as f:
     for name in f.keys():
@@ -81,14 +82,14 @@ def read_config(path: str | os.PathLike) -> vae_lib.AutoencoderKLConfig:
   if os.path.isdir(path):
     path = os.path.join(path, CONFIG_NAME)
   if not os.path.isfile(path):
-    raise ValueError(f'config file not found: {path}')
+    raise errors.UserError(f'config file not found: {path}')
   with open(path) as f:
     try:
       d = json.load(f)
     except json.JSONDecodeError as e:
-      raise ValueError(f'{path} is not valid JSON: {e}') from e
+      raise errors.UserError(f'{path} is not valid JSON: {e}') from e
   if not isinstance(d, dict):
-    raise ValueError(f'{path} does not hold a JSON object')
+    raise errors.UserError(f'{path} does not hold a JSON object')
   return vae_lib.AutoencoderKLConfig.from_diffusers_dict(d)
 
 
@@ -106,16 +107,17 @@ def resolve_paths(path: str | os.PathLike,
     if not os.path.isfile(weights):
       found = sorted(n for n in os.listdir(path) if n.endswith('.safetensors'))
       if len(found) != 1:
-        raise ValueError(f'{path}: expected {WEIGHTS_NAME} (or exactly one .safetensors file), '
-                         f'found {found}')
+        raise errors.UserError(f'{path}: expected {WEIGHTS_NAME} (or exactly one .safetensors '
+                               'file), '
+                               f'found {found}')
       weights = os.path.join(path, found[0])
     if config is None:
       if not os.path.isfile(os.path.join(path, CONFIG_NAME)):
-        raise ValueError(f'{path}: no {CONFIG_NAME} in the directory and no config given')
+        raise errors.UserError(f'{path}: no {CONFIG_NAME} in the directory and no config given')
       config = read_config(path)
     return weights, config
   if not os.path.isfile(path):
-    raise ValueError(f'VAE weights not found: {path}')
+    raise errors.UserError(f'VAE weights not found: {path}')
   if config is None:
     sibling = os.path.join(os.path.dirname(os.path.abspath(path)), CONFIG_NAME)
     config = read_config(sibling) if os.path.isfile(sibling) else vae_lib.sd_config()
@@ -154,8 +156,8 @@ def _to_nnx_layout(name: str, arr: np.ndarray, nnx_shape: tuple[int, ...]) -> np
     arr = arr[:, :, 0, 0]  # 1x1-conv attention projection of old checkpoints.
     got = tuple(arr.shape)
   if got != want:
-    raise ValueError(f'tensor {name!r} has shape {got} but the model expects {want} '
-                     f'(PyTorch layout)')
+    raise errors.UserError(f'tensor {name!r} has shape {got} but the model expects {want} '
+                           f'(PyTorch layout)')
   if arr.ndim == 4:
     return np.transpose(arr, (2, 3, 1, 0))
   if arr.ndim == 2:
@@ -169,8 +171,8 @@ def _normalize_names(tensors: Mapping[str, np.ndarray]) -> dict[str, tuple[str, 
          or k.startswith('decoder.up.') for k in tensors):
     example = next(k for k in tensors if k.startswith(('first_stage_model.', 'encoder.down.',
                                                        'decoder.up.')))
-    raise ValueError(f'tensor {example!r} is in the original (CompVis/LDM) naming, not '
-                     f'diffusers naming; convert the checkpoint to diffusers format first')
+    raise errors.UserError(f'tensor {example!r} is in the original (CompVis/LDM) naming, not '
+                           f'diffusers naming; convert the checkpoint to diffusers format first')
   out: dict[str, tuple[str, np.ndarray]] = {}
   for name, arr in tensors.items():
     m = _LEGACY_ATTN.match(name)
@@ -213,13 +215,14 @@ def convert_state_dict(tensors: Mapping[str, np.ndarray],
 
   missing = sorted(set(expected) - set(named))
   if missing:
-    raise ValueError(f'missing tensor(s) that the model needs: {_abbrev(missing)} '
-                     f'({len(missing)} of {len(expected)} missing)')
+    raise errors.UserError(f'missing tensor(s) that the model needs: {_abbrev(missing)} '
+                           f'({len(missing)} of {len(expected)} missing)')
   unexpected = sorted(named[n][0] for n in set(named) - set(expected))
   if unexpected:
-    raise ValueError(f'unexpected tensor(s) that the model does not use: {_abbrev(unexpected)} '
-                     f'(check the config: block_out_channels, layers_per_block, '
-                     f'mid_block_add_attention, use_quant_conv)')
+    raise errors.UserError('unexpected tensor(s) that the model does not use: '
+                           f'{_abbrev(unexpected)} '
+                           f'(check the config: block_out_channels, layers_per_block, '
+                           f'mid_block_add_attention, use_quant_conv)')
 
   new_flat = []
   for dname, (path, var) in expected.items():

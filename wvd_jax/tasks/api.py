@@ -6,10 +6,14 @@
 
 Outputs (when output_dir is given):
   image_to_3d:    samples.png (RGB and XYZ rows), points.ply, cameras/ (COLMAP text),
-                  confidence.npy/.png, reconstruction.npz
-  depth:          depth.npy/.png (frame 0, normalized units), confidence.npy/.png
-  multiview:      depth_<i>.npy/.png, cameras/ (COLMAP text), confidence_<i>.npy/.png
-  camera_control: video.mp4, frames/frame_<t>.png, reprojected.png, camera_path.json
+                  confidence.npy/.png, reconstruction.npz (no video)
+  depth:          depth.npy (frame 0, normalized units, model resolution), depth.png (colour
+                  map, >= 256 px), confidence.npy/.png
+  multiview:      depth_<i>.npy/.png, confidence_<i>.npy/.png, cameras/ (COLMAP text),
+                  confidence.npy/.png (frame 0), reconstruction.npz
+  camera_control: video.mp4, frames/frame_<t>.png, reprojected.png, camera_path.json (the
+                  cameras used, in the model's normalized world)
+PNGs of depth and confidence are enlarged (nearest) to at least media.DISPLAY_SIZE pixels.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from wvd_jax import config_lib, files, visualize
+from wvd_jax import config_lib, errors, files, visualize
 from wvd_jax.diffusion import generate
 from wvd_jax.geometry import export, normalization
 from wvd_jax.models import inference_checkpoint
@@ -63,14 +67,14 @@ class WVD:
       return media.load_image(image, self.image_size)
     image = np.asarray(image, np.float32)
     if image.shape != (self.image_size, self.image_size, 3):
-      raise ValueError(f'image arrays must be ({self.image_size}, {self.image_size}, 3) in '
-                       f'[-1, 1]; got {image.shape} (pass a file path to crop and resize)')
+      raise errors.UserError(f'image arrays must be ({self.image_size}, {self.image_size}, 3) in '
+                             f'[-1, 1]; got {image.shape} (pass a file path to crop and resize)')
     return image
 
   def _require_xyz(self, task: str):
     """The four tasks read geometry off the generated XYZ: an RGB-only model has none."""
     if config_lib.rgb_only(self.config):
-      raise ValueError(
+      raise errors.UserError(
           f"{task} needs XYZ, but this model is the RGB-only ablation "
           "(config.diffusion.modalities='rgb'); it only generates RGB videos from a first frame "
           "(--mode=sample, generate.sample_from_first_frame)")
@@ -124,10 +128,8 @@ class WVD:
     """``path``: a preset name ('orbit', 'dolly', 'pan'), a JSON file, or (T, 4, 4) poses."""
     self._require_xyz('camera_control')
     intrinsics = None
-    if isinstance(path, str) and path in camera_paths.PRESETS:
-      relative = camera_paths.preset(path, num_targets)
-    elif isinstance(path, str):
-      relative, intrinsics = camera_paths.load(path)
+    if isinstance(path, str):
+      relative, intrinsics = camera_paths.resolve(path, num_targets)
     else:
       relative = np.asarray(path)
     result = wvd_tasks.camera_control(self.generator, self._image(image), relative,
@@ -164,4 +166,5 @@ class WVD:
   def _save_confidence(prefix, confidence):
     with files.atomic_write(prefix + '.npy') as f:
       np.save(f, confidence)
-    visualize.save_png(prefix + '.png', np.round(np.clip(confidence, 0, 1) * 255).astype(np.uint8))
+    media.save_display_png(prefix + '.png',
+                           np.round(np.clip(confidence, 0, 1) * 255).astype(np.uint8))

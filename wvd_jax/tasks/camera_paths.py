@@ -17,6 +17,8 @@ import os
 
 import numpy as np
 
+from wvd_jax import errors, files
+
 PRESETS = ('orbit', 'dolly', 'pan')
 
 
@@ -32,9 +34,10 @@ def preset(name: str, num_frames: int, amount: float | None = None) -> np.ndarra
   (default 0.4).
   """
   if name not in PRESETS:
-    raise ValueError(f'unknown camera path preset {name!r}; choose one of {PRESETS} or a file')
+    raise errors.UserError(f'unknown camera path preset {name!r}: use one of {", ".join(PRESETS)} '
+                           'or a JSON camera path file')
   if num_frames < 2:
-    raise ValueError(f'a camera path needs >= 2 frames, got {num_frames}')
+    raise errors.UserError(f'a camera path needs >= 2 frames, got {num_frames}')
   s = np.linspace(0.0, 1.0, num_frames)
   poses = np.tile(np.eye(4), (num_frames, 1, 1))
   for i, f in enumerate(s):
@@ -51,40 +54,61 @@ def preset(name: str, num_frames: int, amount: float | None = None) -> np.ndarra
   return poses
 
 
+def resolve(path: str, num_frames: int) -> tuple[np.ndarray, np.ndarray | None]:
+  """(relative cam_to_world (T, 4, 4), intrinsics (3, 3) or None) of a preset name (with
+  ``num_frames`` poses) or a JSON camera path file; UserError listing the presets otherwise."""
+  if path in PRESETS:
+    return preset(path, num_frames), None
+  if not os.path.isfile(path):
+    raise errors.UserError(f'camera path {path!r} is neither a preset ({", ".join(PRESETS)}) nor '
+                           'an existing JSON camera path file')
+  return load(path)
+
+
+def check(path: str) -> None:
+  """Raises UserError for a camera path that resolve() would refuse (before a model loads)."""
+  resolve(path, 2)
+
+
 def load(path: str) -> tuple[np.ndarray, np.ndarray | None]:
   """(cam_to_world (T, 4, 4), intrinsics (3, 3) or None) from a JSON camera path file."""
   if not os.path.isfile(path):
-    raise FileNotFoundError(f'camera path file {path} does not exist')
+    raise errors.UserError(f'camera path file {path} does not exist')
   try:
-    with open(path) as f:
+    with open(path, encoding='utf-8') as f:
       data = json.load(f)
-  except json.JSONDecodeError as e:
-    raise ValueError(f'camera path file {path} is not valid JSON: {e}') from e
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise errors.UserError(f'camera path file {path} is not valid JSON: {e}') from e
   if not isinstance(data, dict) or 'cam_to_world' not in data:
-    raise ValueError(f'camera path file {path} needs a "cam_to_world" list of 4x4 matrices')
+    raise errors.UserError(f'camera path file {path} needs a "cam_to_world" list of 4x4 matrices')
   try:
     poses = np.asarray(data['cam_to_world'], np.float64)
   except (TypeError, ValueError) as e:
-    raise ValueError(f'{path}: "cam_to_world" is not a numeric array: {e}') from e
+    raise errors.UserError(f'{path}: "cam_to_world" is not a numeric array: {e}') from e
   if poses.ndim != 3 or poses.shape[1:] != (4, 4) or len(poses) < 1:
-    raise ValueError(f'{path}: "cam_to_world" must have shape (T, 4, 4), got {poses.shape}')
+    raise errors.UserError(f'{path}: "cam_to_world" must have shape (T, 4, 4), got {poses.shape}')
   if not np.all(np.isfinite(poses)):
-    raise ValueError(f'{path}: "cam_to_world" has non-finite values')
+    raise errors.UserError(f'{path}: "cam_to_world" has non-finite values')
   rot = poses[:, :3, :3]
   if (np.abs(rot @ rot.transpose(0, 2, 1) - np.eye(3)).max() > 1e-3
       or np.any(np.linalg.det(rot) < 0) or np.abs(poses[:, 3] - [0, 0, 0, 1]).max() > 1e-6):
-    raise ValueError(f'{path}: "cam_to_world" entries must be rigid transforms (rotation with '
-                     'det +1, last row 0 0 0 1)')
+    raise errors.UserError(f'{path}: "cam_to_world" entries must be rigid transforms (rotation '
+                           'with '
+                           'det +1, last row 0 0 0 1)')
   intrinsics = None
   if 'intrinsics' in data:
-    intrinsics = np.asarray(data['intrinsics'], np.float64)
-    if intrinsics.shape != (3, 3) or intrinsics[0, 0] <= 0 or intrinsics[1, 1] <= 0:
-      raise ValueError(f'{path}: "intrinsics" must be a 3x3 matrix with positive focal lengths')
+    try:
+      intrinsics = np.asarray(data['intrinsics'], np.float64)
+    except (TypeError, ValueError) as e:
+      raise errors.UserError(f'{path}: "intrinsics" is not a numeric 3x3 matrix: {e}') from e
+    if (intrinsics.shape != (3, 3) or not np.all(np.isfinite(intrinsics))
+        or intrinsics[0, 0] <= 0 or intrinsics[1, 1] <= 0):
+      raise errors.UserError(f'{path}: "intrinsics" must be a 3x3 matrix with positive focal '
+                             'lengths')
   return poses, intrinsics
 
 
 def save(path: str, cam_to_world: np.ndarray, intrinsics: np.ndarray | None = None) -> None:
-  from wvd_jax import files  # pylint: disable=import-outside-toplevel
   data = {'cam_to_world': np.asarray(cam_to_world).tolist()}
   if intrinsics is not None:
     data['intrinsics'] = np.asarray(intrinsics).tolist()

@@ -18,21 +18,22 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from wvd_jax import config_lib, files, visualize
+from wvd_jax import config_lib, errors, files, visualize
 from wvd_jax.data import pipeline
 from wvd_jax.diffusion import generate
+from wvd_jax.models import checkpoint_reader
 from wvd_jax.tasks import media
-from wvd_jax.training import checkpoints
 
 
 def sample(config, workdir: str) -> dict[str, np.ndarray]:
   """Runs the sample mode and returns what it wrote to samples.npz."""
-  graphdef, params = checkpoints.restore_params(config, workdir, config.sample.use_ema)
+  graphdef, params = checkpoint_reader.restore_training_params(config, workdir,
+                                                               config.sample.use_ema)
   source = pipeline.load_split(config, config.sample.split, workdir, complete=False)
   index = config.sample.example_index
   if index >= len(source):
-    raise ValueError(f'config.sample.example_index={index} but the {config.sample.split} split '
-                     f'has {len(source)} clips')
+    raise errors.UserError(f'config.sample.example_index={index} but the {config.sample.split} '
+                           f'split has {len(source)} clips: pick an index below {len(source)}')
   clip = pipeline.model_clip(config, source[index])
   s = config.sample.num_samples
   rgb0 = jnp.broadcast_to(clip['rgb'][0], (s,) + clip['rgb'].shape[1:])

@@ -22,6 +22,7 @@ from typing import Callable
 import jax
 import numpy as np
 
+from wvd_jax import errors
 from wvd_jax.geometry import normalization, post_optimization, reprojection
 
 Generator = Callable[..., tuple]
@@ -111,7 +112,8 @@ def multiview(generator: Generator, images: np.ndarray, *, num_samples: int,
   """Depth and camera of every image of an unposed set (N, H, W, 3): XYZ inpainted given RGB."""
   images = np.asarray(images, np.float32)
   if images.ndim != 4 or len(images) < 2:
-    raise ValueError(f'multi-view needs >= 2 images (N, H, W, 3), got {images.shape}')
+    raise errors.UserError(f'multi-view needs >= 2 images (N, H, W, 3), got {images.shape}: give '
+                           'a directory of two or more views')
   n, h, w, _ = images.shape
   rgb = np.broadcast_to(images, (num_samples,) + images.shape)
   rgb_mask = np.ones((num_samples, n, h, w), bool)
@@ -157,7 +159,7 @@ def camera_control(generator: Generator, image: np.ndarray, relative_path: np.nd
   """
   relative_path = np.asarray(relative_path, np.float64)
   if relative_path.ndim != 3 or relative_path.shape[1:] != (4, 4) or len(relative_path) < 2:
-    raise ValueError(f'camera path must be (T >= 2, 4, 4), got {relative_path.shape}')
+    raise errors.UserError(f'camera path must be (T >= 2, 4, 4), got {relative_path.shape}')
   h, w, _ = image.shape
   rng, first_rng = jax.random.split(rng)
   first = single_image_to_3d(generator, image, num_frames=num_frames, num_samples=1,

@@ -8,12 +8,17 @@ save never replaces the last good checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 
 import grain
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+
+from wvd_jax import errors
+from wvd_jax.models import builder, checkpoint_reader
 
 
 def make_manager(workdir: str, config, *, async_save: bool = True) -> ocp.CheckpointManager:
@@ -26,11 +31,50 @@ def make_manager(workdir: str, config, *, async_save: bool = True) -> ocp.Checkp
                                options=options, item_names=('state', 'data'))
 
 
+def check_or_store_config(workdir: str, config) -> None:
+  """Before anything is restored: the model of ``config`` must be the one the workdir's
+  checkpoints were trained with (UserError naming the differing keys); then the config is stored
+  beside them (checkpoints/config.json, what sample/export/eval check against)."""
+  directory = checkpoint_reader.training_dir(workdir)
+  stored = checkpoint_reader.read_config(directory)
+  if stored is not None and checkpoint_reader.latest_training_step(workdir) is not None:
+    checkpoint_reader.check_architecture(config, stored, directory)
+  if jax.process_index() == 0:
+    checkpoint_reader.write_config(directory, config)
+
+
+_DISK_FULL = ('RESOURCE_EXHAUSTED', 'No space left on device', 'Disk quota exceeded')
+
+
+@contextlib.contextmanager
+def _disk_full_is_a_user_error(manager: ocp.CheckpointManager):
+  """A save that fails for want of disk space (orbax reports it from a background thread, at the
+  next save or wait) becomes one UserError line; the last complete checkpoint stays intact."""
+  try:
+    yield
+  except (OSError, ValueError, RuntimeError) as e:
+    if (getattr(e, 'errno', None) not in (errno.ENOSPC, errno.EDQUOT)
+        and not any(m in str(e) for m in _DISK_FULL)):
+      raise
+    manager.reload()
+    raise errors.UserError(
+        f'disk full while writing a checkpoint under {manager.directory}: free space there (or '
+        'use another --workdir) and run again; training resumes from the last complete '
+        f'checkpoint (step {manager.latest_step()})') from e
+
+
 def save(manager: ocp.CheckpointManager, state, data_iterator=None, *, force: bool = False):
   items = {'state': ocp.args.StandardSave(state)}
   if data_iterator is not None:
     items['data'] = grain.checkpoint.CheckpointSave(data_iterator)
-  manager.save(int(jax.device_get(state.step)), args=ocp.args.Composite(**items), force=force)
+  with _disk_full_is_a_user_error(manager):
+    manager.save(int(jax.device_get(state.step)), args=ocp.args.Composite(**items), force=force)
+
+
+def wait(manager: ocp.CheckpointManager) -> None:
+  """Waits for the pending asynchronous save (UserError when the disk filled up)."""
+  with _disk_full_is_a_user_error(manager):
+    manager.wait_until_finished()
 
 
 def restore_latest(manager: ocp.CheckpointManager, abstract_state, data_iterator=None):
@@ -56,20 +100,13 @@ def abstract_like(state_shardings, state_shapes):
 
 
 def restore_params(config, workdir: str, use_ema: bool = True):
-  """(graphdef, params) of the newest checkpoint in ``workdir``, on this process's mesh.
-
-  Raises FileNotFoundError naming the directory when there is no checkpoint.
-  """
-  from wvd_jax.training import optimizer, sharding  # pylint: disable=import-outside-toplevel
-  from wvd_jax.training import state as state_lib  # pylint: disable=import-outside-toplevel
+  """(graphdef, params) of the newest checkpoint in ``workdir``, sharded on this process's mesh
+  (models/checkpoint_reader.py reads them; UserError when there is none or the model differs)."""
+  from wvd_jax.training import sharding  # pylint: disable=import-outside-toplevel
   mesh = sharding.make_mesh(config)
-  tx = optimizer.make_optimizer(config)
-  graphdef, state_sh = state_lib.state_shardings(config, mesh, tx)
-  manager = make_manager(workdir, config, async_save=False)
-  if manager.latest_step() is None:
-    raise FileNotFoundError(f'no checkpoint under {os.path.join(workdir, "checkpoints")}; '
-                            'run --mode=train first')
-  shapes = jax.eval_shape(lambda: state_lib.create_train_state(config, mesh, tx)[1])
-  state = restore_latest(manager, abstract_like(state_sh, shapes))
-  logging.info('loaded checkpoint at step %d', int(state.step))
-  return graphdef, (state.ema_params if use_ema else state.params)
+  _, abstract_state = builder.abstract_model(config)
+  params_sh = sharding.param_shardings(abstract_state, mesh)
+  graphdef, params = checkpoint_reader.restore_training_params(config, workdir, use_ema,
+                                                               params_sh)
+  logging.info('loaded checkpoint at step %d', checkpoint_reader.latest_training_step(workdir))
+  return graphdef, params

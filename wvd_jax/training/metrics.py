@@ -8,20 +8,30 @@ import jax
 import numpy as np
 from absl import logging
 
+from wvd_jax import files
+
 
 class MetricWriter:
   """Writes scalars to TensorBoard and to <workdir>/metrics.jsonl (process 0 only), and one
   console line per call. The JSON lines file ({"step": s, "train/loss": ...} per line) is what
-  scripts and tests read; a resumed run appends to it."""
+  scripts and tests read. A run resumed at ``resume_step`` first drops the records of later steps
+  (written after the checkpoint it resumes from, and about to be written again), in the JSON lines
+  and in TensorBoard (purge_step), so each step has one record."""
 
-  def __init__(self, workdir: str, enabled: bool | None = None):
+  def __init__(self, workdir: str, enabled: bool | None = None, resume_step: int = 0):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
     self._writer = None
     self._jsonl = None
     if self.enabled:
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      self._writer = SummaryWriter(os.path.join(workdir, 'tensorboard'))
-      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')  # pylint: disable=consider-using-with
+      path = os.path.join(workdir, 'metrics.jsonl')
+      if os.path.exists(path):
+        kept = [r for r in read_jsonl(workdir) if r.get('step', 0) <= resume_step]
+        with files.atomic_write(path, 'w') as f:
+          f.writelines(json.dumps(r) + '\n' for r in kept)
+      self._writer = SummaryWriter(os.path.join(workdir, 'tensorboard'),
+                                   purge_step=resume_step + 1 if resume_step else None)
+      self._jsonl = open(path, 'a')  # pylint: disable=consider-using-with
 
   def write_scalars(self, step: int, scalars: dict, prefix: str = ''):
     if not self.enabled:
@@ -49,6 +59,12 @@ class MetricWriter:
 
 
 def read_jsonl(workdir: str) -> list[dict]:
-  """The records of <workdir>/metrics.jsonl, in order."""
+  """The records of <workdir>/metrics.jsonl, in order (a last line cut off by a kill is skipped)."""
+  records = []
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    for line in f:
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:
+        continue
+  return records

@@ -25,6 +25,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from wvd_jax import errors
 from wvd_jax.models import layers
 
 MESH_AXES = ('data', 'fsdp', 'tensor')
@@ -56,14 +57,14 @@ def make_mesh(config, devices=None) -> Mesh:
   sizes = [config.mesh.data, config.mesh.fsdp, config.mesh.tensor]
   fixed = int(np.prod([s for s in sizes if s != -1]))
   if sizes.count(-1) > 1:
-    raise ValueError('config.mesh: at most one axis may be -1')
+    raise errors.UserError('config.mesh: at most one axis may be -1')
   if -1 in sizes:
     if devices.size % fixed:
-      raise ValueError(f'config.mesh: {devices.size} devices are not divisible by {fixed}')
+      raise errors.UserError(f'config.mesh: {devices.size} devices are not divisible by {fixed}')
     sizes[sizes.index(-1)] = devices.size // fixed
   if int(np.prod(sizes)) != devices.size:
-    raise ValueError(f'config.mesh: data*fsdp*tensor = {int(np.prod(sizes))} but there are '
-                     f'{devices.size} devices')
+    raise errors.UserError(f'config.mesh: data*fsdp*tensor = {int(np.prod(sizes))} but there are '
+                           f'{devices.size} devices')
   return Mesh(devices.reshape(sizes), MESH_AXES)
 
 

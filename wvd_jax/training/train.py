@@ -18,7 +18,7 @@ import tqdm
 from absl import logging
 from jax.experimental import multihost_utils
 
-from wvd_jax import config_lib, visualize
+from wvd_jax import config_lib, errors, visualize
 from wvd_jax.data import pipeline
 from wvd_jax.diffusion import generate, objective, schedules
 from wvd_jax.geometry import normalization
@@ -44,14 +44,8 @@ def make_loss_fn(config, graphdef, autoencoder):
 
   rgb_only = config_lib.rgb_only(config)
   sentinel_background = d.background == 'sentinel'
-  compute_dtype = jnp.dtype(config.model.compute_dtype)
-  cast_once = config.train.cast_params_once and compute_dtype != jnp.float32
 
   def loss_fn(params, batch, rng):
-    if cast_once:
-      # One cast of the float32 master weights per step, instead of one per use inside every
-      # layer (and bf16 weight gradients until the cast's transpose).
-      params = jax.tree.map(lambda p: p.astype(compute_dtype), params)
     # RGB-only ablation: the batch's XYZ is never read (diffusion_loss zeroes the XYZ latents).
     xyz = jnp.zeros_like(batch['xyz']) if rgb_only else batch['xyz']
     # Known pixels have an XYZ target: their point, or (sentinel) the background corner where
@@ -178,14 +172,21 @@ def train_and_evaluate(config, workdir: str) -> state_lib.TrainState:
                                           process_index=jax.process_index(),
                                           process_count=jax.process_count()))
   manager = checkpoints.make_manager(workdir, config)
+  checkpoints.check_or_store_config(workdir, config)
   state = _restore_or_init(config, mesh, tx, manager, state_sh, train_iter)
+  if int(state.step) >= config.train.num_steps:
+    logging.warning('training in %s is already finished (step %d, config.train.num_steps=%d); '
+                    'raise --config.train.num_steps to train on', workdir, int(state.step),
+                    config.train.num_steps)
+    manager.close()
+    return state
 
   batch_sh = sharding.batch_sharding(mesh)
   train_step = jax.jit(make_train_step(config, graphdef, tx, autoencoder),
                        in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None),
                        donate_argnums=(0,))
   eval_step = jax.jit(make_eval_step(config, graphdef, autoencoder))
-  writer = metrics.MetricWriter(workdir)
+  writer = metrics.MetricWriter(workdir, resume_step=int(state.step))
   preemption = _Preemption()
   logging.info('model parameters: %.3fM', sum(x.size for x in jax.tree.leaves(state.params)) / 1e6)
   step_flops = _train_step_flops(config)
@@ -220,14 +221,16 @@ def train_and_evaluate(config, workdir: str) -> state_lib.TrainState:
             peak_tflops * 1e12 * jax.device_count())
         last_time, last_step = now, step
         means['num_nonfinite'] = float(fetched[-1]['num_nonfinite'])
+        means['skipped_steps'] = float(sum(float(m['num_nonfinite']) > 0 for m in fetched))
         writer.write_scalars(step, means, prefix='train/')
         progress.set_postfix(loss=f"{means['loss']:.4f}")
         if means['num_nonfinite'] >= config.train.max_nonfinite_steps:
-          manager.wait_until_finished()
-          raise FloatingPointError(
+          checkpoints.wait(manager)
+          raise errors.UserError(
               f'{int(means["num_nonfinite"])} non-finite updates in a row at step {step} '
               f'(config.train.max_nonfinite_steps={config.train.max_nonfinite_steps}); the '
-              'updates were skipped and the last checkpoint is intact')
+              'updates were skipped and the last checkpoint is intact: lower '
+              'config.optim.learning_rate or check the data')
         out_of_time = deadline.passed()
         if out_of_time:
           logging.warning('train.max_minutes=%g reached at step %d: saving and stopping',
@@ -244,7 +247,7 @@ def train_and_evaluate(config, workdir: str) -> state_lib.TrainState:
         break
   if manager.latest_step() != step:
     checkpoints.save(manager, state, train_iter)
-  manager.wait_until_finished()
+  checkpoints.wait(manager)
   manager.close()
   writer.close()
   return state
