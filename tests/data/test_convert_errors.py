@@ -163,7 +163,7 @@ def test_interrupted_conversion_leaves_nothing_and_resumes(tmp_path, monkeypatch
   real = converted.prepare_scene
   _interrupt_at_bbbb(tmp_path, monkeypatch)
   assert not os.path.exists(tmp_path / 'out')
-  with pytest.raises(FileNotFoundError):
+  with pytest.raises(UserError, match="not a dataset directory"):
     storage.DirectoryClipSource(str(tmp_path / 'out'), 'train')
   # A crash while writing the shards: still nothing at the output.
   monkeypatch.setattr(converted, 'prepare_scene', real)
