@@ -10,6 +10,7 @@ import pytest
 
 from tests.geometry import scenes
 from wvd_jax.geometry import cameras, rotations
+from wvd_jax.geometry import camera_closed_form as cf
 from wvd_jax.geometry import post_optimization as po
 
 N, S = 8, 64
@@ -109,27 +110,27 @@ def test_closed_form_pieces_are_exact(clip):
   w = jnp.ones(S * S)
   w2c = np.linalg.inv(clip['cam_to_world'][i])
   K = clip['K'][i]
-  k_est, r_est, t_est = po.dlt_camera(pts, uv, w)
+  k_est, r_est, t_est = cf.dlt_camera(pts, uv, w)
   np.testing.assert_allclose(k_est, K, rtol=1e-3, atol=0.05)
   assert np.rad2deg(rotations.rotation_angle(r_est, w2c[:3, :3])) < 0.05
   np.testing.assert_allclose(t_est, w2c[:3, 3], atol=1e-3)
   # RQ decomposition of a synthetic P = lambda K [R | t] with a negative scale.
   P = -2.5 * K @ w2c[:3]
-  k_d, r_d, t_d = po.decompose_projection(jnp.asarray(P, jnp.float32))
+  k_d, r_d, t_d = cf.decompose_projection(jnp.asarray(P, jnp.float32))
   np.testing.assert_allclose(k_d, K, rtol=1e-5, atol=1e-4)
   np.testing.assert_allclose(r_d, w2c[:3, :3], atol=1e-5)
   np.testing.assert_allclose(t_d, w2c[:3, 3], atol=1e-5)
   # Weiszfeld on camera-frame points (canonical frame 0).
   cam = jnp.asarray(cameras.transform_points(w2c, clip['xyz'][i]).reshape(-1, 3), jnp.float32)
-  f = po.weiszfeld_focal(cam, uv, w, jnp.array([S / 2, S / 2]))
+  f = cf.weiszfeld_focal(cam, uv, w, jnp.array([S / 2, S / 2]))
   np.testing.assert_allclose(f, K[0, 0], rtol=1e-4)
   # Planar: the focal from one plane's homography, and planar PnP (view 1 faces one wall).
   j = 1
   pts_p = jnp.asarray(clip['xyz'][j].reshape(-1, 3), jnp.float32)
   w2c_p = np.linalg.inv(clip['cam_to_world'][j])
-  np.testing.assert_allclose(po.planar_focal(pts_p, uv, w, jnp.array([S / 2, S / 2])),
+  np.testing.assert_allclose(cf.planar_focal(pts_p, uv, w, jnp.array([S / 2, S / 2])),
                              clip['K'][j, 0, 0], rtol=1e-3)
-  r_p, t_p = po.pnp_planar(pts_p, uv, w, jnp.asarray(clip['K'][j], jnp.float32))
+  r_p, t_p = cf.pnp_planar(pts_p, uv, w, jnp.asarray(clip['K'][j], jnp.float32))
   assert np.rad2deg(rotations.rotation_angle(r_p, w2c_p[:3, :3])) < 0.05
 
 
