@@ -7,7 +7,9 @@ whose RGB / XYZ are clean conditions, as in training) and, where the task knows 
 cameras (K (B, N, 3, 3), cam_to_world (B, N, 4, 4)) in the model's world (a model ignores them;
 a test oracle renders them). The model's world is frame 0's camera frame, shifted and scaled
 into [-1, 1] (unknown shift and scale at inference), so cameras and depths recovered here are in
-those normalized units: depth is defined up to scale, as from any single-image method.
+those normalized units: depth is defined up to scale, as from any single-image method. Known
+cameras change that (`reconstruct`): known poses bring the reconstruction into the user's frame
+and scale (Sim(3) on the known cameras), a known distance makes it metric; `units` says which.
 
 Several samples per input give a per-pixel confidence from the spread of XYZ across samples
 (the paper names missing confidence as a limitation): spread = RMS distance of the samples' XYZ
@@ -22,7 +24,13 @@ from typing import Callable
 import jax
 import numpy as np
 
-from wvd_jax.geometry import normalization, post_optimization, reprojection
+from wvd_jax.errors import UserError
+from wvd_jax.geometry import anchoring, normalization, post_optimization, reprojection
+from wvd_jax.tasks import known_cameras
+
+UNITS_NORMALIZED = 'normalized (the model\'s [-1, 1] world; scale unknown)'
+UNITS_POSES = 'units of the given poses'
+UNITS_METRES = 'metres'
 
 Generator = Callable[..., tuple]
 
@@ -35,7 +43,9 @@ class Reconstruction:
   depth: (N, H, W) of the mean XYZ after post-optimization, 0 at background; foreground:
   (N, H, W) bool, pixels the samples give a surface (not the background corner, see
   geometry.normalization.background_mask); intrinsics (N, 3, 3); cam_to_world (N, 4, 4) in the
-  model's world; residual: the post-optimization residual.
+  model's world, or the user's when poses were given; points (N, H, W, 3) the surface in that
+  world (0 at background); residual: the post-optimization residual; units: of depth, points
+  and camera centres (UNITS_*).
   """
   rgb: np.ndarray
   xyz: np.ndarray
@@ -46,6 +56,8 @@ class Reconstruction:
   intrinsics: np.ndarray
   cam_to_world: np.ndarray
   residual: float
+  points: np.ndarray | None = None
+  units: str = UNITS_NORMALIZED
 
 
 def sample_spread(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -56,22 +68,90 @@ def sample_spread(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return spread.astype(np.float32), np.exp(-spread / scale).astype(np.float32)
 
 
-def reconstruct(rgb: np.ndarray, xyz: np.ndarray, focal: float | None = None) -> Reconstruction:
+def reconstruct(rgb: np.ndarray, xyz: np.ndarray, focal: float | None = None, *,
+                intrinsics=None, cam_to_world=None, metric_distance=None,
+                principal_point_mode: str = 'fixed') -> Reconstruction:
   """Post-optimizes (paper eq. 3) the mean of the samples, weighted by their confidence;
-  background pixels (the mean XYZ at the background corner) get no weight and depth 0."""
+  background pixels (the mean XYZ at the background corner) get no weight and depth 0.
+
+  Known cameras (all optional): intrinsics K (3, 3) or (N, 3, 3) in the model image's pixels
+  (fixed); cam_to_world (N, 4, 4) with all-NaN matrices for views without a known pose: the
+  mean XYZ is mapped into the user's frame by the Sim(3) that takes the freely recovered
+  cameras onto the known ones, then post-optimized again with the known poses fixed;
+  metric_distance (known_cameras.MetricDistance or metres between cameras 0 and 1) scales the
+  result to metres (about the known camera, if one pose is given; refused when two or more
+  distinct poses already fix the scale)."""
   rgb, xyz = np.asarray(rgb, np.float32), np.asarray(xyz, np.float32)
   spread, confidence = sample_spread(xyz)
   mean = xyz.mean(axis=0)
+  n = mean.shape[0]
   foreground = ~np.asarray(normalization.background_mask(mean))
   # A tiny weight rather than post_optimize's mask: a frame drawn (nearly) all background still
   # gets a camera instead of failing the minimum-points check.
   weights = np.where(foreground, confidence + 1e-3, 1e-6).astype(np.float32)
-  result = post_optimization.post_optimize(mean, weights=weights, focal=focal, shared_focal=True)
-  depth = np.where(foreground, np.asarray(result.depth), 0.0).astype(np.float32)
+  K = None if intrinsics is None else known_cameras.check_intrinsics(intrinsics)
+  solve = lambda points, **kw: post_optimization.post_optimize(
+      points, weights=weights, focal=focal, K=K, shared_focal=True,
+      principal_point_mode=principal_point_mode, **kw)
+  result, units, pivot, pivot_pose = solve(mean), UNITS_NORMALIZED, None, None
+  if cam_to_world is not None:
+    poses = known_cameras.check_poses(cam_to_world)
+    if poses.shape[0] != n:
+      raise UserError(f'cam_to_world has {poses.shape[0]} poses for {n} views')
+    known = ~np.all(np.isnan(poses), axis=(1, 2))
+    if known.any():
+      sim = anchoring.similarity_from_cameras(np.asarray(result.cam_to_world)[known],
+                                              poses[known])
+      fill = np.where(known[:, None, None], poses, sim.poses(np.asarray(result.cam_to_world)))
+      result = solve(sim.points(mean).astype(np.float32), cam_to_world=fill, pose_known=known)
+      centres = poses[known, :3, 3]
+      if np.ptp(centres, axis=0).max(initial=0) > 0:
+        units = UNITS_POSES
+      else:
+        pivot, pivot_pose = centres[0], poses[known]
+  depth = np.where(foreground, np.asarray(result.depth), 0.0)
+  points = np.where(foreground[..., None], np.asarray(result.xyz), 0.0)
+  c2w = np.asarray(result.cam_to_world, np.float64)
+  if metric_distance is not None:
+    if units == UNITS_POSES:
+      raise UserError('a known distance and poses of two or more distinct cameras both set '
+                      'the scale: give one of them')
+    distance = known_cameras.check_distance(metric_distance)
+    scale = anchoring.metric_scale(_measured_distance(distance, c2w, points, foreground),
+                                   distance.metres)
+    pivot = np.zeros(3) if pivot is None else pivot
+    depth = depth * scale
+    points = np.where(foreground[..., None], pivot + scale * (points - pivot), 0.0)
+    c2w[:, :3, 3] = pivot + scale * (c2w[:, :3, 3] - pivot)
+    if pivot_pose is not None:
+      c2w[known] = pivot_pose  # the one known pose, exactly (its centre is the pivot)
+    units = UNITS_METRES
   return Reconstruction(rgb=rgb, xyz=xyz, spread=spread, confidence=confidence,
-                        foreground=foreground, depth=depth, intrinsics=np.asarray(result.K),
-                        cam_to_world=np.asarray(result.cam_to_world),
-                        residual=float(np.mean(result.residual)))
+                        foreground=foreground, depth=depth.astype(np.float32),
+                        intrinsics=np.asarray(result.K), cam_to_world=c2w.astype(np.float32),
+                        residual=float(np.mean(result.residual)),
+                        points=points.astype(np.float32), units=units)
+
+
+def _measured_distance(distance, c2w, points, foreground) -> float:
+  """The reconstruction's length of the known distance (camera centres or pixel points)."""
+  n, h, w = foreground.shape
+  if distance.cameras is not None:
+    i, j = distance.cameras
+    if not (0 <= i < n and 0 <= j < n):
+      raise UserError(f'known distance between cameras {distance.cameras}: there are views '
+                      f'0..{n - 1} only')
+    return float(np.linalg.norm(c2w[i, :3, 3] - c2w[j, :3, 3]))
+  ends = []
+  for view, col, row in distance.pixels:
+    if not (0 <= view < n and 0 <= col < w and 0 <= row < h):
+      raise UserError(f'known distance pixel (view {view}, col {col}, row {row}) is outside '
+                      f'the {n} views of {w}x{h}')
+    if not foreground[view, row, col]:
+      raise UserError(f'known distance pixel (view {view}, col {col}, row {row}) shows no '
+                      'surface (background): pick a pixel on an object')
+    ends.append(points[view, row, col])
+  return float(np.linalg.norm(ends[0] - ends[1]))
 
 
 def _first_frame_inputs(image: np.ndarray, num_samples: int, num_frames: int):
@@ -93,22 +173,32 @@ def videos_from_first_frame(generator: Generator, image: np.ndarray, *, num_fram
 
 
 def single_image_to_3d(generator: Generator, image: np.ndarray, *, num_frames: int,
-                       num_samples: int, rng: jax.Array) -> Reconstruction:
-  """RGB + XYZ videos (num_samples of them) from one image (H, W, 3) in [-1, 1], and cameras."""
+                       num_samples: int, rng: jax.Array, intrinsics=None, cam_to_world=None,
+                       metric_distance=None) -> Reconstruction:
+  """RGB + XYZ videos (num_samples of them) from one image (H, W, 3) in [-1, 1], and cameras.
+
+  intrinsics: K (3, 3) of the image (model pixels), shared by the generated frames;
+  cam_to_world: (4, 4) the image's pose; metric_distance: see `reconstruct`."""
+  poses = None
+  if cam_to_world is not None:
+    poses = np.full((num_frames, 4, 4), np.nan)
+    poses[0] = known_cameras.check_poses(np.asarray(cam_to_world, np.float64)[None])[0]
   return reconstruct(*videos_from_first_frame(generator, image, num_frames=num_frames,
-                                              num_samples=num_samples, rng=rng))
+                                              num_samples=num_samples, rng=rng),
+                     intrinsics=intrinsics, cam_to_world=poses, metric_distance=metric_distance)
 
 
-def monocular_depth(generator: Generator, image: np.ndarray, *, num_frames: int,
-                    num_samples: int, rng: jax.Array) -> Reconstruction:
-  """Depth of the image (frame 0 of the reconstruction): reconstruction.depth[0]."""
-  return single_image_to_3d(generator, image, num_frames=num_frames, num_samples=num_samples,
-                            rng=rng)
+def monocular_depth(generator: Generator, image: np.ndarray, **kwargs) -> Reconstruction:
+  """Depth of the image (frame 0 of the reconstruction): reconstruction.depth[0]. Keyword
+  arguments as `single_image_to_3d`."""
+  return single_image_to_3d(generator, image, **kwargs)
 
 
 def multiview(generator: Generator, images: np.ndarray, *, num_samples: int,
-              rng: jax.Array) -> Reconstruction:
-  """Depth and camera of every image of an unposed set (N, H, W, 3): XYZ inpainted given RGB."""
+              rng: jax.Array, **known) -> Reconstruction:
+  """Depth and camera of every image of an unposed set (N, H, W, 3): XYZ inpainted given RGB.
+  `known`: intrinsics, cam_to_world (N, 4, 4; NaN for unknown views), metric_distance (see
+  `reconstruct`)."""
   images = np.asarray(images, np.float32)
   if images.ndim != 4 or len(images) < 2:
     raise ValueError(f'multi-view needs >= 2 images (N, H, W, 3), got {images.shape}')
@@ -118,7 +208,7 @@ def multiview(generator: Generator, images: np.ndarray, *, num_samples: int,
   cond = np.zeros((num_samples, n, 2), np.float32)
   cond[..., 0] = 1.0  # All RGB known: the multi-view pattern of training.
   _, xyz = generator(rgb, rgb_mask, np.zeros_like(rgb), np.zeros_like(rgb_mask), cond, rng)
-  return reconstruct(rgb, xyz)
+  return reconstruct(rgb, xyz, **known)
 
 
 @dataclasses.dataclass
