@@ -117,3 +117,23 @@ def test_150_views_recovered_then_memory_flat_and_time_linear():
         f'{t200 / 200 * 1e3:.1f} ms/view')
   assert peak200 < 1.1 * peak50, (peak50, peak200)
   assert t200 / 200 < 3 * t50 / 50  # loose: roughly constant time per view
+
+
+def test_api_multiview_beyond_the_frame_count(tmp_path):
+  """WVD.multiview on more images than the model's frames: windows, files for every view."""
+  from tests.conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  from wvd_jax.errors import UserError  # pylint: disable=import-outside-toplevel
+  from wvd_jax.tasks import api  # pylint: disable=import-outside-toplevel
+  config = tiny_config()
+  config.data.image_size, config.data.num_frames, config.sample.num_samples = SIZE, WINDOW, 1
+  traj = Trajectory(11)
+  model = api.WVD(config, None, None, generator=WindowOracle(traj))
+  images = [traj[i] for i in range(11)]
+  result = model.multiview(images, str(tmp_path))
+  assert result.cam_to_world.shape == (11, 4, 4)
+  for k in range(11):
+    assert np.load(tmp_path / f'depth_{k}.npy').shape == (SIZE, SIZE)
+  text = (tmp_path / 'cameras' / 'images.txt').read_text()
+  assert 'frame_00010.png' in text and '# units: normalized' in text
+  with pytest.raises(UserError, match='at most 8 images'):
+    model.multiview(images, metric_distance=1.0)

@@ -31,7 +31,7 @@ from wvd_jax.errors import UserError
 from wvd_jax.diffusion import generate
 from wvd_jax.geometry import export, normalization
 from wvd_jax.models import inference_checkpoint
-from wvd_jax.tasks import camera_paths, known_cameras, media, wvd_tasks
+from wvd_jax.tasks import camera_paths, known_cameras, many_views, media, wvd_tasks
 
 
 class ModelGenerator:
@@ -158,12 +158,16 @@ class WVD:
 
   def multiview(self, images, output_dir: str | None = None, *, intrinsics=None,
                 cam_to_world=None, metric_distance=None) -> wvd_tasks.Reconstruction:
-    """Known cameras: see `_known` (poses by image name from a file, or (N, 4, 4))."""
+    """Known cameras: see `_known` (poses by image name from a file, or (N, 4, 4)). More
+    images than the model's frames go through `many_views` (windows, flat memory) and return
+    a many_views.ManyViewResult."""
     self._require_xyz('multiview')
     if isinstance(images, str):
       images = media.list_images(images)
     names = _input_names(images)
     known = self._known(images, intrinsics, cam_to_world, metric_distance)
+    if len(images) > self.num_frames:
+      return self._multiview_many(images, names, output_dir, **known)
     frames = np.stack([self._image(i) for i in images])
     rec = wvd_tasks.multiview(self.generator, frames, num_samples=self.num_samples,
                               rng=self._next_rng(), **known)
@@ -173,6 +177,29 @@ class WVD:
         media.save_depth(os.path.join(output_dir, f'depth_{k}'), rec.depth[k])
         self._save_confidence(os.path.join(output_dir, f'confidence_{k}'), rec.confidence[k])
     return rec
+
+  def _multiview_many(self, images, names, output_dir, intrinsics, cam_to_world,
+                      metric_distance) -> many_views.ManyViewResult:
+    if cam_to_world is not None or metric_distance is not None:
+      raise UserError(f'known poses and distances work with at most {self.num_frames} images '
+                      f'(the model\'s frames); {len(images)} were given: drop --poses / '
+                      '--known_distance or give fewer images')
+
+    def write_view(k, depth, confidence):
+      if output_dir:
+        media.save_depth(os.path.join(output_dir, f'depth_{k}'), depth)
+        self._save_confidence(os.path.join(output_dir, f'confidence_{k}'), confidence)
+    result = many_views.reconstruct_many(
+        self.generator, _LazyImages(self, images), window=self.num_frames,
+        anchors=max(1, self.num_frames // 4), num_samples=self.num_samples,
+        rng=self._next_rng(), intrinsics=intrinsics, on_view=write_view)
+    if output_dir:
+      export.write_colmap_text(os.path.join(output_dir, 'cameras'), result.intrinsics,
+                               result.cam_to_world, self.image_size, self.image_size,
+                               points=result.points, colors=result.colors, image_names=names,
+                               comment=f'units: {result.units}')
+      _write_units(output_dir, result.units)
+    return result
 
   def camera_control(self, image, path='orbit', output_dir: str | None = None,
                      num_targets: int = 12) -> wvd_tasks.CameraControlResult:
@@ -221,6 +248,19 @@ class WVD:
     with files.atomic_write(prefix + '.npy') as f:
       np.save(f, confidence)
     visualize.save_png(prefix + '.png', np.round(np.clip(confidence, 0, 1) * 255).astype(np.uint8))
+
+
+class _LazyImages:
+  """The inputs as a sequence read on access (one window at a time stays in memory)."""
+
+  def __init__(self, wvd: WVD, inputs):
+    self.wvd, self.inputs = wvd, inputs
+
+  def __len__(self):
+    return len(self.inputs)
+
+  def __getitem__(self, i):
+    return self.wvd._image(self.inputs[i])  # pylint: disable=protected-access
 
 
 def _input_names(inputs) -> list[str]:
