@@ -32,6 +32,10 @@ class Similarity(NamedTuple):
     c2w[..., :3, :3] = self.rotation @ c2w[..., :3, :3]
     return c2w
 
+  def inverse(self) -> 'Similarity':
+    rt = self.rotation.T
+    return Similarity(1.0 / self.scale, rt, -rt @ self.translation / self.scale)
+
 
 def _nearest_rotation(m):
   """The rotation closest to m (3, 3) in Frobenius norm (SVD, det fixed to +1)."""

@@ -4,8 +4,9 @@ A generator maps known RGB/XYZ videos to complete ones:
   generator(rgb, rgb_mask, xyz, xyz_mask, cond_mask, rng, cameras=None) -> (rgb, xyz)
 with rgb, xyz (B, N, H, W, 3) in [-1, 1], masks (B, N, H, W) bool, cond_mask (B, N, 2) (frames
 whose RGB / XYZ are clean conditions, as in training) and, where the task knows them, the frames'
-cameras (K (B, N, 3, 3), cam_to_world (B, N, 4, 4)) in the model's world (a model ignores them;
-a test oracle renders them). The model's world is frame 0's camera frame, shifted and scaled
+cameras (K (B, N, 3, 3), cam_to_world (B, N, 4, 4), to_world) in the clip's normalized frame-0
+world and the anchoring.Similarity from there to the task's world (a model ignores them; a test
+oracle renders them). The model's world is frame 0's camera frame, shifted and scaled
 into [-1, 1] (unknown shift and scale at inference), so cameras and depths recovered here are in
 those normalized units: depth is defined up to scale, as from any single-image method. Known
 cameras change that (`reconstruct`): known poses bring the reconstruction into the user's frame
@@ -25,7 +26,7 @@ import jax
 import numpy as np
 
 from wvd_jax.errors import UserError
-from wvd_jax.geometry import anchoring, normalization, post_optimization, reprojection
+from wvd_jax.geometry import anchoring, cameras, normalization, post_optimization, reprojection
 from wvd_jax.tasks import known_cameras
 
 UNITS_NORMALIZED = 'normalized (the model\'s [-1, 1] world; scale unknown)'
@@ -213,16 +214,21 @@ def multiview(generator: Generator, images: np.ndarray, *, num_samples: int,
 
 @dataclasses.dataclass
 class CameraControlResult:
-  """frames (T, H, W, 3) RGB in [-1, 1] along the path (frame 0 = the input image), their XYZ,
-  the re-projected partial XYZ and masks each target was conditioned on, the cameras used
-  (model world), and the final point memory's size."""
+  """frames (T, H, W, 3) RGB in [-1, 1] along the path (frame 0 = the input image); their XYZ
+  (T, H, W, 3) and foreground (T, H, W) (XYZ is 0 where False); the re-projected partial XYZ and
+  masks each target was conditioned on; intrinsics (T, 3, 3) and cam_to_world (T, 4, 4): the
+  path as the user gave it. Every point and camera is in the user's frame (the input camera is
+  the identity, translations in median depths of the input image); user_to_model maps it into
+  the model world of the first reconstruction. memory_points: the final point memory's size."""
   frames: np.ndarray
   xyz: np.ndarray
+  foreground: np.ndarray
   reprojected_xyz: np.ndarray
   reprojected_mask: np.ndarray
   intrinsics: np.ndarray
   cam_to_world: np.ndarray
   memory_points: int
+  user_to_model: anchoring.Similarity
 
 
 def path_to_world(relative: np.ndarray, first_cam_to_world: np.ndarray,
@@ -240,10 +246,18 @@ def camera_control(generator: Generator, image: np.ndarray, relative_path: np.nd
 
   1. Single image to 3D: sample XYZ (and RGB) of ``num_frames`` frames; post-optimize to get the
      input camera in the model's world. 2. Re-project the point memory (the union of all frames
-     generated so far, de-duplicated per voxel) into the next num_frames - 1 target cameras.
-  3. Inpaint RGB and the missing XYZ of those targets, conditioned on the previous frame (RGB as
-     clean condition, XYZ by replacement) and the re-projected XYZ (replacement). 4. Add them to
-     the memory and continue: long paths are generated in chunks.
+     generated so far, de-duplicated per voxel, kept in that first world, where it may grow
+     beyond the first box) into the next num_frames - 1 target cameras.
+  3. Condition the chunk exactly as training clips look: its known XYZ (the previous frame's and
+     the re-projected points) re-expressed in the chunk's frame-0 camera (the previous frame's)
+     and normalized by the training rule (geometry.normalization: robust box to [-1, 1], points
+     clipped, background at the corner). Inpaint RGB and the missing XYZ of the targets,
+     conditioned on the previous frame (RGB as clean condition, XYZ by replacement) and the
+     re-projected XYZ (replacement). 4. Map the new XYZ back to the memory's world, add it, and
+     continue: long paths are generated in chunks.
+  The generator's `cameras` are (K, cam_to_world in the chunk's normalized frame, the
+  anchoring.Similarity from that frame to the memory's world): models ignore them, test
+  oracles render from them.
   """
   relative_path = np.asarray(relative_path, np.float64)
   if relative_path.ndim != 3 or relative_path.shape[1:] != (4, 4) or len(relative_path) < 2:
@@ -258,37 +272,53 @@ def camera_control(generator: Generator, image: np.ndarray, relative_path: np.nd
   memory = reprojection.memory_from_frames(first.xyz[0], first.rgb[0], first.foreground,
                                            capacity=h * w * (len(relative_path) + num_frames),
                                            voxel_size=voxel_size)
-  frames, xyzs = [np.asarray(image)], [first.xyz[0, 0]]
-  reproj_xyz, reproj_mask = [first.xyz[0, 0]], [np.ones((h, w), bool)]
+  frames, xyzs, fgs = [np.asarray(image)], [first.xyz[0, 0]], [first.foreground[0]]
+  reproj_xyz, reproj_mask = [first.xyz[0, 0]], [first.foreground[0]]
   chunk = num_frames - 1
   for start in range(1, len(world_path), chunk):
     targets = world_path[start:start + chunk]
     t = len(targets)
     raster = reprojection.render_targets(memory, np.broadcast_to(K, (t, 3, 3)), targets, h, w)
+    chunk_cams = np.concatenate([world_path[start - 1:start], targets]).astype(np.float64)
+    known = np.concatenate([xyzs[-1][None], np.asarray(raster.xyz, np.float64)])
+    known_mask = np.concatenate([fgs[-1][None], np.asarray(raster.mask)])
+    to_chunk = cameras.invert_pose(chunk_cams[0])
+    known = cameras.transform_points(to_chunk, known)
+    norm = normalization.fit_normalization(known, known_mask)
+    known = np.clip(normalization.normalize_points(known, norm), -1.0, 1.0)
     rgb = np.zeros((1, t + 1, h, w, 3), np.float32)
-    xyz = np.zeros_like(rgb)
     rgb_mask = np.zeros((1, t + 1, h, w), bool)
-    xyz_mask = np.zeros_like(rgb_mask)
-    rgb[0, 0], xyz[0, 0] = frames[-1], xyzs[-1]
-    rgb_mask[0, 0] = xyz_mask[0, 0] = True
-    xyz[0, 1:], xyz_mask[0, 1:] = np.asarray(raster.xyz), np.asarray(raster.mask)
+    rgb[0, 0], rgb_mask[0, 0] = frames[-1], True
+    xyz = normalization.fill_background(known, known_mask)[None].astype(np.float32)
+    xyz_mask = np.concatenate([np.ones((1, h, w), bool), known_mask[1:]])[None]
     cond = np.zeros((1, t + 1, 2), np.float32)
     cond[0, 0, 0] = 1.0
-    chunk_cams = np.concatenate([world_path[start - 1:start], targets])
-    cams = (np.broadcast_to(K, (1, t + 1, 3, 3)), chunk_cams[None])
+    chunk_to_world = anchoring.Similarity(
+        float(norm.scale), chunk_cams[0, :3, :3],
+        cameras.transform_points(chunk_cams[0], np.asarray(norm.center, np.float64)))
+    cams = (np.broadcast_to(K, (1, t + 1, 3, 3)),
+            normalization.normalize_cam_to_world(cameras.compose_poses(to_chunk, chunk_cams),
+                                                 norm)[None], chunk_to_world)
     rng, chunk_rng = jax.random.split(rng)
     out_rgb, out_xyz = generator(rgb, rgb_mask, xyz, xyz_mask, cond, chunk_rng, cameras=cams)
     out_rgb, out_xyz = np.asarray(out_rgb)[0, 1:], np.asarray(out_xyz)[0, 1:]
-    memory = reprojection.add_frames(memory, out_xyz, out_rgb,
-                                     ~np.asarray(normalization.background_mask(out_xyz)),
-                                     voxel_size=voxel_size)
+    fg = ~np.asarray(normalization.background_mask(out_xyz))
+    out_world = np.where(fg[..., None], chunk_to_world.points(out_xyz), 0.0).astype(np.float32)
+    memory = reprojection.add_frames(memory, out_world, out_rgb, fg, voxel_size=voxel_size)
     frames.extend(out_rgb)
-    xyzs.extend(out_xyz)
+    xyzs.extend(out_world)
+    fgs.extend(fg)
     reproj_xyz.extend(np.asarray(raster.xyz))
     reproj_mask.extend(np.asarray(raster.mask))
+  c2w0 = np.asarray(first.cam_to_world[0], np.float64)
+  user_to_model = anchoring.Similarity(median_depth, c2w0[:3, :3], c2w0[:3, 3])
+  to_user = user_to_model.inverse()
+  in_user = lambda pts, mask: np.where(mask[..., None], to_user.points(np.stack(pts)),
+                                       0.0).astype(np.float32)
+  fgs, reproj_mask = np.stack(fgs), np.stack(reproj_mask)
   return CameraControlResult(
-      frames=np.stack(frames), xyz=np.stack(xyzs), reprojected_xyz=np.stack(reproj_xyz),
-      reprojected_mask=np.stack(reproj_mask),
+      frames=np.stack(frames), xyz=in_user(xyzs, fgs), foreground=fgs,
+      reprojected_xyz=in_user(reproj_xyz, reproj_mask), reprojected_mask=reproj_mask,
       intrinsics=np.broadcast_to(K, world_path.shape[:1] + (3, 3)).copy(),
-      cam_to_world=world_path, memory_points=int(np.sum(memory.valid)))
-
+      cam_to_world=relative_path.astype(np.float32), memory_points=int(np.sum(memory.valid)),
+      user_to_model=user_to_model)
