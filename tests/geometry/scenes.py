@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from wvd_jax.geometry import cameras, rotations
+from wvd_jax.geometry import cameras, normalization, rotations
 
 
 def random_rotation(rng, n):
@@ -68,3 +68,11 @@ def canonicalize(clip):
   out['xyz'] = cameras.transform_points(w2c0, clip['xyz'])
   out['cam_to_world'] = cameras.compose_poses(w2c0, clip['cam_to_world'])
   return out
+
+
+def model_xyz(xyz, cam_to_world0):
+  """True XYZ (N, H, W, 3) -> what a generator returns: frame 0's camera frame, the exact box
+  normalized into [-1, 1] (float32)."""
+  canon = cameras.transform_points(cameras.invert_pose(cam_to_world0), xyz)
+  norm = normalization.fit_normalization(canon, percentile=100.0)
+  return np.asarray(normalization.normalize_points(canon, norm), np.float32)

@@ -9,24 +9,17 @@ import pytest
 
 from tests.geometry import scenes
 from wvd_jax.errors import UserError
-from wvd_jax.geometry import cameras, export, normalization
+from wvd_jax.geometry import cameras, export
 from wvd_jax.tasks import known_cameras, wvd_tasks
 
 N, S = 4, 24
-
-
-def model_xyz(xyz, cam_to_world0):
-  """True XYZ (N, H, W, 3) -> the generator contract: frame 0's camera, exact box to [-1, 1]."""
-  canon = cameras.transform_points(cameras.invert_pose(cam_to_world0), xyz)
-  norm = normalization.fit_normalization(canon, percentile=100.0)
-  return np.asarray(normalization.normalize_points(canon, norm), np.float32)
 
 
 class ViewsOracle:
   """Multi-view generator of one clip: the inputs are its N views in order."""
 
   def __init__(self, clip):
-    self.xyz = model_xyz(clip['xyz'], clip['cam_to_world'][0])
+    self.xyz = scenes.model_xyz(clip['xyz'], clip['cam_to_world'][0])
 
   def __call__(self, rgb, rgb_mask, xyz, xyz_mask, cond_mask, rng, cameras=None):
     return np.asarray(rgb), np.broadcast_to(self.xyz, rgb.shape).copy()

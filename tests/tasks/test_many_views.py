@@ -5,10 +5,8 @@ import tracemalloc
 
 import jax
 import numpy as np
-import pytest
 
 from tests.geometry import scenes
-from tests.tasks.test_known_cameras import model_xyz
 from wvd_jax.geometry import cameras, rotations
 from wvd_jax.tasks import many_views
 
@@ -54,7 +52,7 @@ class WindowOracle:
     self.calls += 1
     views = np.round(np.asarray(rgb)[0, :, 0, 0, 0] * 1000).astype(int)
     true = np.stack([self.trajectory.view(i)[1] for i in views])
-    out = model_xyz(true, self.trajectory.pose(views[0]))
+    out = scenes.model_xyz(true, self.trajectory.pose(views[0]))
     return rgb, np.broadcast_to(out, rgb.shape).copy()
 
 
@@ -121,6 +119,7 @@ def test_150_views_recovered_then_memory_flat_and_time_linear():
 
 def test_api_multiview_beyond_the_frame_count(tmp_path):
   """WVD.multiview on more images than the model's frames: windows, files for every view."""
+  import pytest  # pylint: disable=import-outside-toplevel  (the benchmark imports this module)
   from tests.conftest import tiny_config  # pylint: disable=import-outside-toplevel
   from wvd_jax.errors import UserError  # pylint: disable=import-outside-toplevel
   from wvd_jax.tasks import api  # pylint: disable=import-outside-toplevel
