@@ -57,10 +57,12 @@ class WindowOracle:
 
 
 def _run(n, on_view=None):
+  """Two samples a window, as tasks draw for confidence (the window's arrays, not the views'
+  compact records of ~300 bytes, then dominate the peak, as at real image sizes)."""
   traj = Trajectory(n)
   oracle = WindowOracle(traj)
   result = many_views.reconstruct_many(oracle, traj, window=WINDOW, anchors=ANCHORS,
-                                       num_samples=1, rng=jax.random.PRNGKey(0),
+                                       num_samples=2, rng=jax.random.PRNGKey(0),
                                        on_view=on_view, progress=False)
   return traj, oracle, result
 

@@ -90,7 +90,7 @@ def reconstruct_many(generator: wvd_tasks.Generator, images: Sequence[np.ndarray
   stride, off, delta = _subsample(h, w, compact_points)
   hs, ws = len(range(off, h, stride)), len(range(off, w, stride))
   compact_xyz = np.zeros((n, hs, ws, 3), np.float32)
-  compact_w = np.zeros((n, hs, ws), np.float32)
+  compact_w = np.zeros((n, hs, ws), np.float16)  # confidence weights: half precision is plenty
   compact_rgb = np.zeros((n, hs, ws, 3), np.uint8)
   prev = {}  # view -> (global XYZ (H, W, 3), weight (H, W)) of the previous window
   residuals = []
@@ -126,19 +126,25 @@ def reconstruct_many(generator: wvd_tasks.Generator, images: Sequence[np.ndarray
       compact_rgb[i] = np.round((rgb[k, off::stride, off::stride] + 1) * 127.5).clip(0, 255)
       if on_view is not None:
         on_view(i, depth[k], confidence[k])
-  return _joint_refinement(compact_xyz, compact_w, compact_rgb, (h, w), stride, delta,
-                           intrinsics, residuals, num_iters)
+  keep = compact_w > 0
+  points, colors = compact_xyz[keep], compact_rgb[keep]
+  del compact_rgb
+  K, c2w = _joint_refinement(compact_xyz, compact_w, (h, w), stride, delta, intrinsics,
+                             num_iters)
+  return ManyViewResult(intrinsics=K, cam_to_world=c2w, points=points, colors=colors,
+                        window_residuals=residuals)
 
 
-def _joint_refinement(xyz, weights, rgb, size, stride, delta, intrinsics, residuals,
-                      num_iters) -> ManyViewResult:
-  """One post-optimization of all cameras on the compact records (views padded with empty
+def _joint_refinement(xyz, weights, size, stride, delta, intrinsics, num_iters):
+  """(K (N, 3, 3), cam_to_world (N, 4, 4)) from one post-optimization of all cameras on the
+  compact records (views padded with empty
   ones to a power of two, at least 256: one compilation serves every N up to 256, and the
   padding costs little at a few points a view), mapped back to full-image pixels."""
   n, hs, ws, _ = xyz.shape
   h, w = size
   padded = 1 << max(8, (n - 1).bit_length())
-  pad = lambda a: np.concatenate([a, np.zeros((padded - n,) + a.shape[1:], a.dtype)])
+  pad = lambda a: np.concatenate([a, np.zeros((padded - n,) + a.shape[1:], a.dtype)]).astype(
+      np.float32)
   to_compact = np.array([[1 / stride, 0, -delta / stride], [0, 1 / stride, -delta / stride],
                          [0, 0, 1]])
   K = None if intrinsics is None else to_compact @ np.asarray(intrinsics, np.float64)
@@ -150,7 +156,4 @@ def _joint_refinement(xyz, weights, rgb, size, stride, delta, intrinsics, residu
     raise UserError(f'multiview: views {bad[:10]} could not be placed (no surface seen); '
                     'remove those images')
   K_full = np.linalg.inv(to_compact) @ np.asarray(res.K[:n], np.float64)
-  keep = weights > 0
-  return ManyViewResult(intrinsics=K_full.astype(np.float32),
-                        cam_to_world=np.asarray(res.cam_to_world[:n]),
-                        points=xyz[keep], colors=rgb[keep], window_residuals=residuals)
+  return K_full.astype(np.float32), np.asarray(res.cam_to_world[:n])
