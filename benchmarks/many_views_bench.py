@@ -1,9 +1,10 @@
 """Many-view reconstruction (tasks/many_views.py): time and peak memory at 50, 100 and 200 views.
 
-An oracle generator stands in for the model (it returns each window's true XYZ of a box room,
-as the generator contract asks), so the figures are those of the windowing, the Sim(3) chaining,
+An oracle generator stands in for the model (tests/tasks/test_many_views.py: each window's true
+XYZ of a box room, as the generator contract asks; two samples a window), so the figures are those of the windowing, the Sim(3) chaining,
 the window post-optimizations and the joint refinement, not of sampling. Peak memory: host
-(tracemalloc, Python allocations) and, where the backend reports it, device peak bytes in use.
+(tracemalloc, Python allocations) and, where the backend reports it, the device's peak bytes
+in use since the start (cumulative: read how it grows from size to size).
 Compilation is excluded (one warm-up run). Prints one JSON object.
 
   python benchmarks/many_views_bench.py [--small]     # --small: CPU, 16 px, window 8
@@ -14,8 +15,6 @@ import argparse
 import json
 import os
 import sys
-import time
-import tracemalloc
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -29,7 +28,6 @@ def main():
     os.environ.setdefault('JAX_PLATFORMS', 'cpu')
   import jax
   from tests.tasks import test_many_views as oracle_lib
-  from wvd_jax.tasks import many_views
   if not args.small:
     oracle_lib.SIZE = 64
 
@@ -37,23 +35,12 @@ def main():
     stats = jax.devices()[0].memory_stats()
     return None if not stats else stats.get('peak_bytes_in_use')
 
-  def run(n):
-    traj = oracle_lib.Trajectory(n)
-    return many_views.reconstruct_many(
-        oracle_lib.WindowOracle(traj), traj, window=oracle_lib.WINDOW,
-        anchors=oracle_lib.ANCHORS, num_samples=1, rng=jax.random.PRNGKey(0), progress=False)
-
-  run(oracle_lib.WINDOW + 1)  # compile
+  oracle_lib._run(oracle_lib.WINDOW + 1)  # compile  # pylint: disable=protected-access
   rows = {}
   for n in (int(v) for v in args.views.split(',')):
-    tracemalloc.start()
-    start = time.perf_counter()
-    run(n)
-    elapsed = time.perf_counter() - start
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
+    peak, elapsed = oracle_lib._peak_and_time(n)  # pylint: disable=protected-access
     rows[n] = dict(seconds=round(elapsed, 3), ms_per_view=round(elapsed / n * 1e3, 2),
-                   host_peak_mb=round(peak / 1e6, 3), device_peak_bytes=device_peak())
+                   host_peak_mb=round(peak / 1e6, 3), device_peak_bytes_so_far=device_peak())
   print(json.dumps(dict(benchmark='many_views', small=args.small, backend=jax.default_backend(),
                         image_size=oracle_lib.SIZE, window=oracle_lib.WINDOW,
                         anchors=oracle_lib.ANCHORS, results=rows), indent=1))
