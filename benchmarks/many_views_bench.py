@@ -1,8 +1,9 @@
 """Many-view reconstruction (tasks/many_views.py): time and peak memory at 50, 100 and 200 views.
 
 An oracle generator stands in for the model (tests/tasks/test_many_views.py: each window's true
-XYZ of a box room, as the generator contract asks; two samples a window), so the figures are those of the windowing, the Sim(3) chaining,
-the window post-optimizations and the joint refinement, not of sampling. Peak memory: host
+XYZ of a box room, as the generator contract asks; two samples a window), so the figures are
+those of the windowing, the Sim(3) chaining, the window post-optimizations and the joint
+refinement, not of sampling. Peak memory: host
 (tracemalloc, Python allocations) and, where the backend reports it, the device's peak bytes
 in use since the start (cumulative: read how it grows from size to size).
 Compilation is excluded (one warm-up run). Prints one JSON object.

@@ -51,8 +51,8 @@ def main():
         res = post_optimization.post_optimize(noisy, principal_point_mode=mode)
         jax.block_until_ready(res)
         k_est = np.asarray(res.K, np.float64)
-        rot = np.rad2deg(rotations.rotation_angle(c2w[:, :3, :3],
-                                                  np.asarray(res.cam_to_world, np.float64)[:, :3, :3]))
+        est_rot = np.asarray(res.cam_to_world, np.float64)[:, :3, :3]
+        rot = np.rad2deg(rotations.rotation_angle(c2w[:, :3, :3], est_rot))
         rows[mode].append(dict(
             focal_rel_err=float(np.max(np.abs(k_est[:, 0, 0] / K[:, 0, 0] - 1))),
             pp_rel_err=float(np.max(np.abs(k_est[:, :2, 2] - K[:, :2, 2])) / size),

@@ -89,8 +89,8 @@ def test_all_tasks_write_their_files(exported):
   np.testing.assert_allclose(rec.intrinsics[:, 0, 0], 40 * 16 / 30, rtol=1e-6)
   np.testing.assert_allclose(rec.intrinsics[:, :2, 2], 8.0, rtol=1e-6)
   np.testing.assert_array_equal(rec.cam_to_world[1], pose.astype(np.float32))
-  np.testing.assert_allclose(np.linalg.norm(rec.cam_to_world[0, :3, 3] - rec.cam_to_world[2, :3, 3]),
-                             2.0, rtol=1e-5)
+  centres = rec.cam_to_world[:, :3, 3]
+  np.testing.assert_allclose(np.linalg.norm(centres[0] - centres[2]), 2.0, rtol=1e-5)
   with open(os.path.join(out, 'mv', 'units.json')) as f:
     assert json.load(f)['units'] == 'metres'
   with open(os.path.join(out, 'mv', 'cameras', 'cameras.txt')) as f:

@@ -2,14 +2,15 @@
 
 Given XYZ images X (N, H, W, 3) (world points per pixel, any world frame), find per view a pose
 (cam_to_world), intrinsics K (fx = fy = f; the principal point fixed (by default the image
-centre), or estimated per view or shared across views) and per-pixel depth d minimizing the re-projection loss sum_pixels w * rho(||x - P^-1(d r)||).
+centre), or estimated per view or shared across views) and per-pixel depth d minimizing the
+re-projection loss sum_pixels w * rho(||x - P^-1(d r)||).
 
 Depth elimination: with camera-frame point c = R x + t and pixel ray r = K^-1 [u, v, 1]^T,
 ||x - P^-1(d r)|| = ||c - d r|| and the best depth is d* = max(0, r.c / |r|^2), in closed form.
 So only rotation (axis-angle increment on the initial rotation), camera centre, log-focal and
-(when asked) the principal point are optimized, and d* is exact per pixel. The optimizer is optax's L-BFGS (zoom line search) in a
-lax.while_loop inside one jit: at most `num_iters` iterations per stage, stopping early once
-two iterations bring no improvement (at the float32 floor a line search can only fail).
+(when asked) the principal point are optimized, and d* is exact per pixel. The optimizer is
+optax's L-BFGS (zoom line search) in a lax.while_loop inside one jit: at most `num_iters`
+iterations per stage, stopping early once two iterations bring no improvement (at the float32 floor a line search can only fail).
 rho is quadratic below `robust_delta` and robust above: a pseudo-Huber (linear tails) for a
 first L-BFGS stage from the closed form, then a Cauchy penalty (redescending tails; its scale
 set from the first stage's median residual) so that outliers lose their pull on the cameras.

@@ -15,7 +15,8 @@ from wvd_jax.geometry import camera_closed_form as closed_form
 
 def ray_residuals(rot, center, focal, points, offsets):
   """rot (3, 3) world_to_cam rotation, center (3,) camera centre, focal scalar or (2,)
-  (fx, fy), points (M, 3), offsets (M, 2) = pixel - principal point -> (e (M, 3) = c - d* r, d* (M,), r (M, 3))."""
+  (fx, fy), points (M, 3), offsets (M, 2) = pixel - principal point
+  -> (e (M, 3) = c - d* r, d* (M,), r (M, 3))."""
   c = _xp.matvec(rot, points - center)
   r = jnp.concatenate([offsets / focal, jnp.ones_like(offsets[:, :1])], -1)
   d = jnp.maximum((r * c).sum(-1) / (r * r).sum(-1), 0.0)
