@@ -103,16 +103,18 @@ class WVD:
       cam_to_world = known_cameras.check_poses(
           np.reshape(cam_to_world, (-1, 4, 4)) if len(inputs) == 1 else cam_to_world)
       if len(cam_to_world) != len(inputs):
-        raise UserError(f'cam_to_world has {len(cam_to_world)} poses for '
-                                      f'{len(inputs)} images')
+        raise UserError(f'cam_to_world has {len(cam_to_world)} poses for {len(inputs)} '
+                        'images; give one 4 x 4 pose per image (NaN for unknown ones)')
     if isinstance(intrinsics, str):
       K = known_cameras.parse_intrinsics(intrinsics)
     elif intrinsics is not None:
       K = known_cameras.check_intrinsics(intrinsics)
     if K is not None:
       K = np.broadcast_to(K, (len(inputs), 3, 3))
+      # (a missing file keeps K as is: reading the image then says what is wrong)
       K = np.stack([known_cameras.to_model_pixels(k, *_image_size(i), self.image_size)
-                    if isinstance(i, str) else k for k, i in zip(K, inputs)])
+                    if isinstance(i, str) and os.path.isfile(i) else k
+                    for k, i in zip(K, inputs)])
       K = K[0] if len(inputs) == 1 else K
     if isinstance(metric_distance, str):
       metric_distance = known_cameras.parse_distance(metric_distance)
