@@ -8,7 +8,7 @@ refinement, not of sampling. Peak memory: host
 in use since the start (cumulative: read how it grows from size to size).
 Compilation is excluded (one warm-up run). Prints one JSON object.
 
-  python benchmarks/many_views_bench.py [--small]     # --small: CPU, 16 px, window 8
+  python benchmarks/many_views_bench.py [--small]     # --small: CPU, 20 px, window 8
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--small', action='store_true', help='CPU smoke sizes (16 px)')
+  parser.add_argument('--small', action='store_true', help='CPU smoke sizes (20 px)')
   parser.add_argument('--views', default='50,100,200')
   args = parser.parse_args()
   if args.small:

@@ -10,7 +10,7 @@ from tests.geometry import scenes
 from wvd_jax.geometry import cameras, rotations
 from wvd_jax.tasks import many_views
 
-SIZE, WINDOW, ANCHORS = 16, 8, 2
+SIZE, WINDOW, ANCHORS = 20, 8, 2
 HALF = np.array([3.0, 2.0, 4.0])
 
 

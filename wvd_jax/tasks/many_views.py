@@ -34,14 +34,25 @@ from wvd_jax.tasks import wvd_tasks
 @dataclasses.dataclass
 class ManyViewResult:
   """intrinsics (N, 3, 3) and cam_to_world (N, 4, 4) of every view, in the first window's
-  world (normalized units); points (P, 3) and colors (P, 3) uint8: the compact surface
-  samples of all views; window_residuals: each window's post-optimization residual."""
+  world (normalized units); compact_xyz (N, h, w, 3), compact_rgb (N, h, w, 3) uint8 and
+  compact_weight (N, h, w): the subsampled surface of every view (weight 0: no surface);
+  points (P, 3) and colors (P, 3) are its surface samples (computed on access);
+  window_residuals: each window's post-optimization residual."""
   intrinsics: np.ndarray
   cam_to_world: np.ndarray
-  points: np.ndarray
-  colors: np.ndarray
+  compact_xyz: np.ndarray
+  compact_rgb: np.ndarray
+  compact_weight: np.ndarray
   window_residuals: list[float]
   units: str = wvd_tasks.UNITS_NORMALIZED
+
+  @property
+  def points(self) -> np.ndarray:
+    return self.compact_xyz[self.compact_weight > 0]
+
+  @property
+  def colors(self) -> np.ndarray:
+    return self.compact_rgb[self.compact_weight > 0]
 
 
 def windows(num_views: int, window: int, anchors: int) -> list[tuple[list[int], list[int]]]:
@@ -126,12 +137,10 @@ def reconstruct_many(generator: wvd_tasks.Generator, images: Sequence[np.ndarray
       compact_rgb[i] = np.round((rgb[k, off::stride, off::stride] + 1) * 127.5).clip(0, 255)
       if on_view is not None:
         on_view(i, depth[k], confidence[k])
-  keep = compact_w > 0
-  points, colors = compact_xyz[keep], compact_rgb[keep]
-  del compact_rgb
   K, c2w = _joint_refinement(compact_xyz, compact_w, (h, w), stride, delta, intrinsics,
                              num_iters)
-  return ManyViewResult(intrinsics=K, cam_to_world=c2w, points=points, colors=colors,
+  return ManyViewResult(intrinsics=K, cam_to_world=c2w, compact_xyz=compact_xyz,
+                        compact_rgb=compact_rgb, compact_weight=compact_w,
                         window_residuals=residuals)
 
 
