@@ -141,6 +141,9 @@ def test_long_orbit_every_chunk_conditioned_like_training():
     assert (np.asarray(depth) > 0).all()
     np.testing.assert_allclose(np.asarray(uv), pix[fg], atol=2e-3)
   _check_reprojection(oracle, result, range(1, 60))
+  # The memory's world is the first reconstruction's; the orbit sees beyond its [-1, 1] box.
+  model_points = result.user_to_model.points(result.xyz[result.foreground])
+  assert np.abs(model_points).max() > 1.2
 
 
 def test_camera_path_files_and_presets(tmp_path):
