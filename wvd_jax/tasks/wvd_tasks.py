@@ -118,8 +118,11 @@ def reconstruct(rgb: np.ndarray, xyz: np.ndarray, focal: float | None = None, *,
       raise UserError('a known distance and poses of two or more distinct cameras both set '
                       'the scale: give one of them')
     distance = known_cameras.check_distance(metric_distance)
-    scale = anchoring.metric_scale(_measured_distance(distance, c2w, points, foreground),
-                                   distance.metres)
+    try:
+      scale = anchoring.metric_scale(_measured_distance(distance, c2w, points, foreground),
+                                     distance.metres)
+    except ValueError as e:
+      raise UserError(f'known distance: {e}; name two different cameras or pixels') from None
     pivot = np.zeros(3) if pivot is None else pivot
     depth = depth * scale
     points = np.where(foreground[..., None], pivot + scale * (points - pivot), 0.0)
