@@ -50,6 +50,8 @@ def main():
   parser.add_argument('--iters', type=int, default=None, help='calls per timed block (10; 2 small)')
   parser.add_argument('--repeats', type=int, default=3, help='timed blocks; the best is reported')
   parser.add_argument('--num_iters', type=int, default=200, help='max L-BFGS iterations')
+  parser.add_argument('--principal_point', type=int, default=0,
+                      help='0 fixed, 1 shared, 2 per view (PRINCIPAL_POINT_MODES)')
   args = parser.parse_args()
   if args.small:
     os.environ.setdefault('JAX_PLATFORMS', 'cpu')
@@ -65,11 +67,13 @@ def main():
   xyz_j = jnp.asarray(xyz, jnp.float32)
   ones = jnp.ones((n, size, size), jnp.float32)
   mask = jnp.ones((n, size, size), bool)
-  pp = jnp.array([size / 2, size / 2], jnp.float32)
+  pp = jnp.full((n, 2), size / 2, jnp.float32)
   nan_f = jnp.full((n,), jnp.nan, jnp.float32)
-  flags = [jnp.asarray(v) for v in (True, False, True, 1e-3)]
-  run_po = lambda x: post_optimization.post_optimize_jit(x, ones, mask, pp, nan_f, *flags,
-                                                        num_iters=args.num_iters)
+  aspect, known = jnp.ones((n,), jnp.float32), jnp.zeros((n,), bool)
+  poses = jnp.broadcast_to(jnp.eye(4, dtype=jnp.float32), (n, 4, 4))
+  flags = [jnp.asarray(v) for v in (True, False, True, args.principal_point, 1e-3)]
+  run_po = lambda x: post_optimization.post_optimize_jit(
+      x, ones, mask, pp, nan_f, aspect, poses, known, *flags, num_iters=args.num_iters)
   po = timed(run_po, xyz_j)
   res = run_po(xyz_j)
   rot_err = np.rad2deg(np.asarray(rotations.rotation_angle(

@@ -47,6 +47,13 @@ case "${1:-}" in
     run vae 90 python3 benchmarks/vae_bench.py --batch 16
     run geometry 90 python3 benchmarks/geometry_bench.py
     ;;
+  geometry)  # post-optimization (16 views at 256 px, centre and shared principal point),
+             # the principal-point modes on noisy XYZ, many views at 50/100/200
+    run geometry 90 python3 benchmarks/geometry_bench.py
+    run geometry_pp_shared 90 python3 benchmarks/geometry_bench.py --principal_point 1
+    run principal_point 200 python3 benchmarks/principal_point_bench.py
+    run many_views 240 python3 benchmarks/many_views_bench.py
+    ;;
   optim)  # the optimizer-traffic options, A/B on one machine
     B="python3 benchmarks/train_step.py --batch 4 --parts 0"
     run step_plain 100 $B --mu_dtype float32 --ema_every 1

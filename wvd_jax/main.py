@@ -34,6 +34,15 @@ _CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'Task and eval modes: an e
                                   '(default <workdir>/export).')
 _CAMERA_PATH = flags.DEFINE_string('camera_path', 'orbit', 'camera_control: a preset (orbit, '
                                    'dolly, pan) or a JSON camera path file.')
+_INTRINSICS = flags.DEFINE_string(
+    'intrinsics', None, "image_to_3d / depth / multiview: the known intrinsics, 'fx,fy,cx,cy' "
+    'in pixels of the input photograph(s) or a JSON file (README: Known cameras).')
+_POSES = flags.DEFINE_string(
+    'poses', None, 'image_to_3d / depth / multiview: known camera poses, a COLMAP model folder '
+    'or a JSON file naming input images (the outputs come out in their frame and units).')
+_KNOWN_DISTANCE = flags.DEFINE_string(
+    'known_distance', None, "image_to_3d / depth / multiview: a known distance in metres, 'D' "
+    "(camera centres 0 and 1), 'D:cameras:i,j' or 'D:pixels:v,col,row,w,col,row'.")
 _DISTRIBUTED = flags.DEFINE_bool(
     'distributed', None, 'Call jax.distributed.initialize(); default: when the environment '
     'names several processes (SLURM, TPU pod, JAX_COORDINATOR_ADDRESS).')
@@ -100,12 +109,14 @@ def _run_task(config, workdir: str, mode: str) -> str:
     camera_paths.check(_CAMERA_PATH.value)
   model = api.WVD.load(_CHECKPOINT.value or os.path.join(workdir, 'export'), config)
   output = _OUTPUT.value or os.path.join(workdir, mode)
+  known = dict(intrinsics=_INTRINSICS.value, cam_to_world=_POSES.value,
+               metric_distance=_KNOWN_DISTANCE.value)
   if mode == 'image_to_3d':
-    model.image_to_3d(_INPUT.value, output)
+    model.image_to_3d(_INPUT.value, output, **known)
   elif mode == 'depth':
-    model.monocular_depth(_INPUT.value, output)
+    model.monocular_depth(_INPUT.value, output, **known)
   elif mode == 'multiview':
-    model.multiview(_INPUT.value, output)
+    model.multiview(_INPUT.value, output, **known)
   else:
     model.camera_control(_INPUT.value, _CAMERA_PATH.value, output)
   return output

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from wvd_jax.geometry import cameras, rotations
+from wvd_jax.geometry import cameras, normalization, rotations
 
 
 def random_rotation(rng, n):
@@ -33,7 +33,7 @@ def box_room_depth(K, cam_to_world, height, width, half_size):
 
 
 def box_room(seed, n_views=8, size=64, fov_deg=60.0, half_size=(3.0, 2.0, 4.0), planar_view=False,
-             per_view_fov=False):
+             per_view_fov=False, principal_point=None):
   """A clip: dict(xyz (N, H, W, 3), depth, K (N, 3, 3), cam_to_world (N, 4, 4)), float64.
 
   Cameras sit in the inner half of the room and look at random points on the walls, so most
@@ -54,6 +54,8 @@ def box_room(seed, n_views=8, size=64, fov_deg=60.0, half_size=(3.0, 2.0, 4.0), 
   c2w = np.stack(poses)
   fov = np.deg2rad(fov_deg) * (rng.uniform(0.8, 1.2, n_views) if per_view_fov else np.ones(n_views))
   K = cameras.intrinsics_from_fov(fov, size, size)
+  if principal_point is not None:
+    K[:, :2, 2] = principal_point
   depth = box_room_depth(K, c2w, size, size, half)
   xyz = cameras.unproject_depth(depth, K, c2w)
   return dict(xyz=xyz, depth=depth, K=K, cam_to_world=c2w)
@@ -66,3 +68,11 @@ def canonicalize(clip):
   out['xyz'] = cameras.transform_points(w2c0, clip['xyz'])
   out['cam_to_world'] = cameras.compose_poses(w2c0, clip['cam_to_world'])
   return out
+
+
+def model_xyz(xyz, cam_to_world0):
+  """True XYZ (N, H, W, 3) -> what a generator returns: frame 0's camera frame, the exact box
+  normalized into [-1, 1] (float32)."""
+  canon = cameras.transform_points(cameras.invert_pose(cam_to_world0), xyz)
+  norm = normalization.fit_normalization(canon, percentile=100.0)
+  return np.asarray(normalization.normalize_points(canon, norm), np.float32)

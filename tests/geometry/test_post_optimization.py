@@ -10,6 +10,7 @@ import pytest
 
 from tests.geometry import scenes
 from wvd_jax.geometry import cameras, rotations
+from wvd_jax.geometry import camera_closed_form as cf
 from wvd_jax.geometry import post_optimization as po
 
 N, S = 8, 64
@@ -109,27 +110,27 @@ def test_closed_form_pieces_are_exact(clip):
   w = jnp.ones(S * S)
   w2c = np.linalg.inv(clip['cam_to_world'][i])
   K = clip['K'][i]
-  k_est, r_est, t_est = po.dlt_camera(pts, uv, w)
+  k_est, r_est, t_est = cf.dlt_camera(pts, uv, w)
   np.testing.assert_allclose(k_est, K, rtol=1e-3, atol=0.05)
   assert np.rad2deg(rotations.rotation_angle(r_est, w2c[:3, :3])) < 0.05
   np.testing.assert_allclose(t_est, w2c[:3, 3], atol=1e-3)
   # RQ decomposition of a synthetic P = lambda K [R | t] with a negative scale.
   P = -2.5 * K @ w2c[:3]
-  k_d, r_d, t_d = po.decompose_projection(jnp.asarray(P, jnp.float32))
+  k_d, r_d, t_d = cf.decompose_projection(jnp.asarray(P, jnp.float32))
   np.testing.assert_allclose(k_d, K, rtol=1e-5, atol=1e-4)
   np.testing.assert_allclose(r_d, w2c[:3, :3], atol=1e-5)
   np.testing.assert_allclose(t_d, w2c[:3, 3], atol=1e-5)
   # Weiszfeld on camera-frame points (canonical frame 0).
   cam = jnp.asarray(cameras.transform_points(w2c, clip['xyz'][i]).reshape(-1, 3), jnp.float32)
-  f = po.weiszfeld_focal(cam, uv, w, jnp.array([S / 2, S / 2]))
+  f = cf.weiszfeld_focal(cam, uv, w, jnp.array([S / 2, S / 2]))
   np.testing.assert_allclose(f, K[0, 0], rtol=1e-4)
   # Planar: the focal from one plane's homography, and planar PnP (view 1 faces one wall).
   j = 1
   pts_p = jnp.asarray(clip['xyz'][j].reshape(-1, 3), jnp.float32)
   w2c_p = np.linalg.inv(clip['cam_to_world'][j])
-  np.testing.assert_allclose(po.planar_focal(pts_p, uv, w, jnp.array([S / 2, S / 2])),
+  np.testing.assert_allclose(cf.planar_focal(pts_p, uv, w, jnp.array([S / 2, S / 2])),
                              clip['K'][j, 0, 0], rtol=1e-3)
-  r_p, t_p = po.pnp_planar(pts_p, uv, w, jnp.asarray(clip['K'][j], jnp.float32))
+  r_p, t_p = cf.pnp_planar(pts_p, uv, w, jnp.asarray(clip['K'][j], jnp.float32))
   assert np.rad2deg(rotations.rotation_angle(r_p, w2c_p[:3, :3])) < 0.05
 
 
@@ -171,3 +172,40 @@ def test_jitted_core_masks_and_flags(clip):
   sub = {k: v[keep] for k, v in clip.items()}
   assert _errors(sub, res._replace(**{k: getattr(res, k)[keep] for k in (
       'depth', 'K', 'cam_to_world')}), pixels=np.asarray(res.mask)[keep])[1] < 0.1
+
+
+def test_principal_point_estimated_off_centre():
+  """A cropped photograph's principal point: shared across views, then one per view."""
+  shared = scenes.box_room(12, n_views=N, size=S, principal_point=(S * 0.62, S * 0.41))
+  res = po.post_optimize(shared['xyz'].astype(np.float32), principal_point_mode='shared')
+  np.testing.assert_allclose(res.K, shared['K'], rtol=1e-4)
+  _assert_accurate(shared, res)
+  pp = np.random.default_rng(3).uniform(0.3, 0.7, (N, 2)) * S
+  per_view = scenes.box_room(13, n_views=N, size=S, principal_point=pp, per_view_fov=True)
+  res = po.post_optimize(per_view['xyz'].astype(np.float32), principal_point_mode='per_view',
+                         shared_focal=False)
+  np.testing.assert_allclose(res.K, per_view['K'], rtol=1e-4)
+  _assert_accurate(per_view, res)
+  # The default keeps the centre: the focal is then biased (what the issue measured).
+  fixed = po.post_optimize(shared['xyz'].astype(np.float32))
+  np.testing.assert_allclose(fixed.K[:, :2, 2], S / 2)
+
+
+def test_known_intrinsics_and_poses_reproduced_exactly():
+  clip = scenes.box_room(14, n_views=N, size=S, principal_point=(S * 0.55, S * 0.45))
+  K = clip['K'].copy()
+  K[:, 1, 1] *= 1.02  # non-square pixels: fy != fx is kept too
+  clip = dict(clip, K=K, xyz=cameras.unproject_depth(clip['depth'], K, clip['cam_to_world']))
+  known = np.arange(N) % 2 == 0
+  res = po.post_optimize(clip['xyz'].astype(np.float32), K=K, cam_to_world=clip['cam_to_world'],
+                         pose_known=known)
+  np.testing.assert_array_equal(np.asarray(res.K), K.astype(np.float32))
+  np.testing.assert_array_equal(np.asarray(res.cam_to_world)[known],
+                                clip['cam_to_world'][known].astype(np.float32))
+  _assert_accurate(clip, res)
+  with pytest.raises(ValueError, match='upper triangular'):
+    po.post_optimize(clip['xyz'], K=K.transpose(0, 2, 1))
+  bad = clip['cam_to_world'].copy()
+  bad[0, :3, :3] *= 2
+  with pytest.raises(ValueError, match='not a rotation'):
+    po.post_optimize(clip['xyz'], cam_to_world=bad)

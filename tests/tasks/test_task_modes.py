@@ -12,7 +12,6 @@ from PIL import Image
 
 from tests.conftest import REPO, tiny_config
 from wvd_jax import errors, visualize
-from wvd_jax.geometry import normalization
 from wvd_jax.models import inference_checkpoint
 from wvd_jax.tasks import api
 from wvd_jax.training import export, train
@@ -66,8 +65,10 @@ def test_all_tasks_write_their_files(exported):
   assert rec.rgb.shape == rec.xyz.shape == (2, 4, 16, 16, 3)
   assert np.isfinite(rec.xyz).all() and np.isfinite(rec.cam_to_world).all()
   cloud = trimesh.load(os.path.join(out, 'i23d', 'points.ply'))
-  surface = ~normalization.background_mask(rec.xyz[0])
-  assert cloud.vertices.shape == (surface.sum(), 3) and surface.sum() > 0
+  assert cloud.vertices.shape == (rec.foreground.sum(), 3) and rec.foreground.sum() > 0
+  np.testing.assert_allclose(cloud.vertices, rec.points[rec.foreground], rtol=1e-6)
+  with open(os.path.join(out, 'i23d', 'points.ply'), 'rb') as f:
+    assert b'comment units: normalized' in f.read(200)
   assert os.path.exists(os.path.join(out, 'i23d', 'cameras', 'images.txt'))
 
   rec = model.monocular_depth(image, os.path.join(out, 'depth'))
@@ -80,8 +81,25 @@ def test_all_tasks_write_their_files(exported):
   np.testing.assert_array_equal(shown[::16, ::16], visualize.colorize_depth(depth))
   assert np.asarray(Image.open(os.path.join(out, 'depth', 'confidence.png'))).shape == (256, 256)
 
-  rec = model.multiview(os.path.join(workdir, 'views'), os.path.join(out, 'mv'))
+  pose = np.eye(4)
+  pose[:3, 3] = [1.0, 2.0, 3.0]
+  with open(os.path.join(workdir, 'poses.json'), 'w') as f:
+    json.dump({'frames': [{'image': 'v1.png', 'cam_to_world': pose.tolist()}]}, f)
+  rec = model.multiview(os.path.join(workdir, 'views'), os.path.join(out, 'mv'),
+                        intrinsics='40,40,20,15', cam_to_world=os.path.join(workdir, 'poses.json'),
+                        metric_distance='2.0:cameras:0,2')
   assert rec.depth.shape == (3, 16, 16) and rec.cam_to_world.shape == (3, 4, 4)
+  # Known cameras: K mapped through the 40x30 -> 30x30 crop -> 16x16 resize, the pose kept,
+  # cameras 0 and 2 two metres apart, and every output saying metres.
+  np.testing.assert_allclose(rec.intrinsics[:, 0, 0], 40 * 16 / 30, rtol=1e-6)
+  np.testing.assert_allclose(rec.intrinsics[:, :2, 2], 8.0, rtol=1e-6)
+  np.testing.assert_array_equal(rec.cam_to_world[1], pose.astype(np.float32))
+  centres = rec.cam_to_world[:, :3, 3]
+  np.testing.assert_allclose(np.linalg.norm(centres[0] - centres[2]), 2.0, rtol=1e-5)
+  with open(os.path.join(out, 'mv', 'units.json')) as f:
+    assert json.load(f)['units'] == 'metres'
+  with open(os.path.join(out, 'mv', 'cameras', 'cameras.txt')) as f:
+    assert '# units: metres' in f.read()
   np.testing.assert_array_equal(rec.rgb[0, 1], model._image(os.path.join(workdir, 'views',
                                                                          'v1.png')))
   with open(os.path.join(out, 'mv', 'cameras', 'images.txt')) as f:
@@ -103,7 +121,8 @@ def test_cli_task_mode_and_bad_inputs(exported, tmp_path):
            '--config.model.depth=2', '--config.sample.num_steps=2']
   run = lambda *extra: subprocess.run([sys.executable, '-m', 'wvd_jax.main', *flags, *extra],
                                       cwd=REPO, capture_output=True, text=True, timeout=300)
-  result = run('--mode=depth', f'--input={workdir}/input.png', f'--output={tmp_path}/d')
+  result = run('--mode=depth', f'--input={workdir}/input.png', f'--output={tmp_path}/d',
+               '--intrinsics=40,40,20,15')
   assert result.returncode == 0, result.stderr[-3000:]
   assert np.load(tmp_path / 'd' / 'depth.npy').shape == (16, 16)
   assert result.stdout.strip().splitlines()[-1] == f'wrote {tmp_path}/d'

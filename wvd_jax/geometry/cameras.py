@@ -205,7 +205,38 @@ def colmap_to_cam_to_world(qvec, tvec):
   return invert_pose(make_pose(rotations.quaternion_to_rotation(qvec), tvec))
 
 
-def camera_centers(cam_to_world):
-  """Camera centres (..., 3) in world coordinates."""
-  xp = _xp.array_module(cam_to_world)
-  return _xp.as_float(xp, cam_to_world)[..., :3, 3]
+
+def check_pinhole(K, name: str = 'K') -> None:
+  """Raises ValueError unless K (..., 3, 3) is a finite pinhole intrinsic matrix: upper
+  triangular with last row (0, 0, 1), no skew, positive focal lengths."""
+  k = np.asarray(K, np.float64)
+  _checks.check_last_dims(name, k, (3, 3))
+  if not np.all(np.isfinite(k)):
+    raise ValueError(f'{name} contains NaN or inf')
+  if np.any(k[..., 1, 0] != 0) or np.any(k[..., 2, :2] != 0) or np.any(k[..., 2, 2] != 1):
+    raise ValueError(f'{name} must be upper triangular with last row (0, 0, 1), got '
+                     f'{k.reshape(-1, 3, 3)[0].tolist()}')
+  if np.any(k[..., 0, 1] != 0):
+    raise ValueError(f'{name} has skew {k[..., 0, 1].max()}; only pinhole K without skew is '
+                     'supported')
+  if np.any(k[..., 0, 0] <= 0) or np.any(k[..., 1, 1] <= 0):
+    raise ValueError(f'{name} has a non-positive focal length (fx {k[..., 0, 0].min()}, '
+                     f'fy {k[..., 1, 1].min()})')
+
+
+def check_rigid(T, name: str = 'cam_to_world', tol: float = 1e-4) -> None:
+  """Raises ValueError unless T (..., 4, 4) is a finite rigid transform: a rotation (R^T R = I
+  within tol, det +1), a translation, last row (0, 0, 0, 1)."""
+  t = np.asarray(T, np.float64)
+  _checks.check_last_dims(name, t, (4, 4))
+  if not np.all(np.isfinite(t)):
+    raise ValueError(f'{name} contains NaN or inf')
+  if t.size == 0:
+    return
+  r = t[..., :3, :3]
+  ortho = np.abs(np.einsum('...ji,...jk->...ik', r, r) - np.eye(3)).max()
+  if ortho > tol or np.any(np.linalg.det(r) <= 0):
+    raise ValueError(f'{name} rotation part is not a rotation (|R^T R - I| = {ortho:.3g}, '
+                     f'min det {np.linalg.det(r).min():.3g})')
+  if np.any(np.abs(t[..., 3, :] - np.array([0, 0, 0, 1.0])) > 0):
+    raise ValueError(f'{name} must have last row (0, 0, 0, 1)')

@@ -31,14 +31,20 @@ def _check_points_colors(points, colors):
   return points, colors
 
 
-def write_ply(path: str, points, colors=None) -> None:
+def write_ply(path: str, points, colors=None, comment: str | None = None) -> None:
   """Binary little-endian PLY of points (P, 3) float and optional colors (P, 3) uint8.
 
-  Numpy or jax arrays; mask invalid points before calling (NaNs raise ValueError)."""
+  Numpy or jax arrays; mask invalid points before calling (NaNs raise ValueError). `comment`
+  (one line, e.g. the units) goes into the header as a PLY `comment` line."""
   import trimesh  # Imported lazily: only export paths need it.
   points, colors = _check_points_colors(points, colors)
   cloud = trimesh.PointCloud(vertices=points, colors=colors)
   data = cloud.export(file_type='ply', encoding='binary')
+  if comment:
+    if '\n' in comment:
+      raise ValueError('a PLY comment is one line')
+    ply, fmt, rest = data.split(b'\n', 2)  # a comment may follow the format line
+    data = b'\n'.join([ply, fmt, f'comment {comment}'.encode('utf-8'), rest])
   _atomic_write(path, data)
 
 
@@ -52,7 +58,8 @@ def _fmt_rows(rows: np.ndarray, fmt: str) -> str:
 
 
 def write_colmap_text(directory: str, K, cam_to_world, width: int, height: int, points=None,
-                      colors=None, image_names=None, shared_camera: bool = False) -> None:
+                      colors=None, image_names=None, shared_camera: bool = False,
+                      comment: str | None = None) -> None:
   """Writes a COLMAP text model: cameras.txt, images.txt, points3D.txt in `directory`.
 
   Args:
@@ -64,6 +71,8 @@ def write_colmap_text(directory: str, K, cam_to_world, width: int, height: int, 
     points: (P, 3) world points or None; colors: (P, 3) uint8 or None (grey).
     image_names: N file names (default frame_00000.png, ...).
     shared_camera: one camera (id 1) for all images; requires identical K.
+    comment: one line (e.g. the units of the poses and points) added to each file's header as
+      a '#' comment, which COLMAP's readers skip.
   Points are written with empty tracks and error 0 (no 2-D observations are known), which
   COLMAP and its readers accept. Image / camera / point ids start at 1. Each file is atomic.
   """
@@ -86,6 +95,9 @@ def write_colmap_text(directory: str, K, cam_to_world, width: int, height: int, 
     image_names = [f'frame_{i:05d}.png' for i in range(n)]
   if len(image_names) != n or any((not s) or any(c.isspace() for c in s) for s in image_names):
     raise ValueError('image_names must be N names without whitespace')
+  if comment and '\n' in comment:
+    raise ValueError('the COLMAP header comment is one line')
+  note = f'# {comment}\n' if comment else ''
   params = np.stack([K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2]], -1)
   if shared_camera:
     if not np.allclose(params, params[:1], rtol=1e-6, atol=0):
@@ -96,7 +108,7 @@ def write_colmap_text(directory: str, K, cam_to_world, width: int, height: int, 
                for i, p in zip(cam_ids, params)]
   cameras_txt = ('# Camera list with one line of data per camera:\n'
                  '#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]\n'
-                 f'# Number of cameras: {len(params)}\n' + '\n'.join(cam_lines) + '\n')
+                 f'# Number of cameras: {len(params)}\n' + note + '\n'.join(cam_lines) + '\n')
 
   qvec, tvec = cameras.cam_to_world_to_colmap(c2w)
   img_lines = []
@@ -107,7 +119,8 @@ def write_colmap_text(directory: str, K, cam_to_world, width: int, height: int, 
   images_txt = ('# Image list with two lines of data per image:\n'
                 '#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME\n'
                 '#   POINTS2D[] as (X, Y, POINT3D_ID)\n'
-                f'# Number of images: {n}, mean observations per image: 0\n' + ''.join(img_lines))
+                f'# Number of images: {n}, mean observations per image: 0\n' + note
+                + ''.join(img_lines))
 
   if points is None:
     points = np.zeros((0, 3))
@@ -118,7 +131,7 @@ def write_colmap_text(directory: str, K, cam_to_world, width: int, height: int, 
                          colors.astype(np.float64), np.zeros((len(points), 1))], 1)
   points_txt = ('# 3D point list with one line of data per point:\n'
                 '#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)\n'
-                f'# Number of points: {len(points)}, mean track length: 0\n'
+                f'# Number of points: {len(points)}, mean track length: 0\n' + note
                 + _fmt_rows(rows, '%d %.17g %.17g %.17g %d %d %d %.1f'))
   os.makedirs(directory, exist_ok=True)
   _atomic_write(os.path.join(directory, 'cameras.txt'), cameras_txt)

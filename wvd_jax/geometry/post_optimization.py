@@ -1,15 +1,16 @@
 """Post-optimization (paper eq. 3): cameras and depth from XYZ images.
 
 Given XYZ images X (N, H, W, 3) (world points per pixel, any world frame), find per view a pose
-(cam_to_world), intrinsics K (fx = fy = f, principal point fixed, by default the image centre)
-and per-pixel depth d minimizing the re-projection loss sum_pixels w * rho(||x - P^-1(d r)||).
+(cam_to_world), intrinsics K (fx = fy = f; the principal point fixed (by default the image
+centre), or estimated per view or shared across views) and per-pixel depth d minimizing the
+re-projection loss sum_pixels w * rho(||x - P^-1(d r)||).
 
 Depth elimination: with camera-frame point c = R x + t and pixel ray r = K^-1 [u, v, 1]^T,
 ||x - P^-1(d r)|| = ||c - d r|| and the best depth is d* = max(0, r.c / |r|^2), in closed form.
-So only rotation (axis-angle increment on the initial rotation), camera centre and log-focal are
-optimized, and d* is exact per pixel. The optimizer is optax's L-BFGS (zoom line search) in a
-lax.while_loop inside one jit: at most `num_iters` iterations per stage, stopping early once
-two iterations bring no improvement (at the float32 floor a line search can only fail).
+So only rotation (axis-angle increment on the initial rotation), camera centre, log-focal and
+(when asked) the principal point are optimized, and d* is exact per pixel. The optimizer is
+optax's L-BFGS (zoom line search) in a lax.while_loop inside one jit: at most `num_iters`
+iterations per stage, stopping early once two iterations bring no improvement (at the float32 floor a line search can only fail).
 rho is quadratic below `robust_delta` and robust above: a pseudo-Huber (linear tails) for a
 first L-BFGS stage from the closed form, then a Cauchy penalty (redescending tails; its scale
 set from the first stage's median residual) so that outliers lose their pull on the cameras.
@@ -23,7 +24,12 @@ same loss and the best kept per view:
   * for a clip canonicalized to frame 0's camera (`canonical=True`): frame 0 is the identity
     and the focal comes from Weiszfeld on frame 0's camera-frame point map;
   * with a focal fixed: calibrated linear PnP (DLT on normalized rays + polar projection onto
-    SO(3)) and planar PnP.
+    SO(3)) and planar PnP;
+  * an estimated principal point starts from the DLT's K (the median over views when shared).
+Known cameras: a known K fixes focal, aspect fy / fx and principal point; known poses
+(`pose_known`) are used as given and not optimized (the XYZ must be in their world already:
+see geometry/anchoring.py). The closed forms live in camera_closed_form.py, the loss in
+ray_loss.py.
 Everything runs in an internal similarity-normalized world (mean 0, RMS radius 1) for
 conditioning, and is mapped back exactly.
 
@@ -40,10 +46,11 @@ import numpy as np
 import optax
 
 from wvd_jax.geometry import _xp
+from wvd_jax.geometry import camera_closed_form as closed_form
 from wvd_jax.geometry import cameras
+from wvd_jax.geometry import ray_loss
 from wvd_jax.geometry import rotations
 
-_TINY = 1e-12
 MIN_POINTS = 6  # the 3x4 DLT needs 6 correspondences (planar PnP 4)
 
 
@@ -66,281 +73,9 @@ class PostOptResult(NamedTuple):
   iterations: jax.Array
 
 
-# ----------------------------------------------------------------------------------------------
-# Closed-form pieces (single view; vmap them).
 
 
-def _homogeneous(x):
-  return jnp.concatenate([x, jnp.ones_like(x[..., :1])], -1)
-
-
-def _safe_div(a, b):
-  return a / jnp.where(jnp.abs(b) > _TINY, b, _TINY)
-
-
-def _hartley(x, w):
-  """Similarity T (D+1, D+1) moving the weighted centroid of x (M, D) to 0 and the mean
-  distance to sqrt(D); returns (T, T^-1)."""
-  d = x.shape[-1]
-  sw = jnp.maximum(w.sum(), _TINY)
-  mu = (w[:, None] * x).sum(0) / sw
-  dist = (w * jnp.linalg.norm(x - mu, axis=-1)).sum() / sw
-  s = np.sqrt(d) / jnp.maximum(dist, _TINY)
-  eye = jnp.eye(d, dtype=x.dtype)
-  t = jnp.concatenate([jnp.concatenate([s * eye, -s * mu[:, None]], 1),
-                       jnp.eye(1, d + 1, d, dtype=x.dtype)], 0)
-  t_inv = jnp.concatenate([jnp.concatenate([eye / s, mu[:, None]], 1),
-                           jnp.eye(1, d + 1, d, dtype=x.dtype)], 0)
-  return t, t_inv
-
-
-def _dlt_once(src, dst, w):
-  """Weighted DLT: G (3, D+1) with dst ~ G [src, 1], for src (M, D), dst (M, 2), w (M,) >= 0.
-
-  Hartley-normalized; the null vector of the 2M x 3(D+1) system A comes from the small normal
-  matrix plus two correction steps (below)."""
-  ts, ts_inv = _hartley(src, w)
-  td, td_inv = _hartley(dst, w)
-  sh = _xp.matvec(ts, _homogeneous(src))
-  dh = _xp.matvec(td, _homogeneous(dst))
-  zeros = jnp.zeros_like(sh)
-  sq = jnp.sqrt(w)[:, None]
-  a = jnp.concatenate([jnp.concatenate([sh, zeros, -dh[:, :1] * sh], -1) * sq,
-                       jnp.concatenate([zeros, sh, -dh[:, 1:2] * sh], -1) * sq], 0)
-  ata = jnp.einsum('mi,mj->ij', a, a, precision=jax.lax.Precision.HIGHEST)
-  lam, vec = jnp.linalg.eigh(ata)
-  g = vec[:, 0]
-  # Forming A^T A squares A's condition number, which float32 cannot afford (a QR of A would
-  # not, but is slow on accelerators). Two corrections fix it: A g is computed from A itself
-  # (accurate), and the step solves the tangent problem with the eigenpairs as preconditioner.
-  for _ in range(2):
-    res = (a * g).sum(-1)
-    grad = (a * res[:, None]).sum(0)
-    coef = (vec[:, 1:] * grad[:, None]).sum(0) / jnp.maximum(lam[1:] - lam[0], _TINY * lam[-1])
-    g = g - (vec[:, 1:] * coef).sum(-1)
-    g = g / jnp.linalg.norm(g)
-  g = g.reshape(3, src.shape[-1] + 1)
-  g = _xp.matmul(_xp.matmul(td_inv, g), ts)
-  return g / jnp.maximum(jnp.linalg.norm(g), _TINY)
-
-
-def _dlt(src, dst, w, irls_iters: int):
-  """`_dlt_once` plus IRLS reweighting by 1 / reprojection error (an L1-like fit). Invariant
-  to similarity transforms of src and dst (Hartley normalization and relative thresholds)."""
-  scale = _hartley(dst, w)[0][0, 0]  # sqrt 2 / typical dst spread
-
-  def solve(_, carry):  # one traced copy of the solve for all rounds (compile time)
-    _, wk = carry
-    g = _dlt_once(src, dst, wk)
-    proj = _xp.matvec(g, _homogeneous(src))
-    err = jnp.linalg.norm(_safe_div(proj[:, :2], proj[:, 2:]) - dst, axis=-1) * scale
-    return g, jnp.where(jnp.isfinite(err), w / jnp.maximum(err, 1e-4), 0.0)
-
-  g0 = jnp.zeros((3, src.shape[-1] + 1), src.dtype)
-  return jax.lax.fori_loop(0, irls_iters + 1, solve, (g0, w))[0]
-
-
-def _det3(m):
-  return (m[..., 0, :] * jnp.cross(m[..., 1, :], m[..., 2, :])).sum(-1)
-
-
-def _inv3(m):
-  """Closed-form 3x3 inverse (adjugate / det): elementwise, cheap to compile and run."""
-  adj_t = jnp.stack([jnp.cross(m[..., 1, :], m[..., 2, :]), jnp.cross(m[..., 2, :], m[..., 0, :]),
-                     jnp.cross(m[..., 0, :], m[..., 1, :])], -1)
-  return adj_t / _det3(m)[..., None, None]
-
-
-def _polar(m, iters: int = 12):
-  """Nearest rotation to m (3, 3) with det(m) > 0: the orthogonal polar factor by scaled Newton
-  iterations X <- (g X + X^-T / g) / 2 (quadratic convergence; no SVD, which compiles and runs
-  slowly as a batched LAPACK/cuSOLVER call). Returns NaN for singular m (callers score
-  candidates by loss, so such a candidate just loses)."""
-  def step(_, x):
-    xi = jnp.swapaxes(_inv3(x), -1, -2)
-    g = jnp.sqrt(jnp.linalg.norm(xi) / jnp.linalg.norm(x))
-    return (g * x + xi / g) / 2
-  return jax.lax.fori_loop(0, iters, step, m)
-
-
-@jax.jit
-def decompose_projection(p):
-  """RQ-decomposes a 3x4 projection P ~ K [R | t] (any scale and sign).
-
-  Returns (K (3, 3) upper triangular with positive diagonal and K[2, 2] = 1, R (3, 3) with
-  det +1, t (3,)), world_to_cam = [R | t]. The sign of P is fixed so det(P[:, :3]) > 0, which
-  for a real camera also makes the observed points' depths positive. RQ by Gram-Schmidt on
-  the rows of M = P[:, :3] from the last one (m_i = sum_j K_ij r_j)."""
-  p = p * jnp.where(_det3(p[:, :3]) < 0, -1.0, 1.0).astype(p.dtype)
-  m1, m2, m3 = p[0, :3], p[1, :3], p[2, :3]
-  k22 = jnp.linalg.norm(m3)
-  r3 = m3 / k22
-  k12 = (m2 * r3).sum()
-  v2 = m2 - k12 * r3
-  k11 = jnp.linalg.norm(v2)
-  r2 = v2 / k11
-  k01, k02 = (m1 * r2).sum(), (m1 * r3).sum()
-  v1 = m1 - k01 * r2 - k02 * r3
-  k00 = jnp.linalg.norm(v1)
-  r1 = v1 / k00
-  zero = jnp.zeros_like(k00)
-  kp = jnp.stack([jnp.stack([k00, k01, k02]), jnp.stack([zero, k11, k12]),
-                  jnp.stack([zero, zero, k22])]) / k22
-  t = _xp.matvec(cameras.invert_intrinsics(kp), p[:, 3] / k22)
-  return kp, jnp.stack([r1, r2, r3]), t
-
-
-@functools.partial(jax.jit, static_argnames=('iters',))
-def weiszfeld_focal(cam_points, pixels, weights, principal_point, iters: int = 10):
-  """Focal (scalar) of a camera-frame point map: argmin_f sum w ||p - f x~||, with
-  p = pixel - principal point, x~ = (X / Z, Y / Z); Weiszfeld iterations from the L2 solution
-  (DUSt3R's estimator). cam_points (M, 3), pixels (M, 2), weights (M,); points with Z <= 0
-  are ignored. Works on canonicalized clips (frame 0's camera = world) only."""
-  z = cam_points[:, 2]
-  w = jnp.where(z > _TINY, weights, 0.0)
-  xt = _safe_div(cam_points[:, :2], z[:, None])
-  p = pixels - principal_point
-  xp_dot = (xt * p).sum(-1)
-  xx = (xt * xt).sum(-1)
-  f = _safe_div((w * xp_dot).sum(), (w * xx).sum())
-  for _ in range(iters):
-    r = jnp.linalg.norm(p - f * xt, axis=-1)
-    wk = w / jnp.maximum(r, 1e-6)
-    f = _safe_div((wk * xp_dot).sum(), (wk * xx).sum())
-  return f
-
-
-@functools.partial(jax.jit, static_argnames=('irls_iters',))
-def dlt_camera(points, uv, weights, irls_iters: int = 4):
-  """Uncalibrated camera from >= 6 (world point, pixel) pairs: points (M, 3), uv (M, 2),
-  weights (M,). Returns (K (3, 3), R, t) with world_to_cam = [R | t]. Degenerate for planar
-  point sets (see `planar_focal`, `pnp_planar`)."""
-  return decompose_projection(_dlt(points, uv, weights, irls_iters))
-
-
-def _plane_frame(points, w, iters: int = 3):
-  """Dominant plane of points (M, 3) with weights (M,): centroid mu (3,), orthonormal E (3, 3)
-  (columns: two in-plane axes, then the normal) and in-plane coordinates (M, 2). Weighted PCA,
-  re-weighted by 1 / distance to the plane a few times (IRLS) so off-plane outliers and a
-  second, smaller surface do not tilt it."""
-  def fit(wk):
-    sw = jnp.maximum(wk.sum(), _TINY)
-    mu = (wk[:, None] * points).sum(0) / sw
-    x = points - mu
-    cov = (wk[:, None, None] * x[:, :, None] * x[:, None, :]).sum(0) / sw
-    lam, vec = jnp.linalg.eigh(cov)
-    return mu, vec, lam
-
-  def reweight(_, carry):
-    mu, vec, lam = carry
-    dist = jnp.abs(((points - mu) * vec[:, 0]).sum(-1))
-    floor = 1e-3 * jnp.sqrt(jnp.maximum(lam[2], _TINY))  # relative to the plane's extent
-    return fit(w / jnp.maximum(dist, floor))
-
-  mu, vec, _ = jax.lax.fori_loop(0, iters, reweight, fit(w))
-  e1, e2 = vec[:, 2], vec[:, 1]
-  e = jnp.stack([e1, e2, jnp.cross(e1, e2)], 1)
-  x = points - mu
-  return mu, e, jnp.stack([(x * e1).sum(-1), (x * e2).sum(-1)], -1)
-
-
-def _focal_from_homography(h):
-  """Focal (NaN when unobservable, e.g. a fronto-parallel plane) from a plane-to-image
-  homography H = K [r1 r2 t] in pixel coordinates relative to the principal point, square
-  pixels: h1^T w h2 = 0 and h1^T w h1 = h2^T w h2 with w = K^-T K^-1 (Zhang), least squares
-  in 1 / f^2."""
-  h1, h2 = h[:, 0], h[:, 1]
-  a1 = h1[0] * h2[0] + h1[1] * h2[1]
-  b1 = h1[2] * h2[2]
-  a2 = h1[0] ** 2 + h1[1] ** 2 - h2[0] ** 2 - h2[1] ** 2
-  b2 = h1[2] ** 2 - h2[2] ** 2
-  inv_f2 = -_safe_div(a1 * b1 + a2 * b2, a1 * a1 + a2 * a2)
-  return jnp.where(inv_f2 > 0, jax.lax.rsqrt(jnp.maximum(inv_f2, _TINY)), jnp.nan)
-
-
-@functools.partial(jax.jit, static_argnames=('irls_iters',))
-def planar_focal(points, uv, weights, principal_point, irls_iters: int = 4):
-  """Focal of a square-pixel camera with known principal point from a view of a plane
-  (points (M, 3) near a plane, uv (M, 2), weights (M,)); NaN when unobservable."""
-  _, _, ab = _plane_frame(points, weights)
-  return _focal_from_homography(_dlt(ab, uv - principal_point, weights, irls_iters))
-
-
-def _pose_from_projection(p, K):
-  """(R, t) world_to_cam from a projection P ~ K [R | t] with K known: K^-1 P ~ lambda [R | t],
-  sign fixed for positive depth (det > 0), R the polar projection onto SO(3)."""
-  g = _xp.matmul(cameras.invert_intrinsics(K), p)
-  g = g * jnp.where(_det3(g[:, :3]) < 0, -1.0, 1.0).astype(g.dtype)
-  lam = jnp.linalg.norm(g[:, :3]) / np.sqrt(3.0)  # |lambda R|_F = sqrt(3) lambda
-  return _polar(g[:, :3]), g[:, 3] / lam
-
-
-def _pose_from_homography(h, K, mu, e):
-  """(R, t) world_to_cam from a plane-to-image homography H ~ K [R e1, R e2, R mu + t]
-  (plane frame mu, E from `_plane_frame`) with K known."""
-  g = _xp.matmul(cameras.invert_intrinsics(K), h)
-  g = g * jnp.where(g[2, 2] < 0, -1.0, 1.0).astype(g.dtype)  # plane centroid in front
-  lam = (jnp.linalg.norm(g[:, 0]) + jnp.linalg.norm(g[:, 1])) / 2
-  q1, q2 = g[:, 0] / lam, g[:, 1] / lam
-  re = _polar(jnp.stack([q1, q2, jnp.cross(q1, q2)], 1))  # = R @ E
-  rot = _xp.matmul(re, e.T)
-  return rot, g[:, 2] / lam - _xp.matvec(rot, mu)
-
-
-@functools.partial(jax.jit, static_argnames=('irls_iters',))
-def pnp_linear(points, uv, weights, K, irls_iters: int = 4):
-  """Calibrated linear PnP (>= 6 non-planar points): the DLT of P, then K^-1 P projected onto
-  [R | t]. (The Hartley-normalized DLT is invariant to the similarity K^-1 of the image when
-  fx = fy, so this equals a DLT on normalized image points.) Returns (R, t), world_to_cam."""
-  return _pose_from_projection(_dlt(points, uv, weights, irls_iters), K)
-
-
-@functools.partial(jax.jit, static_argnames=('irls_iters',))
-def pnp_planar(points, uv, weights, K, irls_iters: int = 4):
-  """Calibrated PnP for (near-)planar points (>= 4) via the plane homography in the points'
-  PCA frame. Returns (R, t), world_to_cam."""
-  mu, e, ab = _plane_frame(points, weights)
-  return _pose_from_homography(_dlt(ab, uv, weights, irls_iters), K, mu, e)
-
-
-# ----------------------------------------------------------------------------------------------
-# The loss with depth eliminated.
-
-
-def _ray_residuals(rot, center, focal, points, offsets):
-  """rot (3, 3) world_to_cam rotation, center (3,) camera centre, focal scalar, points (M, 3),
-  offsets (M, 2) = pixel - principal point -> (e (M, 3) = c - d* r, d* (M,), r (M, 3))."""
-  c = _xp.matvec(rot, points - center)
-  r = jnp.concatenate([offsets / focal, jnp.ones_like(offsets[:, :1])], -1)
-  d = jnp.maximum((r * c).sum(-1) / (r * r).sum(-1), 0.0)
-  return c - d[:, None] * r, d, r
-
-
-def _robust(e, delta, cauchy=False):
-  """Robust penalty of residual vectors e (..., 3); both branches ~ |e|^2 / (2 delta) near 0.
-  Pseudo-Huber (convex, linear tails) or Cauchy (redescending: far outliers lose influence)."""
-  e2 = (e * e).sum(-1)
-  return jnp.where(cauchy, delta / 2 * jnp.log1p(e2 / (delta * delta)),
-                   jnp.sqrt(e2 + delta * delta) - delta)
-
-
-def _view_loss(rot, center, focal, points, offsets, w, delta, cauchy=False):
-  e, _, _ = _ray_residuals(rot, center, focal, points, offsets)
-  val = (w * _robust(e, delta, cauchy)).sum() / jnp.maximum(w.sum(), _TINY)
-  ok = jnp.all(jnp.isfinite(rot)) & jnp.all(jnp.isfinite(center)) & jnp.isfinite(focal) & (
-      focal > 0)
-  return jnp.where(ok & jnp.isfinite(val), val, jnp.inf)
-
-
-def _best(losses, *cands):
-  """Per view, the candidate (axis 0 of each array in cands) with the lowest loss."""
-  i = jnp.argmin(losses, axis=0)
-  pick = lambda c: jnp.take_along_axis(c, i.reshape((1, -1) + (1,) * (c.ndim - 2)), 0)[0]
-  return (jnp.min(losses, axis=0),) + tuple(pick(c) for c in cands)
-
-
-# ----------------------------------------------------------------------------------------------
-# The solver.
+PRINCIPAL_POINT_MODES = ('fixed', 'shared', 'per_view')
 
 
 class _Prepared(NamedTuple):
@@ -352,11 +87,10 @@ class _Prepared(NamedTuple):
   mu: jax.Array  # (3,)
   s: jax.Array  # ()
   pix: jax.Array  # (m, 2) pixel centres
-  pp: jax.Array  # (n, 2) principal points
-  offsets: jax.Array  # (n, m, 2) pixel - principal point
+  size: jax.Array  # () max(H, W): the principal point's parameter unit
 
 
-def _prepare(xyz, weights, mask, principal_point) -> _Prepared:
+def _prepare(xyz, weights, mask) -> _Prepared:
   n, h, w, _ = xyz.shape
   m = h * w
   dtype = jnp.result_type(xyz.dtype, jnp.float32)
@@ -367,65 +101,82 @@ def _prepare(xyz, weights, mask, principal_point) -> _Prepared:
   wts = jnp.where(used, weights, 0.0)
   xyz = jnp.where(used[..., None], xyz, 0.0)
   # Similarity normalization for conditioning: weighted mean 0, RMS radius 1.
-  sw = jnp.maximum(wts.sum(), _TINY)
+  sw = jnp.maximum(wts.sum(), closed_form.TINY)
   mu = (wts[..., None] * xyz).sum((0, 1)) / sw
   s = jnp.sqrt((wts * ((xyz - mu) ** 2).sum(-1)).sum() / sw)
-  s = jnp.where(s > _TINY, s, 1.0)
+  s = jnp.where(s > closed_form.TINY, s, 1.0)
   xn = jnp.where(used[..., None], (xyz - mu) / s, 0.0)
   pix = jnp.asarray(cameras.pixel_centers(h, w), dtype).reshape(m, 2)
-  pp = jnp.broadcast_to(principal_point.astype(dtype), (n, 2))
-  return _Prepared(xyz, xn, wts, used.sum(-1) >= MIN_POINTS, mu, s, pix, pp,
-                   pix[None] - pp[:, None])
+  return _Prepared(xyz, xn, wts, used.sum(-1) >= MIN_POINTS, mu, s, pix,
+                   jnp.asarray(max(h, w), dtype))
 
 
-def _initialize(prep: _Prepared, focal_init, shared_focal, canonical, robust_delta,
-                irls_iters: int, init_points: int, default_focal: float):
+def _focals(f, aspect):
+  """(n,) fx and (n,) fy / fx -> (n, 2) (fx, fy)."""
+  return jnp.stack([f, f * aspect], -1)
+
+
+def _initialize(prep: _Prepared, pp_given, focal_init, aspect, pose_init, pose_known,
+                shared_focal, canonical, pp_mode, robust_delta, irls_iters: int,
+                init_points: int, default_focal: float):
   """Closed-form initial (R0 (n, 3, 3) world_to_cam rotation, centre (n, 3) normalized world,
-  focal (n,)), from a subset of valid pixels per view."""
+  focal (n,), principal point (n, 2)), from a subset of valid pixels per view."""
   n, m, _ = prep.xn.shape
   dtype = prep.xn.dtype
-  pp, mu, s = prep.pp, prep.mu, prep.s
+  mu, s = prep.mu, prep.s
   # A random subset of pixels, valid ones first (top_k of validity + uniform noise).
   k = min(init_points, m)
   score = (prep.wts > 0) + jax.random.uniform(jax.random.PRNGKey(0), (n, m), dtype)
   sub = jax.lax.top_k(score, k)[1]
   take = lambda a: jnp.take_along_axis(a, sub.reshape(sub.shape + (1,) * (a.ndim - 2)), 1)
-  xs, ws, uvs, offs = take(prep.xn), take(prep.wts), jnp.take(prep.pix, sub, axis=0), take(
-      prep.offsets)
+  xs, ws, uvs = take(prep.xn), take(prep.wts), jnp.take(prep.pix, sub, axis=0)
   eye = jnp.broadcast_to(jnp.eye(3, dtype=dtype), (n, 3, 3))
   frame0_identity_center = jnp.broadcast_to(-mu / s, (n, 3))  # world origin = camera 0
+  center_of = lambda r, t: -_xp.matvec(jnp.swapaxes(r, -1, -2), t)
+
+  # The robust DLT of P (world -> pixels; degenerate for planar views) gives a principal point
+  # when it is to be estimated (the given one where the DLT's is off the image's scale).
+  p_dlt = jax.vmap(lambda x, u, ww: closed_form.dlt(x, u, ww, irls_iters))(xs, uvs, ws)
+  k_dlt, r_dlt, t_dlt = jax.vmap(closed_form.decompose_projection)(p_dlt)
+  pp_dlt = k_dlt[:, :2, 2]
+  plausible = prep.enough & jnp.all(jnp.isfinite(pp_dlt), -1) & jnp.all(
+      jnp.abs(pp_dlt - pp_given) < prep.size, -1)
+  pp_view = jnp.where(plausible[:, None], pp_dlt, pp_given)
+  pp_med = jnp.nanmedian(jnp.where(plausible[:, None], pp_dlt, jnp.nan), axis=0)
+  pp_shared = jnp.where(jnp.isfinite(pp_med), pp_med, pp_given[0])
+  pp = jnp.where(pp_mode == 2, pp_view, jnp.where(pp_mode == 1, pp_shared, pp_given))
+  offs = uvs - pp[:, None]
+  aspect_sub = aspect[:, None]
 
   def loss_of(rot, center, focal):  # (c, n, ...) candidates -> (c, n) losses
-    f = lambda r, c, fo, x, o, ww: _view_loss(r, c, fo, x, o, ww, robust_delta)
-    return jax.vmap(jax.vmap(f), in_axes=(0, 0, 0, None, None, None))(
-        rot, center, focal, xs, offs, ws)
+    f = lambda r, c, fo, x, o, ww, a: ray_loss.view_loss(r, c, jnp.stack([fo, fo * a]), x, o,
+                                                         ww, robust_delta)
+    return jax.vmap(jax.vmap(f), in_axes=(0, 0, 0, None, None, None, None))(
+        rot, center, focal, xs, offs, ws, aspect)
 
-  # Two robust DLTs per view: P (world -> pixels; degenerate for planar views) and H (plane
-  # -> pixels relative to the principal point; meaningful for near-planar views). Every
-  # candidate below derives from them; the loss picks per view.
-  p_dlt = jax.vmap(lambda x, u, ww: _dlt(x, u, ww, irls_iters))(xs, uvs, ws)
-  mu_pl, e_pl, ab = jax.vmap(_plane_frame)(xs, ws)
-  h_pl = jax.vmap(lambda a, u, ww, p: _dlt(a, u - p, ww, irls_iters))(ab, uvs, ws, pp)
-  center_of = lambda r, t: -_xp.matvec(jnp.swapaxes(r, -1, -2), t)
+  # The plane homography H (plane -> pixels relative to the principal point; meaningful for
+  # near-planar views). Every candidate below derives from P or H; the loss picks per view.
+  mu_pl, e_pl, ab = jax.vmap(closed_form.plane_frame)(xs, ws)
+  h_pl = jax.vmap(lambda a, o, ww: closed_form.dlt(a, o, ww, irls_iters))(ab, offs, ws)
 
   def safe_k(f, c):
     f = jnp.where(jnp.isfinite(f) & (f > 0), f, 1.0)
-    return cameras.make_intrinsics(f, f, c[:, 0], c[:, 1])
+    return cameras.make_intrinsics(f, f * aspect, c[:, 0], c[:, 1])
 
   # 1. Focal per view: from the DLT's K, from the plane homography, and (frame 0 of a
   # canonical clip) from Weiszfeld; each with its own pose, scored by the loss.
-  k_dlt, r_dlt, t_dlt = jax.vmap(decompose_projection)(p_dlt)
-  f_dlt = (k_dlt[:, 0, 0] + k_dlt[:, 1, 1]) / 2
-  f_plane = jax.vmap(_focal_from_homography)(h_pl)
-  r_pl, t_pl = jax.vmap(_pose_from_homography)(h_pl, safe_k(f_plane, 0 * pp), mu_pl, e_pl)
+  f_dlt = (k_dlt[:, 0, 0] + k_dlt[:, 1, 1] / aspect) / 2
+  f_plane = jax.vmap(closed_form.focal_from_homography)(h_pl)
+  r_pl, t_pl = jax.vmap(closed_form.pose_from_homography)(h_pl, safe_k(f_plane, 0 * pp), mu_pl,
+                                                          e_pl)
   # World = frame 0's camera: Weiszfeld on frame 0's (un-normalized) camera-frame points.
-  f_w = weiszfeld_focal(take(prep.xyz)[0], uvs[0], ws[0], pp[0])
+  f_w = closed_form.weiszfeld_focal(take(prep.xyz)[0], uvs[0], ws[0], pp[0])
   f_w_cand = jnp.where((jnp.arange(n) == 0) & canonical, f_w, jnp.nan)
   losses = loss_of(jnp.stack([r_dlt, r_pl, eye]),
                    jnp.stack([center_of(r_dlt, t_dlt), center_of(r_pl, t_pl),
                               frame0_identity_center]),
                    jnp.stack([f_dlt, f_plane, f_w_cand]))
-  f_best = _best(losses, jnp.stack([f_dlt, f_plane, f_w_cand]))[1]
+  f_best = ray_loss.best_candidate(losses, jnp.stack([f_dlt, f_plane, f_w_cand]))[1]
   f_med = jnp.nanmedian(jnp.where(prep.enough & jnp.isfinite(losses.min(0)), f_best, jnp.nan))
   f_shared = jnp.where(canonical, f_w, f_med)
   f0 = jnp.where(shared_focal, f_shared, f_best)
@@ -434,39 +185,64 @@ def _initialize(prep: _Prepared, focal_init, shared_focal, canonical, robust_del
 
   # 2. Pose per view with the focal fixed: calibrated PnP from P, planar PnP from H, the
   # DLT's own pose, and the identity (frame 0 of a canonical clip).
-  r_lin, t_lin = jax.vmap(_pose_from_projection)(p_dlt, safe_k(f0, pp))
-  r_pp, t_pp = jax.vmap(_pose_from_homography)(h_pl, safe_k(f0, 0 * pp), mu_pl, e_pl)
+  r_lin, t_lin = jax.vmap(closed_form.pose_from_projection)(p_dlt, safe_k(f0, pp))
+  r_pp, t_pp = jax.vmap(closed_form.pose_from_homography)(h_pl, safe_k(f0, 0 * pp), mu_pl, e_pl)
   rots = jnp.stack([r_lin, r_pp, r_dlt, eye])
   cents = jnp.stack([center_of(r_lin, t_lin), center_of(r_pp, t_pp), center_of(r_dlt, t_dlt),
                      frame0_identity_center])
   losses = loss_of(rots, cents, jnp.broadcast_to(f0, rots.shape[:2]))
   losses = losses.at[3].set(jnp.where((jnp.arange(n) == 0) & canonical, losses[3], jnp.inf))
-  _, r0, c0 = _best(losses, rots, cents)
+  _, r0, c0 = ray_loss.best_candidate(losses, rots, cents)
   r0 = jnp.where(jnp.all(jnp.isfinite(r0), (-1, -2), keepdims=True), r0, eye)
   c0 = jnp.where(jnp.all(jnp.isfinite(c0), -1, keepdims=True), c0, 0.0)
-  return r0, c0, f0
+  # Known poses replace the estimate (in the internal normalized world).
+  r0 = jnp.where(pose_known[:, None, None], jnp.swapaxes(pose_init[:, :3, :3], -1, -2), r0)
+  c0 = jnp.where(pose_known[:, None], (pose_init[:, :3, 3] - mu) / s, c0)
+  return r0, c0, f0, pp
 
 
-def _refine(prep: _Prepared, r0, c0, f0, shared_focal, optimize_focal, robust_delta, cauchy,
+class _Free(NamedTuple):
+  """What the refinement may change: traced flags, one compilation for every mode."""
+  shared_focal: jax.Array  # () one focal for all views
+  optimize_focal: jax.Array  # ()
+  pp_mode: jax.Array  # () 0 fixed, 1 shared, 2 per view
+  pose_known: jax.Array  # (n,) poses kept as given
+
+
+def _unpacker(r0, pp0, size, free: _Free):
+  """params -> (rotation (n, 3, 3), centre (n, 3), focal (n,), principal point (n, 2))."""
+  def unpack(params):
+    known = free.pose_known
+    omega = jnp.where(known[:, None], 0.0, params['omega'])
+    rot = _xp.matmul(rotations.axis_angle_to_rotation(omega), r0)
+    center = jnp.where(known[:, None], jax.lax.stop_gradient(params['center']), params['center'])
+    logf = jnp.where(free.shared_focal, jnp.mean(params['log_f']), params['log_f'])
+    logf = jnp.where(free.optimize_focal, logf, jax.lax.stop_gradient(logf))
+    dpp = params['pp']  # in units of the image size (conditioning)
+    dpp = jnp.where(free.pp_mode == 1, jnp.mean(dpp, 0, keepdims=True), dpp)
+    dpp = jnp.where(free.pp_mode == 0, jax.lax.stop_gradient(dpp), dpp)
+    return rot, center, jnp.exp(logf), pp0 + dpp * size
+  return unpack
+
+
+def _refine(prep: _Prepared, r0, c0, f0, pp0, aspect, free: _Free, robust_delta, cauchy,
             num_iters):
   """L-BFGS on all pixels over (rotation increment omega (n, 3), centre (n, 3), log focal
-  (n,)); returns the best (rotation, centre, focal) seen and the iteration count."""
+  (n,), principal point offset (n, 2)); returns the best (rotation, centre, focal, principal
+  point) seen and the iteration count."""
   n = r0.shape[0]
-
-  def unpack(params):
-    rot = _xp.matmul(rotations.axis_angle_to_rotation(params['omega']), r0)
-    logf = jnp.where(shared_focal, jnp.mean(params['log_f']), params['log_f'])
-    logf = jnp.where(optimize_focal, logf, jax.lax.stop_gradient(logf))
-    return rot, params['center'], jnp.exp(logf)
+  unpack = _unpacker(r0, pp0, prep.size, free)
 
   def total_loss(params):
-    rot, center, focal = unpack(params)
-    per_view = jax.vmap(lambda r, c, f, x, o, ww: _view_loss(
-        r, c, f, x, o, ww, robust_delta, cauchy))(rot, center, focal, prep.xn, prep.offsets,
-                                                  prep.wts)
+    rot, center, focal, pp = unpack(params)
+    offsets = prep.pix[None] - pp[:, None]
+    per_view = jax.vmap(lambda r, c, f, x, o, ww: ray_loss.view_loss(
+        r, c, f, x, o, ww, robust_delta, cauchy))(rot, center, _focals(focal, aspect), prep.xn,
+                                                  offsets, prep.wts)
     return jnp.sum(jnp.where(prep.enough, per_view, 0.0))
 
-  params = dict(omega=jnp.zeros((n, 3), r0.dtype), center=c0, log_f=jnp.log(f0))
+  params = dict(omega=jnp.zeros((n, 3), r0.dtype), center=c0, log_f=jnp.log(f0),
+                pp=jnp.zeros((n, 2), r0.dtype))
   opt = optax.lbfgs(linesearch=optax.scale_by_zoom_linesearch(
       max_linesearch_steps=12, initial_guess_strategy='one'))
   value_and_grad = optax.value_and_grad_from_state(total_loss)
@@ -497,22 +273,27 @@ def _refine(prep: _Prepared, r0, c0, f0, shared_focal, optimize_focal, robust_de
   return unpack(best), its
 
 
-def _finalize(prep: _Prepared, rot, center, focal, shape, default_focal) -> PostOptResult:
+def _finalize(prep: _Prepared, rot, center, focal, pp, aspect, shape,
+              default_focal) -> PostOptResult:
   """World-unit outputs: camera point c = s * c_n, centre = mu + s * centre_n, depth = s * d*."""
   n, h, w = shape
   eye = jnp.eye(3, dtype=rot.dtype)
-  e, d, r = jax.vmap(_ray_residuals)(rot, center, focal, prep.xn, prep.offsets)
+  offsets = prep.pix[None] - pp[:, None]
+  e, d, r = jax.vmap(ray_loss.ray_residuals)(rot, center, _focals(focal, aspect), prep.xn,
+                                             offsets)
   dist = jnp.linalg.norm(e, axis=-1) * prep.s
-  residual = (prep.wts * dist).sum(-1) / jnp.maximum(prep.wts.sum(-1), _TINY)
+  residual = (prep.wts * dist).sum(-1) / jnp.maximum(prep.wts.sum(-1), closed_form.TINY)
   ok = prep.enough & jnp.all(jnp.isfinite(rot), (-1, -2)) & jnp.all(
-      jnp.isfinite(center), -1) & jnp.isfinite(focal) & (focal > 0) & jnp.isfinite(residual)
+      jnp.isfinite(center), -1) & jnp.isfinite(focal) & (focal > 0) & jnp.isfinite(
+          residual) & jnp.all(jnp.isfinite(pp), -1)
   out_mask = (prep.wts > 0) & (d > 0) & ok[:, None]
   rot = jnp.where(ok[:, None, None], rot, eye)
   center_w = jnp.where(ok[:, None], prep.mu + prep.s * center, 0.0)
   focal = jnp.where(ok, focal, default_focal)
+  pp = jnp.where(ok[:, None], pp, jnp.asarray([w / 2.0, h / 2.0], pp.dtype))
   depth = jnp.where(out_mask, d * prep.s, 0.0)
   cam_to_world = cameras.make_pose(jnp.swapaxes(rot, -1, -2), center_w)
-  K = cameras.make_intrinsics(focal, focal, prep.pp[:, 0], prep.pp[:, 1])
+  K = cameras.make_intrinsics(focal, focal * aspect, pp[:, 0], pp[:, 1])
   world = cameras.transform_points(cam_to_world[:, None], depth[..., None] * r)
   world = jnp.where(out_mask[..., None], world, 0.0)
   return PostOptResult(
@@ -522,41 +303,52 @@ def _finalize(prep: _Prepared, rot, center, focal, shape, default_focal) -> Post
 
 
 @functools.partial(jax.jit, static_argnames=('num_iters', 'irls_iters', 'init_points'))
-def post_optimize_jit(xyz, weights, mask, principal_point, focal_init, shared_focal=True,
-                      canonical=False, optimize_focal=True, robust_delta=1e-3, *,
-                      num_iters: int = 100, irls_iters: int = 4,
-                      init_points: int = 4096) -> PostOptResult:
+def post_optimize_jit(xyz, weights, mask, principal_point, focal_init, aspect, pose_init,
+                      pose_known, shared_focal=True, canonical=False, optimize_focal=True,
+                      pp_mode=0, robust_delta=1e-3, *, num_iters: int = 100,
+                      irls_iters: int = 4, init_points: int = 4096) -> PostOptResult:
   """Jitted core of `post_optimize` (see there): xyz (N, H, W, 3), weights (N, H, W), mask
-  (N, H, W) bool, principal_point (2,) or (N, 2), focal_init (N,) (NaN or <= 0: estimate).
-  The flags and robust_delta are traced values (one compilation serves every mode); only the
-  iteration counts and init_points are static. Data problems are masked and flagged (`ok`),
-  never raised."""
+  (N, H, W) bool, principal_point (N, 2) (the value when fixed, the fallback when estimated),
+  focal_init (N,) (NaN or <= 0: estimate), aspect (N,) fy / fx, pose_init (N, 4, 4)
+  cam_to_world used where pose_known (N,) bool. The flags, pp_mode (0 fixed, 1 shared,
+  2 per view) and robust_delta are traced values (one compilation serves every mode); only
+  the iteration counts and init_points are static. Data problems are masked and flagged
+  (`ok`), never raised."""
   n, h, w, _ = xyz.shape
   default_focal = float(max(h, w))  # ~53 degree field of view, for unsolvable views
-  prep = _prepare(xyz, weights, mask, principal_point)
-  r0, c0, f0 = _initialize(prep, focal_init, shared_focal, canonical, robust_delta, irls_iters,
-                           init_points, default_focal)
+  prep = _prepare(xyz, weights, mask)
+  dtype = prep.xn.dtype
+  principal_point, aspect, pose_init = (principal_point.astype(dtype), aspect.astype(dtype),
+                                        pose_init.astype(dtype))
+  free = _Free(shared_focal, optimize_focal, pp_mode, pose_known)
+  r0, c0, f0, pp0 = _initialize(prep, principal_point, focal_init, aspect, pose_init,
+                                pose_known, shared_focal, canonical, pp_mode, robust_delta,
+                                irls_iters, init_points, default_focal)
 
   def stage(carry, xs):
     cauchy, max_iters = xs
     # Stage 1: pseudo-Huber from the closed form. Stage 2: Cauchy with a scale set from the
     # stage-1 residuals, so that points far off (outliers) stop pulling the cameras.
-    rot, center, focal = carry
-    e = jax.vmap(_ray_residuals)(rot, center, focal, prep.xn, prep.offsets)[0]
+    rot, center, focal, pp = carry
+    offsets = prep.pix[None] - pp[:, None]
+    e = jax.vmap(ray_loss.ray_residuals)(rot, center, _focals(focal, aspect), prep.xn,
+                                         offsets)[0]
     res = jnp.where(prep.wts > 0, jnp.linalg.norm(e, axis=-1), jnp.nan)
     delta = jnp.where(cauchy, jnp.maximum(robust_delta, 3.0 * jnp.nanmedian(res)), robust_delta)
     delta = jnp.where(jnp.isfinite(delta), delta, robust_delta)
-    return _refine(prep, rot, center, focal, shared_focal, optimize_focal, delta, cauchy,
-                   max_iters)
+    (rot_n, center_n, focal_n, pp_n), its = _refine(prep, rot, center, focal, pp, aspect, free,
+                                                    delta, cauchy, max_iters)
+    return (rot_n, center_n, focal_n, pp_n), its
 
   stage_iters = jnp.array([num_iters, num_iters])  # traced: room for per-stage budgets
-  (rot, center, focal), iterations = jax.lax.scan(
-      stage, (r0, c0, f0), (jnp.array([False, True]), stage_iters))
-  return _finalize(prep, rot, center, focal, (n, h, w), default_focal)._replace(
+  (rot, center, focal, pp), iterations = jax.lax.scan(
+      stage, (r0, c0, f0, pp0), (jnp.array([False, True]), stage_iters))
+  return _finalize(prep, rot, center, focal, pp, aspect, (n, h, w), default_focal)._replace(
       iterations=iterations)
 
 
-def post_optimize(xyz, weights=None, mask=None, *, principal_point=None, focal=None,
+def post_optimize(xyz, weights=None, mask=None, *, principal_point=None, focal=None, K=None,
+                  cam_to_world=None, pose_known=None, principal_point_mode: str = 'fixed',
                   shared_focal: bool = True, canonical: bool = False,
                   optimize_focal: bool = True, num_iters: int = 100, irls_iters: int = 4,
                   init_points: int = 4096, robust_delta: float = 1e-3,
@@ -568,8 +360,16 @@ def post_optimize(xyz, weights=None, mask=None, *, principal_point=None, focal=N
     weights: (N, H, W) confidence >= 0 (None: ones). Low weight = less trusted point.
     mask: (N, H, W) bool, pixels to use (None: all). Non-finite points must be masked out
       (`check` raises otherwise).
-    principal_point: (2,) or (N, 2) pixels; None = image centre (W / 2, H / 2).
+    principal_point: (2,) or (N, 2) pixels; None = image centre (W / 2, H / 2). With
+      principal_point_mode 'fixed' it is kept, else it is the fallback of the estimate.
     focal: known focal (scalar or (N,)) to start from (and keep, if not optimize_focal).
+    K: known intrinsics (3, 3) or (N, 3, 3) (upper triangular, no skew): fixes focal, fy / fx
+      and principal point (returned exactly); overrides focal and principal_point.
+    cam_to_world: (N, 4, 4) known poses in the XYZ's world, used for the views flagged in
+      pose_known (N,) bool (None: all of them); returned exactly for those views.
+    principal_point_mode: 'fixed', 'shared' (one estimated for all views) or 'per_view'.
+      'fixed' is the default: on generated XYZ, whose principal point is the image centre by
+      training, estimating it only adds noise (measured in WORKSPACE.md).
     shared_focal: one focal for all views (a video) or one per view.
     canonical: the world frame is frame 0's camera frame (a canonicalized clip). Then frame 0
       also gets the identity / Weiszfeld-focal initialization. The points must not be shifted
@@ -590,11 +390,21 @@ def post_optimize(xyz, weights=None, mask=None, *, principal_point=None, focal=N
   n, h, w, _ = np.shape(xyz)
   if n == 0 or h == 0 or w == 0:
     raise ValueError(f'xyz is empty: {np.shape(xyz)}')
+  if principal_point_mode not in PRINCIPAL_POINT_MODES:
+    raise ValueError(f'principal_point_mode must be one of {PRINCIPAL_POINT_MODES}, got '
+                     f'{principal_point_mode!r}')
+  pp_mode = PRINCIPAL_POINT_MODES.index(principal_point_mode)
   weights = jnp.ones((n, h, w), jnp.float32) if weights is None else weights
   mask = jnp.ones((n, h, w), bool) if mask is None else mask
   for name, a in (('weights', weights), ('mask', mask)):
     if np.shape(a) != (n, h, w):
       raise ValueError(f'{name} must be (N, H, W) = {(n, h, w)}, got {np.shape(a)}')
+  aspect = np.ones((n,), np.float32)
+  if K is not None:
+    K = np.broadcast_to(np.asarray(K, np.float64), (n, 3, 3))
+    cameras.check_pinhole(K)
+    focal, aspect = K[:, 0, 0], K[:, 1, 1] / K[:, 0, 0]
+    principal_point, optimize_focal, pp_mode = K[:, :2, 2], False, 0
   if principal_point is None:
     principal_point = np.array([w / 2.0, h / 2.0], np.float32)
   if np.shape(principal_point) not in ((2,), (n, 2)):
@@ -606,6 +416,14 @@ def post_optimize(xyz, weights=None, mask=None, *, principal_point=None, focal=N
   focal = jnp.broadcast_to(jnp.asarray(focal, jnp.float32), (n,))
   if not optimize_focal and np.any(np.isnan(np.asarray(focal))):
     raise ValueError('optimize_focal=False needs a focal')
+  if cam_to_world is None:
+    pose_init, pose_known = np.tile(np.eye(4, dtype=np.float32), (n, 1, 1)), np.zeros(n, bool)
+  else:
+    pose_init = np.asarray(cam_to_world, np.float64)
+    if pose_init.shape != (n, 4, 4):
+      raise ValueError(f'cam_to_world must be (N, 4, 4) = ({n}, 4, 4), got {pose_init.shape}')
+    pose_known = np.ones(n, bool) if pose_known is None else np.asarray(pose_known, bool)
+    cameras.check_rigid(pose_init[pose_known])
   if check:
     f = np.asarray(focal)
     if np.any(~np.isnan(f) & ~(f > 0)) or np.any(np.isinf(f)):
@@ -620,9 +438,19 @@ def post_optimize(xyz, weights=None, mask=None, *, principal_point=None, focal=N
     if np.any(counts < MIN_POINTS):
       raise ValueError(f'views {np.nonzero(counts < MIN_POINTS)[0].tolist()} have fewer than '
                        f'{MIN_POINTS} valid pixels (empty mask?)')
-  return post_optimize_jit(
+  res = post_optimize_jit(
       jnp.asarray(xyz), jnp.asarray(weights), jnp.asarray(mask, bool),
-      jnp.asarray(principal_point, jnp.float32), focal, jnp.asarray(shared_focal, bool),
+      jnp.broadcast_to(jnp.asarray(principal_point, jnp.float32), (n, 2)), focal,
+      jnp.asarray(aspect, jnp.float32), jnp.asarray(pose_init, jnp.float32),
+      jnp.asarray(pose_known, bool), jnp.asarray(shared_focal, bool),
       jnp.asarray(canonical, bool), jnp.asarray(optimize_focal, bool),
-      jnp.asarray(robust_delta, jnp.float32), num_iters=num_iters, irls_iters=irls_iters,
-      init_points=init_points)
+      jnp.asarray(pp_mode, jnp.int32), jnp.asarray(robust_delta, jnp.float32),
+      num_iters=num_iters, irls_iters=irls_iters, init_points=init_points)
+  # Known cameras come back exactly as given (the solve used them up to float32 rounding).
+  if K is not None:
+    res = res._replace(K=jnp.asarray(K, res.K.dtype))
+  if np.any(pose_known):
+    res = res._replace(cam_to_world=jnp.where(jnp.asarray(pose_known)[:, None, None],
+                                              jnp.asarray(pose_init, res.cam_to_world.dtype),
+                                              res.cam_to_world))
+  return res
