@@ -47,6 +47,12 @@ case "${1:-}" in
     run vae 90 python3 benchmarks/vae_bench.py --batch 16
     run geometry 90 python3 benchmarks/geometry_bench.py
     ;;
+  data)  # the small model's consumption (its train step) beside the mixed grain pipeline on the
+         # host's cores (issue 15's headroom goal: >= 3x)
+    run small_step 150 python3 benchmarks/train_step.py --config small --batch 32 --parts 0
+    run mixture 300 env JAX_PLATFORMS=cpu python3 benchmarks/data_bench.py \
+      --skip=render,build,pipeline --workers="$(nproc)"
+    ;;
   geometry)  # post-optimization (16 views at 256 px, centre and shared principal point),
              # the principal-point modes on noisy XYZ, many views at 50/100/200
     run geometry 90 python3 benchmarks/geometry_bench.py
@@ -72,5 +78,5 @@ case "${1:-}" in
     run train_step_1gpu 200 python3 benchmarks/train_step.py --batch 4 --parts 0
     run train_step_2gpu 240 python3 benchmarks/train_step.py --batch 4 --parts 0 --devices 2
     ;;
-  *) echo "usage: $0 train|infer|multi"; exit 2 ;;
+  *) echo "usage: $0 train|infer|multi|data|geometry|optim|ablate|final|sampling_multi"; exit 2 ;;
 esac
