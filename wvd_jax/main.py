@@ -68,11 +68,16 @@ class _QuietLibraries(pylogging.Filter):
 
 
 def _run_task(config, workdir: str, mode: str):
+  """Every process of a multi-host job loads the model and runs the same seeded task on its own
+  devices; process 0 writes the outputs."""
+  from wvd_jax import files, multihost  # pylint: disable=import-outside-toplevel
   from wvd_jax.tasks import api  # pylint: disable=import-outside-toplevel
   if not _INPUT.value:
     raise app.UsageError(f'--mode={mode} needs --input')
-  model = api.WVD.load(_CHECKPOINT.value or os.path.join(workdir, 'export'), config)
-  output = _OUTPUT.value or os.path.join(workdir, mode)
+  model = api.WVD.load(_CHECKPOINT.value or files.as_path(workdir) / 'export', config)
+  output = _OUTPUT.value or os.fspath(files.as_path(workdir) / mode)
+  if not multihost.is_primary():
+    output = None
   if mode == 'image_to_3d':
     return model.image_to_3d(_INPUT.value, output)
   if mode == 'depth':

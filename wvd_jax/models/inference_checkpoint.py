@@ -3,22 +3,22 @@
 Layout of an exported directory:
   config.json   the full ml_collections config (JSON)
   params/       an orbax checkpoint of the parameter tree (pure dict of float32 arrays)
-It is written under a temporary name and renamed when complete. Loading checks that the stored
-model matches the model section of the caller's config, if one is given.
+It is written under a temporary name (.<name>.tmp) and renamed when complete; in a multi-host
+job every process calls ``save`` with its shards of the parameters and process 0 finishes the
+directory. ``path`` may be a URI (gs://...). Loading checks that the stored model matches the
+model section of the caller's config, if one is given, and gives every process a whole copy.
 """
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from wvd_jax import files
+from wvd_jax import files, multihost
 from wvd_jax.models import builder
 
 # Config keys that shape the parameters (remat, scan, dtypes and attention do not).
@@ -31,32 +31,41 @@ _ARCHITECTURE_KEYS = {
 _DEFAULTS = {'diffusion.modalities': 'rgb_xyz'}  # Of configs stored before the key existed.
 
 
-def save(path: str, config: ml_collections.ConfigDict, params) -> None:
-  """Writes ``params`` (pure dict) and ``config`` to the directory ``path`` atomically."""
-  path = os.path.abspath(path)
-  parent = os.path.dirname(path)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(dir=parent, prefix='.' + os.path.basename(path) + '.tmp')
+def save(path: str | os.PathLike, config: ml_collections.ConfigDict, params) -> None:
+  """Writes ``params`` (pure dict of numpy arrays or jax.Arrays, sharded across processes in a
+  multi-host job: every process calls this) and ``config`` to the directory ``path``
+  atomically."""
+  path = files.as_path(path)
+  tmp = path.parent / f'.{path.name}.tmp'  # The same name on every process.
+  primary = multihost.is_primary()
+  if primary:
+    if tmp.exists():
+      tmp.rmtree()
+    tmp.mkdir(parents=True)
+  multihost.sync('inference_checkpoint_tmp')
   try:
     checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(os.path.join(tmp, 'params'), params)
+    checkpointer.save(tmp / 'params', params)
     checkpointer.wait_until_finished()
-    with files.atomic_write(os.path.join(tmp, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
-    if os.path.exists(path):
-      shutil.rmtree(path)
-    os.replace(tmp, path)
+    if primary:
+      with files.atomic_write(tmp / 'config.json', 'w') as f:
+        f.write(config.to_json_best_effort(indent=2))
+      if path.exists():
+        path.rmtree()
+      tmp.rename(path)
   except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
+    if primary and tmp.exists():
+      tmp.rmtree()
     raise
+  multihost.sync('inference_checkpoint_done')
 
 
-def load_config(path: str) -> ml_collections.ConfigDict:
-  config_path = os.path.join(path, 'config.json')
-  if not os.path.isfile(config_path):
+def load_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
+  config_path = files.as_path(path) / 'config.json'
+  if not config_path.is_file():
     raise FileNotFoundError(f'{path} is not an exported wvd_jax checkpoint (no config.json); '
                             'write one with --mode=export')
-  with open(config_path) as f:
+  with config_path.open() as f:
     return ml_collections.ConfigDict(json.load(f))
 
 
@@ -78,8 +87,9 @@ def load(path: str, config: ml_collections.ConfigDict | None = None):
                             for k, (a, b) in sorted(diff.items()))
         raise ValueError(f'checkpoint {path} was trained with another config ({details})')
   graphdef, abstract_state = builder.abstract_model(stored)
-  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+  # A whole copy on this process's first device (in a multi-host job: on every process).
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
                         nnx.to_pure_dict(abstract_state))
-  params = ocp.StandardCheckpointer().restore(os.path.join(os.path.abspath(path), 'params'),
-                                              target)
+  params = ocp.StandardCheckpointer().restore(files.as_path(path) / 'params', target)
   return stored, graphdef, params

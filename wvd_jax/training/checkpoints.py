@@ -8,22 +8,24 @@ save never replaces the last good checkpoint.
 """
 from __future__ import annotations
 
-import os
-
 import grain
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from wvd_jax import files
 
-def make_manager(workdir: str, config, *, async_save: bool = True) -> ocp.CheckpointManager:
+
+def make_manager(workdir, config, *, async_save: bool = True) -> ocp.CheckpointManager:
+  """The manager of <workdir>/checkpoints; ``workdir`` may be a URI (gs://...), passed on as an
+  epath.Path. Every process of a multi-host job makes one and calls save/restore together."""
   options = ocp.CheckpointManagerOptions(
       max_to_keep=config.train.keep_checkpoints,
       enable_async_checkpointing=async_save,
       create=True,
   )
-  return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, 'checkpoints')),
-                               options=options, item_names=('state', 'data'))
+  return ocp.CheckpointManager(files.as_path(workdir) / 'checkpoints', options=options,
+                               item_names=('state', 'data'))
 
 
 def save(manager: ocp.CheckpointManager, state, data_iterator=None, *, force: bool = False):
@@ -55,8 +57,9 @@ def abstract_like(state_shardings, state_shapes):
                       state_shapes, state_shardings)
 
 
-def restore_params(config, workdir: str, use_ema: bool = True):
-  """(graphdef, params) of the newest checkpoint in ``workdir``, on this process's mesh.
+def restore_params(config, workdir, use_ema: bool = True):
+  """(graphdef, params) of the newest checkpoint in ``workdir``, sharded on the config's mesh
+  (across processes in a multi-host job: gather with multihost.host_copy to read them).
 
   Raises FileNotFoundError naming the directory when there is no checkpoint.
   """
@@ -67,7 +70,7 @@ def restore_params(config, workdir: str, use_ema: bool = True):
   graphdef, state_sh = state_lib.state_shardings(config, mesh, tx)
   manager = make_manager(workdir, config, async_save=False)
   if manager.latest_step() is None:
-    raise FileNotFoundError(f'no checkpoint under {os.path.join(workdir, "checkpoints")}; '
+    raise FileNotFoundError(f'no checkpoint under {manager.directory}; '
                             'run --mode=train first')
   shapes = jax.eval_shape(lambda: state_lib.create_train_state(config, mesh, tx)[1])
   state = restore_latest(manager, abstract_like(state_sh, shapes))

@@ -8,20 +8,24 @@ import jax
 import numpy as np
 from absl import logging
 
+from wvd_jax import files
+
 
 class MetricWriter:
   """Writes scalars to TensorBoard and to <workdir>/metrics.jsonl (process 0 only), and one
   console line per call. The JSON lines file ({"step": s, "train/loss": ...} per line) is what
-  scripts and tests read; a resumed run appends to it."""
+  scripts and tests read; a resumed run appends to it. ``workdir`` may be a URI (gs://...):
+  TensorBoard gets it as a string, unchanged."""
 
-  def __init__(self, workdir: str, enabled: bool | None = None):
+  def __init__(self, workdir: str | os.PathLike, enabled: bool | None = None):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
     self._writer = None
     self._jsonl = None
     if self.enabled:
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      self._writer = SummaryWriter(os.path.join(workdir, 'tensorboard'))
-      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')  # pylint: disable=consider-using-with
+      workdir = files.as_path(workdir)
+      self._writer = SummaryWriter(os.fspath(workdir / 'tensorboard'))
+      self._jsonl = (workdir / 'metrics.jsonl').open('a')
 
   def write_scalars(self, step: int, scalars: dict, prefix: str = ''):
     if not self.enabled:
@@ -48,7 +52,7 @@ class MetricWriter:
       self._jsonl.close()
 
 
-def read_jsonl(workdir: str) -> list[dict]:
+def read_jsonl(workdir: str | os.PathLike) -> list[dict]:
   """The records of <workdir>/metrics.jsonl, in order."""
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+  with (files.as_path(workdir) / 'metrics.jsonl').open() as f:
     return [json.loads(line) for line in f if line.strip()]
