@@ -121,6 +121,7 @@ def main():
       'rgb': jax.random.normal(key, (b, n, latent, latent, channels)),
       'xyz': jax.random.normal(jax.random.fold_in(key, 1), (b, n, latent, latent, channels)),
       'mask': jnp.ones((b, n, latent, latent), bool),
+      'xyz_valid': jnp.ones((b, n, latent, latent), bool),
   }
   batch_sh = sharding.batch_sharding(mesh)
   batch = jax.device_put(batch, batch_sh)

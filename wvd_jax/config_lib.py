@@ -6,6 +6,8 @@ keys, so that a misspelt ``--config.a.b=v`` override fails instead of being sile
 """
 from __future__ import annotations
 
+import os
+
 import ml_collections
 
 from wvd_jax import errors
@@ -39,6 +41,7 @@ LOGICAL_AXIS_RULES = (
     ('activation_kv', None),
     ('activation_mlp', 'tensor'),
 )
+SYNTHETIC_WORLD = 'synthetic_world'  # The embedded dataset's name in config.data.sources.
 
 def base_config() -> ml_collections.ConfigDict:
   """Every key a config may set, with defaults for a CPU run."""
@@ -48,6 +51,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict()
   config.data.dataset = 'synthetic_world'  # The embedded synthetic 3D world (wvd_jax/data).
   config.data.data_dir = ''  # Where rendered datasets live; '' means <workdir>/data.
+  # Training mixture: comma-separated SOURCE=WEIGHT entries (=WEIGHT optional, default 1); a
+  # SOURCE is 'synthetic_world' (the embedded world of this config) or a dataset directory in
+  # the project's shard format (local path or URI). See data_sources().
+  config.data.sources = SYNTHETIC_WORLD
   config.data.image_size = 32  # Model resolution (square).
   config.data.render_size = 32  # Rendered resolution (centre-cropped and resized to image_size).
   config.data.num_frames = 4
@@ -186,6 +193,55 @@ class ConfigError(errors.UserError, ValueError):
   """A config value that cannot work, named by its dotted key."""
 
 
+def data_sources(config: ml_collections.ConfigDict) -> list[tuple[str, float]]:
+  """config.data.sources as [(source, weight)], in order (the index is a batch's ``source``).
+
+  'synthetic_world=0.7,/data/co3d=0.3' -> [('synthetic_world', 0.7), ('/data/co3d', 0.3)]. The
+  weight follows an entry's last '=' (a path or URI may hold '=' itself, never a comma)."""
+  text = config.data.get('sources', SYNTHETIC_WORLD)
+  out = []
+  for entry in str(text).split(','):
+    entry = entry.strip()
+    if not entry:
+      continue
+    name, weight = entry, '1'
+    if '=' in entry:
+      head, tail = entry.rsplit('=', 1)
+      try:
+        float(tail)
+        name, weight = head.strip(), tail.strip()
+      except ValueError:  # A '=' inside the path and no weight.
+        pass
+    weight = float(weight)
+    if not weight > 0 or weight == float('inf'):
+      raise ConfigError(f'config.data.sources: the weight of {name!r} must be a positive '
+                        f'number, got {weight} (write SOURCE=WEIGHT, e.g. synthetic_world=0.7)')
+    out.append((name, weight))
+  if not out:
+    raise ConfigError("config.data.sources: names no source (e.g. 'synthetic_world' or "
+                      "'synthetic_world=0.7,/data/co3d_converted=0.3')")
+  names = [n for n, _ in out]
+  if len(set(names)) != len(names):
+    raise ConfigError(f'config.data.sources: a source is listed twice in {text!r} (list each '
+                      'once with its total weight)')
+  return out
+
+
+def _check_source(name: str) -> None:
+  """A dataset directory must exist (checked here for local paths and file:// URIs; other
+  schemes are checked when read)."""
+  if name == SYNTHETIC_WORLD:
+    return
+  local = name[len('file://'):] if name.startswith('file://') else name
+  if '://' in local:
+    return
+  if not os.path.isfile(os.path.join(local, 'dataset_info.json')):
+    raise ConfigError(
+        f'config.data.sources: {name!r} is neither {SYNTHETIC_WORLD!r} nor a dataset directory '
+        'in the project\'s shard format (no dataset_info.json there; convert a dataset with '
+        'python -m wvd_jax.data.convert and name its version directory)')
+
+
 def _require(condition: bool, key: str, message: str):
   if not condition:
     raise ConfigError(f'config.{key}: {message}')
@@ -196,7 +252,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   reference = base_config()
   _check_same_keys(config, reference, prefix='')
   d, m, o, t = config.data, config.model, config.optim, config.train
-  _require(d.dataset in ('synthetic_world',), 'data.dataset', f'unknown dataset {d.dataset!r}')
+  _require(d.dataset in (SYNTHETIC_WORLD,), 'data.dataset', f'unknown dataset {d.dataset!r}')
+  for name, _ in data_sources(config):
+    _check_source(name)
   for key in ('image_size', 'render_size', 'num_frames', 'batch_size', 'num_train_scenes',
               'num_validation_scenes', 'num_test_scenes', 'max_frame_stride'):
     _require(d[key] > 0, f'data.{key}', f'must be positive, got {d[key]}')

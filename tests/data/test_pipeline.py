@@ -33,7 +33,7 @@ def test_batches_have_the_model_layout(tiny, tmp_path):
   b, n, s = 2, tiny.data.num_frames, tiny.data.image_size
   shapes = dict(rgb=(b, n, s, s, 3), xyz=(b, n, s, s, 3), mask=(b, n, s, s),
                 intrinsics=(b, n, 3, 3), cam_to_world=(b, n, 4, 4), norm_center=(b, 3),
-                norm_scale=(b,))
+                norm_scale=(b,), source=(b,), xyz_valid=(b, n, s, s))
   assert {k: v.shape for k, v in batch.items()} == shapes
   assert batch['mask'].dtype == bool and batch['rgb'].dtype == np.float32
   assert -1 <= batch['rgb'].min() and batch['rgb'].max() <= 1
@@ -197,3 +197,34 @@ def test_worker_processes_give_the_same_batches_and_resume(tiny, tmp_path):
     _assert_batches_equal(expected[2:], _take(resumed, 2))
   finally:
     resumed.close()
+
+
+def test_valid_mask_travels_to_the_batch_and_bounds_the_normalization():
+  """Unknown pixels (valid False) leave the normalization, the mask and XYZ; resizing takes the
+  nearest pixel's validity; a clip without ``valid`` (the synthetic world) is all valid."""
+  from wvd_jax.data import clips  # pylint: disable=import-outside-toplevel
+  from wvd_jax.geometry import normalization  # pylint: disable=import-outside-toplevel
+  clip = synthetic_world.render_clip(3, 'train', 0, 4, 16, object_fraction=0.0)
+  full = transforms.canonicalize(clips.stored_fields(clip))
+  assert full['xyz_valid'].all()
+  np.testing.assert_array_equal(full['mask'], clip['depth'] > 0)
+  valid = np.ones(clip['depth'].shape, bool)
+  valid[:, :, :6] = False  # The left columns unknown; their depth is garbage.
+  stored = {k: clip[k] for k in clips.STORED_FIELDS}
+  stored['depth'] = np.where(valid, clip['depth'], 1e4).astype(np.float32)
+  stored['valid'] = valid
+  out = transforms.canonicalize(clips.stored_fields(stored))
+  np.testing.assert_array_equal(out['xyz_valid'], valid)
+  np.testing.assert_array_equal(out['mask'], valid & (clip['depth'] > 0))
+  assert not out['xyz'][~valid].any()
+  c2w = clip['cam_to_world']
+  relative = np.asarray(np.linalg.inv(c2w[0]) @ c2w, np.float32)
+  points = clips.unproject(clip['depth'], clip['intrinsics'], relative)
+  norm = normalization.fit_normalization(points, out['mask'])
+  np.testing.assert_allclose(out['norm_center'], norm.center, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(out['norm_scale'], norm.scale, rtol=1e-5)
+  # 2x down: validity of the nearest source pixel; interpolated depth only from valid pixels.
+  small = transforms.crop_and_resize(clips.stored_fields(stored), 8)
+  np.testing.assert_array_equal(small['valid'], valid[:, 1::2, 1::2])
+  assert not small['depth'][~small['valid']].any()
+  assert small['depth'].max() < 1e3

@@ -82,7 +82,8 @@ def _synthetic_batch(seed, config):
   k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
   return dict(rgb=np.array(jax.random.uniform(k1, (b, n, s, s, 3), minval=-1, maxval=1)),
               xyz=np.array(jax.random.uniform(k2, (b, n, s, s, 3), minval=-1, maxval=1)),
-              mask=np.array(jax.random.uniform(k3, (b, n, s, s)) > 0.3))
+              mask=np.array(jax.random.uniform(k3, (b, n, s, s)) > 0.3),
+              xyz_valid=np.ones((b, n, s, s), bool))
 
 
 def test_train_loss_and_gradients_ignore_the_batch_xyz():

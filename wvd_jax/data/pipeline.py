@@ -1,17 +1,27 @@
 """grain input pipeline: stored clips -> frame-0-canonical, normalized RGB + XYZ batches.
 
-  source (TFDS ArrayRecord, random access; storage.ClipSource)
-    -> this process's share: elements process_index, process_index + P, ...  (disjoint)
-    -> shuffle (seeded, reshuffled every epoch) -> repeat
-    -> random_map (per-element RNG from the seed and the element's index, so a resumed iterator
-       draws the same randomness): N frames with a random stride in [1, data.max_frame_stride]
-       and a random start; centre crop + resize to data.image_size (K exact, XYZ = unproject of
-       the resized depth); canonicalize to frame 0's camera (OpenCV), normalize XYZ to [-1, 1]
-       (geometry's N; the transform travels as norm_center / norm_scale); RGB to [-1, 1]
-    -> batch (per-process batch = data.batch_size / process_count)
+The GLOBAL example sequence (global_examples; the same whatever the process count):
+  per source of config.data.sources (the synthetic world's storage.ClipSource or a converted
+  dataset's storage.DirectoryClipSource; TFDS ArrayRecord, random access):
+    shuffle (seeded per source, reshuffled every epoch) -> repeat -> tag ``source``
+  -> mix the sources by weight (grain MapDataset.mix: a deterministic interleave in the weights'
+     proportions; one source: itself)
+  -> random_map (per-example RNG from the seed and the GLOBAL index g): N frames with a random
+     stride in [1, data.max_frame_stride] and a random start; centre crop + resize to
+     data.image_size (K exact, XYZ = unproject of the resized depth); canonicalize to frame 0's
+     camera (OpenCV), normalize XYZ to [-1, 1] (geometry's N; the transform travels as
+     norm_center / norm_scale); RGB to [-1, 1]
+So example g depends only on (config.seed, the sources, split, g).
+
+This process's batches (make_dataset): global batch b = examples [b * B, (b + 1) * B)
+(B = data.batch_size); process p of P takes rows [p * B / P, (p + 1) * B / P) of every global
+batch from ``start_batch`` on (GlobalBatchShare)
+    -> batch (per-process batch = B / P)
     -> to_iter_dataset, reading 2 batches ahead in this process (1 per worker process with
        workers); its iterator is a grain DatasetIterator, checkpointable with grain.checkpoint
     -> mp_prefetch over data.worker_count worker processes (0: in this process)
+The data position of a run is the number of global batches consumed: rebuilding with
+``start_batch`` = that number continues identically on any process count.
 
 Every XYZ and camera is expressed in its clip's first frame's camera coordinates, as DUSt3R's
 point maps are: a scene's world frame is arbitrary, frame 0's camera is what the model can infer
@@ -19,17 +29,21 @@ from the conditioning image.
 
 A batch is a dict of numpy arrays (B = per-process batch, N frames, H = W = data.image_size):
   rgb (B, N, H, W, 3) float32 in [-1, 1];   xyz (B, N, H, W, 3) float32 in [-1, 1] (0 where invalid);
-  mask (B, N, H, W) bool;   intrinsics (B, N, 3, 3);   cam_to_world (B, N, 4, 4) frame-0 camera
-  frame, normalized translation;   norm_center (B, 3), norm_scale (B,) undo the normalization.
+  mask (B, N, H, W) bool (a valid surface);   xyz_valid (B, N, H, W) bool (depth known: False
+  only in converted datasets' unknown pixels, which are out of the XYZ loss);   intrinsics (B, N, 3, 3);   cam_to_world (B, N, 4, 4) frame-0 camera
+  frame, normalized translation;   norm_center (B, 3), norm_scale (B,) undo the normalization;
+  source (B,) int32: the index of the clip's source in config.data.sources.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 
 import grain
 import numpy as np
 
+from wvd_jax import config_lib
 from wvd_jax.data import clips, storage, transforms
 
 
@@ -37,12 +51,6 @@ from wvd_jax.data import clips, storage, transforms
 def data_dir(config, workdir: str) -> str:
   """config.data.data_dir, or <workdir>/data."""
   return config.data.data_dir or os.path.join(workdir, 'data')
-
-
-def _check_dataset(config):
-  if config.data.dataset != 'synthetic_world':
-    raise ValueError(f'config.data.dataset={config.data.dataset!r}: only the embedded '
-                     "'synthetic_world' is available")
 
 
 def load_split(config, split: str, workdir: str, *, complete: bool = True
@@ -55,7 +63,6 @@ def load_split(config, split: str, workdir: str, *, complete: bool = True
   float32 world points (the unprojection of depth; 0 where invalid) and mask (N, H, W) bool.
   Without it a clip skips that unprojection: for callers that select and resize frames first
   (model_clip, evaluation.protocol.prepare_clip), which derive XYZ again anyway."""
-  _check_dataset(config)
   return storage.open_split(storage.WorldParams.from_config(config), data_dir(config, workdir),
                             split, complete=complete, render_workers=config.data.render_workers)
 
@@ -93,7 +100,7 @@ def resized_frames(clip: dict[str, np.ndarray], *, num_frames: int, image_size: 
     raise ValueError(f'frames {indices.tolist()} are not all in the clip\'s {available} frames '
                      f'({num_frames} frames at stride {stride} from frame {start}: the clip needs '
                      f'{indices[-1] + 1})')
-  clip = transforms.select_frames({k: clip[k] for k in clips.STORED_FIELDS}, indices)
+  clip = transforms.select_frames(clips.stored_fields(clip), indices)
   return transforms.crop_and_resize(clip, image_size)
 
 
@@ -107,39 +114,121 @@ class ClipTransform(grain.transforms.RandomMap):
   def random_map(self, clip, rng: np.random.Generator):
     indices = transforms.frame_indices(clip['depth'].shape[0], self.num_frames, self.max_stride,
                                        rng)
-    clip = transforms.select_frames({k: clip[k] for k in clips.STORED_FIELDS}, indices)
-    clip = transforms.crop_and_resize(clip, self.image_size)
-    return transforms.canonicalize(clip)
+    out = transforms.select_frames(clips.stored_fields(clip), indices)
+    out = transforms.canonicalize(transforms.crop_and_resize(out, self.image_size))
+    out['source'] = clip['source']
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class _TagSource(grain.transforms.Map):
+  """Adds ``source`` (int32: the clip's index in config.data.sources) to a stored clip."""
+  source: int
+
+  def map(self, clip):
+    return dict(clip, source=np.int32(self.source))
+
+
+class GlobalBatchShare(grain.MapDataset):
+  """One process's share of a global, process-count-independent example sequence.
+
+  Element j of this dataset is global example (start_batch + j // b) * B + process_index * b
+  + j % b, with B the global batch and b = B / process_count: batching it by b gives the
+  process's rows of global batches start_batch, start_batch + 1, ...; the union over processes
+  is the global batch whatever the process count."""
+
+  def __init__(self, parent: grain.MapDataset, *, global_batch: int, process_index: int,
+               process_count: int, start_batch: int = 0):
+    super().__init__(parent)
+    self._global_batch = global_batch
+    self._local_batch = global_batch // process_count
+    self._offset = process_index * self._local_batch
+    self._start_batch = start_batch
+
+  def __len__(self) -> int:
+    total = len(self._parent)
+    if total >= sys.maxsize:  # Repeated: endless.
+      return sys.maxsize
+    return max(total // self._global_batch - self._start_batch, 0) * self._local_batch
+
+  def global_index(self, index: int) -> int:
+    batch, row = divmod(index, self._local_batch)
+    return (self._start_batch + batch) * self._global_batch + self._offset + row
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    return self._parent[self.global_index(index)]
+
+  def __str__(self) -> str:
+    return (f'GlobalBatchShare[rows {self._offset}..{self._offset + self._local_batch} of '
+            f'{self._global_batch}, from batch {self._start_batch}]')
+
+
+def _shuffle_seed(seed: int, source: int) -> int:
+  """Source ``source``'s shuffle seed (grain adds the epoch to it: sources lie far apart).
+  Source 0 keeps the seed itself, the transform the earlier stream: a one-source run reads the
+  same data as before the global sequence existed."""
+  return (int(seed) + source * 2_654_435_761) % 2 ** 32
+
+
+def _transform_seed(seed: int) -> int:
+  return (int(seed) * 1_000_003) % 2 ** 32
+
+
+def open_source(config, name: str, split: str, workdir: str, *, complete: bool = False):
+  """The split of one data source (an entry of config.data.sources): the embedded synthetic
+  world (built on first use) or a dataset directory in the project's shard format."""
+  if name == config_lib.SYNTHETIC_WORLD:
+    return load_split(config, split, workdir, complete=complete)
+  return storage.DirectoryClipSource(name, split, complete=complete)
+
+
+def global_examples(config, split: str, workdir: str, *, shuffle: bool = True,
+                    repeat: bool = True) -> grain.MapDataset:
+  """The split's global example sequence (a grain MapDataset; the module docstring's steps up to
+  the per-clip transform). Example g depends only on (config.seed, the sources, split, g)."""
+  sources = config_lib.data_sources(config)
+  parts = []
+  for s, (name, _) in enumerate(sources):
+    source = open_source(config, name, split, workdir)
+    if not len(source):
+      raise ValueError(f'data source {name!r} has no clips in its {split} split')
+    ds = grain.MapDataset.source(source)
+    if shuffle:
+      ds = ds.shuffle(seed=_shuffle_seed(config.seed, s))  # Reshuffled every epoch (grain).
+    if repeat:
+      ds = ds.repeat()
+    parts.append(ds.map(_TagSource(s)))
+  # grain's mixture interleaves deterministically in the weights' exact proportions.
+  ds = parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, [w for _, w in sources])
+  d = config.data
+  # Per-example RNG from the seed and the global index g: the same frames on any process count.
+  return ds.random_map(ClipTransform(d.num_frames, d.max_frame_stride, d.image_size),
+                       seed=_transform_seed(config.seed))
 
 
 def make_dataset(config, split: str, workdir: str, *, process_index: int = 0,
-                 process_count: int = 1, shuffle: bool = True, repeat: bool = True):
-  """A grain IterDataset of per-process batches (see the module docstring).
+                 process_count: int = 1, start_batch: int = 0, shuffle: bool = True,
+                 repeat: bool = True):
+  """A grain IterDataset of this process's batches from GLOBAL batch ``start_batch`` on.
 
-  ``config.data.batch_size`` is the global batch; each of ``process_count`` processes gets
-  batch_size / process_count clips per batch from its own disjoint share of the split. Without
-  ``repeat`` the share is read once and a last incomplete batch is dropped."""
-  _check_dataset(config)
+  Global batch b holds global examples [b * B, (b + 1) * B) (B = data.batch_size, the global
+  batch); process p of P gets rows [p * B / P, (p + 1) * B / P) of it. Example g's content
+  depends only on (config.seed, config.data.sources, split, g), not on P, so a run that consumed
+  k global batches resumes on any process count with ``start_batch=k``. Without ``repeat`` each
+  source is read once and the last incomplete global batch is dropped."""
   d = config.data
   if d.batch_size % process_count:
     raise ValueError(f'data.batch_size={d.batch_size} is not divisible by the '
                      f'{process_count} JAX processes')
   if not 0 <= process_index < process_count:
     raise ValueError(f'process_index={process_index} not in [0, {process_count})')
-  source = storage.open_split(storage.WorldParams.from_config(config),
-                              data_dir(config, workdir), split, complete=False,
-                              render_workers=d.render_workers)
-  if len(source) < process_count:
-    raise ValueError(f'the {split} split has {len(source)} clips, fewer than the '
-                     f'{process_count} JAX processes')
-  ds = grain.MapDataset.source(source)[process_index::process_count]
-  if shuffle:
-    ds = ds.shuffle(seed=config.seed)
-  if repeat:
-    ds = ds.repeat()
-  # One seed per process: element k of two processes' shares draws different frames.
-  ds = ds.random_map(ClipTransform(d.num_frames, d.max_frame_stride, d.image_size),
-                     seed=(config.seed * 1_000_003 + process_index) % 2 ** 32)
+  if start_batch < 0:
+    raise ValueError(f'start_batch={start_batch} must be >= 0')
+  ds = GlobalBatchShare(global_examples(config, split, workdir, shuffle=shuffle, repeat=repeat),
+                        global_batch=d.batch_size, process_index=process_index,
+                        process_count=process_count, start_batch=start_batch)
   ds = ds.batch(d.batch_size // process_count, drop_remainder=True)
   # Read ahead a couple of batches only (grain's default, 500 elements, would prepare hundreds of
   # batches per iterator: gigabytes at 256 x 256 and wasted work for short-lived iterators);

@@ -439,7 +439,8 @@ class DirectoryClipSource(_ShardedClips):
   ``directory`` is a TFDS dataset version directory (dataset_info.json, features.json and
   ArrayRecord shards) whose examples hold at least clips.STORED_FIELDS with the shapes of a raw
   clip: e.g. a copy of a synthetic world build, or clips of a real dataset written with the same
-  features. Items are raw clips as ClipSource's (complete: + mask and world XYZ)."""
+  features, and optionally ``valid`` (N, H, W) bool (clips.py: False where depth is unknown),
+  returned when stored. Items are raw clips as ClipSource's (complete: + mask and world XYZ)."""
 
   def __init__(self, directory: str, split: str, complete: bool = True):
     if not os.path.isfile(os.path.join(directory, 'dataset_info.json')):
@@ -455,13 +456,15 @@ class DirectoryClipSource(_ShardedClips):
       raise ValueError(f'{directory}: examples lack the fields {missing} (a clip needs '
                        f'{list(clips.STORED_FIELDS)})')
     self._index_shards(directory, builder.info.splits[split])
+    self._has_valid = clips.VALID in builder.info.features
     self._source = builder.as_data_source(split=split)
 
   def _open(self):
     return self._source
 
   def _fields(self, example) -> dict[str, np.ndarray]:
-    return {k: np.asarray(example[k]) for k in clips.STORED_FIELDS}
+    fields = clips.STORED_FIELDS + ((clips.VALID,) if self._has_valid else ())
+    return {k: np.asarray(example[k]) for k in fields}
 
   def __repr__(self):
     return f'DirectoryClipSource({self.directory!r}, split={self.split!r}, clips={len(self)})'

@@ -33,7 +33,7 @@ def frame_indices(num_available: int, num_frames: int, max_stride: int,
   return start + stride * np.arange(num_frames)
 
 
-PER_FRAME = ('rgb', 'depth', 'xyz', 'mask', 'intrinsics', 'cam_to_world', 'surface')
+PER_FRAME = ('rgb', 'depth', 'xyz', 'mask', 'intrinsics', 'cam_to_world', 'surface', 'valid')
 
 
 def select_frames(clip: dict[str, np.ndarray], indices: np.ndarray) -> dict[str, np.ndarray]:
@@ -52,6 +52,20 @@ def crop_resize_intrinsics(K: np.ndarray, top: int, left: int, scale: float) -> 
   return K.astype(np.float32)
 
 
+def _sample_centres(top: int, left: int, crop: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+  """Source (row, col) coordinates, in index units, of the output pixel centres (size,) each."""
+  centres = (np.arange(size) + 0.5) * (crop / size) - 0.5
+  return centres + top, centres + left
+
+
+def _nearest(image: np.ndarray, top: int, left: int, crop: int, size: int) -> np.ndarray:
+  """(N, H, W) -> (N, size, size): the source pixel nearest each output pixel centre."""
+  y, x = _sample_centres(top, left, crop, size)
+  ny = np.clip(np.floor(y + 0.5).astype(np.int64), 0, image.shape[1] - 1)
+  nx = np.clip(np.floor(x + 0.5).astype(np.int64), 0, image.shape[2] - 1)
+  return image[:, ny[:, None], nx[None, :]]
+
+
 def _resize_depth(depth: np.ndarray, top: int, left: int, crop: int, size: int) -> np.ndarray:
   """Resizes depth (N, H, W) by sampling the crop at the output pixel centres.
 
@@ -59,9 +73,7 @@ def _resize_depth(depth: np.ndarray, top: int, left: int, crop: int, size: int) 
   for planes, where 1/z is affine in the pixel coordinates); where those 4 are not all valid or
   straddle a depth edge (relative spread > DEPTH_EDGE_RATIO) the nearest source pixel is taken
   instead, so depth is never blurred across an edge. 0 stays invalid."""
-  scale = crop / size
-  centres = (np.arange(size) + 0.5) * scale - 0.5  # Output centres in source index units.
-  y, x = centres + top, centres + left
+  y, x = _sample_centres(top, left, crop, size)
   y0 = np.clip(np.floor(y).astype(np.int64), 0, depth.shape[1] - 2)
   x0 = np.clip(np.floor(x).astype(np.int64), 0, depth.shape[2] - 2)
   wy = np.clip(y - y0, 0.0, 1.0).astype(np.float32)[:, None]  # Clamped: edge extension when
@@ -76,9 +88,7 @@ def _resize_depth(depth: np.ndarray, top: int, left: int, crop: int, size: int) 
   with np.errstate(divide='ignore'):
     inv = ((1 - wy) * ((1 - wx) / d00 + wx / d01) + wy * ((1 - wx) / d10 + wx / d11))
     interpolated = np.where(smooth, 1.0 / np.where(smooth, inv, 1.0), 0.0)
-  ny = np.clip(np.floor(y + 0.5).astype(np.int64), 0, depth.shape[1] - 1)
-  nx = np.clip(np.floor(x + 0.5).astype(np.int64), 0, depth.shape[2] - 1)
-  nearest = depth[:, ny[:, None], nx[None, :]]
+  nearest = _nearest(depth, top, left, crop, size)
   return np.where(smooth, interpolated, nearest).astype(np.float32)
 
 
@@ -87,7 +97,8 @@ def crop_and_resize(clip: dict[str, np.ndarray], size: int) -> dict[str, np.ndar
   are recomputed from the new depth, so unproject(depth', K') == xyz' exactly.
 
   RGB is resized by area averaging (cv2.INTER_AREA; anti-aliased). Depth: see _resize_depth.
-  A crop that is already (size, size) is returned unchanged (bit-exact)."""
+  ``valid`` (if present) takes the nearest source pixel's (where depth is interpolated, its 4
+  source pixels have depth > 0, so are valid: depth 0 where invalid). A crop that is already (size, size) is returned unchanged (bit-exact)."""
   import cv2  # pylint: disable=g-import-not-at-top
   _, h, w = clip['depth'].shape
   crop = min(h, w)
@@ -98,32 +109,41 @@ def crop_and_resize(clip: dict[str, np.ndarray], size: int) -> dict[str, np.ndar
   rgb = clip['rgb'][:, top:top + crop, left:left + crop]
   if crop == size:
     out['rgb'], out['depth'] = rgb, clip['depth'][:, top:top + crop, left:left + crop]
+    if 'valid' in clip:
+      out['valid'] = clip['valid'][:, top:top + crop, left:left + crop]
   else:
     interpolation = cv2.INTER_AREA if size < crop else cv2.INTER_LINEAR
     out['rgb'] = np.stack([cv2.resize(np.ascontiguousarray(f), (size, size),
                                       interpolation=interpolation) for f in rgb])
     out['depth'] = _resize_depth(clip['depth'], top, left, crop, size)
+    if 'valid' in clip:
+      out['valid'] = _nearest(np.asarray(clip['valid']), top, left, crop, size)
   out['intrinsics'] = crop_resize_intrinsics(clip['intrinsics'], top, left, size / crop)
   if 'xyz' in clip or 'mask' in clip:
     out['mask'] = out['depth'] > 0
+    if 'valid' in out:
+      out['mask'] &= out['valid']
     xyz = unproject(out['depth'], out['intrinsics'], clip['cam_to_world'])
     out['xyz'] = np.where(out['mask'][..., None], xyz, 0.0).astype(np.float32)
   return out
 
 
 def canonicalize(clip: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """One model-ready clip from rgb (N, H, W, 3) uint8, depth (N, H, W), intrinsics, cam_to_world.
+  """One model-ready clip from rgb (N, H, W, 3) uint8, depth (N, H, W), intrinsics, cam_to_world
+  and optionally valid (N, H, W) bool (absent: all True; clips.py gives the semantics).
 
   XYZ is the unprojection of depth in frame 0's camera frame (OpenCV), normalized per clip by
-  geometry's N (robust 2nd-98th percentile box -> [-1, 1]; points outside are clipped), 0 where
-  invalid. Returns rgb (N, H, W, 3) float32 in [-1, 1], xyz (N, H, W, 3) float32, mask
-  (N, H, W) bool, intrinsics (N, 3, 3), cam_to_world (N, 4, 4) in the normalized frame-0
+  geometry's N (robust 2nd-98th percentile box of the valid surface points -> [-1, 1]; points
+  outside are clipped), 0 where there is no valid surface. Returns rgb (N, H, W, 3) float32 in
+  [-1, 1], xyz (N, H, W, 3) float32, mask (N, H, W) bool (valid surface), xyz_valid (N, H, W)
+  bool (depth known: surface or known background), intrinsics (N, 3, 3), cam_to_world (N, 4, 4) in the normalized frame-0
   frame, norm_center (3,), norm_scale () float32."""
   c2w = np.asarray(clip['cam_to_world'], np.float32)
   world_to_frame0 = cameras.invert_pose(c2w[0])
   relative = np.asarray(world_to_frame0 @ c2w, np.float32)  # (N, 4, 4) frame i -> frame 0.
   depth = np.asarray(clip['depth'], np.float32)
-  mask = depth > 0
+  valid = np.asarray(clip['valid'], bool) if 'valid' in clip else np.ones(depth.shape, bool)
+  mask = (depth > 0) & valid
   xyz = unproject(depth, clip['intrinsics'], relative)
   norm = normalization.fit_normalization(xyz, mask)
   xyz = np.clip(np.asarray(normalization.normalize_points(xyz, norm)), -1.0, 1.0)
@@ -131,6 +151,7 @@ def canonicalize(clip: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
       rgb=clip['rgb'].astype(np.float32) * np.float32(1 / 127.5) - np.float32(1.0),
       xyz=np.where(mask[..., None], xyz, 0.0).astype(np.float32),
       mask=mask,
+      xyz_valid=valid,
       intrinsics=np.asarray(clip['intrinsics'], np.float32),
       cam_to_world=np.asarray(normalization.normalize_cam_to_world(relative, norm), np.float32),
       norm_center=np.asarray(norm.center, np.float32),

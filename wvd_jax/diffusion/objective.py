@@ -48,6 +48,25 @@ def rgb_only_condition(latents: jax.Array, cond_mask: jax.Array) -> tuple[jax.Ar
           jnp.asarray(cond_mask, jnp.float32).at[..., 1].set(1.0))
 
 
+def xyz_supervision(surface: jax.Array, known: jax.Array, sentinel_background: bool
+                    ) -> tuple[jax.Array, jax.Array]:
+  """Which pixels' XYZ is in the loss, and which of them target the background sentinel.
+
+  Args:
+    surface: (B, N, H, W) bool, a valid surface point (the batch's ``mask``).
+    known: (B, N, H, W) bool, depth known (the batch's ``xyz_valid``): a surface, or known empty
+      background; False only for converted datasets' unknown pixels.
+    sentinel_background: config.diffusion.background == 'sentinel' (XYZ model).
+  Returns:
+    (in_loss, background), (B, N, H, W) bool each: unknown pixels are never in the loss; known
+    background is in it (toward the sentinel) only with ``sentinel_background``.
+  """
+  surface = surface & known
+  if sentinel_background:
+    return known, known & ~surface
+  return surface, jnp.zeros_like(surface)
+
+
 def diffusion_loss(apply_fn, latents: jax.Array, valid: jax.Array, rng: jax.Array, *,
                    schedule: schedules.CosineSchedule, prediction: str, p_unconditional: float,
                    p_rgb_known: float, rgb_weight: float, xyz_weight: float,

@@ -53,11 +53,12 @@ def make_loss_fn(config, graphdef, autoencoder):
       params = jax.tree.map(lambda p: p.astype(compute_dtype), params)
     # RGB-only ablation: the batch's XYZ is never read (diffusion_loss zeroes the XYZ latents).
     xyz = jnp.zeros_like(batch['xyz']) if rgb_only else batch['xyz']
-    valid = latent_valid_mask(batch['mask'], autoencoder.downsample)
-    if sentinel_background and not rgb_only:
-      # Every pixel has an XYZ target: its point, or the background corner where none.
-      xyz = normalization.fill_background(xyz, batch['mask'])
-      valid = jnp.ones_like(valid)
+    # Known pixels have an XYZ target: their point, or (sentinel) the background corner where
+    # no surface; unknown depth (converted datasets) is out of the XYZ loss.
+    in_loss, background = objective.xyz_supervision(
+        batch['mask'], batch['xyz_valid'], sentinel_background and not rgb_only)
+    xyz = normalization.fill_background(xyz, ~background)
+    valid = latent_valid_mask(in_loss, autoencoder.downsample)
     latents = autoencoder_lib.encode_video(autoencoder, batch['rgb'], xyz)
     apply_fn = functools.partial(builder.apply_model, graphdef, params)
     return objective.diffusion_loss(
@@ -134,14 +135,16 @@ class _Preemption:
     self.requested = True
 
 
-def _restore_or_init(config, mesh, tx, manager, state_sh, data_iterator):
+def _restore_or_init(config, mesh, tx, manager, state_sh):
+  """(state, global batches consumed): the newest checkpoint's, or a fresh state at 0."""
   state_shapes = jax.eval_shape(lambda: state_lib.create_train_state(config, mesh, tx)[1])
-  restored = checkpoints.restore_latest(
-      manager, checkpoints.abstract_like(state_sh, state_shapes), data_iterator)
+  restored = checkpoints.restore_latest(manager, checkpoints.abstract_like(state_sh, state_shapes))
   if restored is not None:
-    logging.info('resumed from step %d', int(restored.step))
-    return restored
-  return state_lib.create_train_state(config, mesh, tx)[1]
+    step = int(restored.step)
+    position = checkpoints.data_position(manager, step)
+    logging.info('resumed from step %d at global batch %d', step, position)
+    return restored, position
+  return state_lib.create_train_state(config, mesh, tx)[1], 0
 
 
 class StopCheck:
@@ -188,11 +191,13 @@ def train_and_evaluate(config, workdir) -> state_lib.TrainState:
   autoencoder = autoencoder_lib.make_autoencoder(config)
   graphdef, state_sh = state_lib.state_shardings(config, mesh, tx)
 
+  manager = checkpoints.make_manager(workdir, config)
+  state, position = _restore_or_init(config, mesh, tx, manager, state_sh)
+  # The data position is global: any process count resumes at the same global batch.
   train_iter = iter(pipeline.make_dataset(config, 'train', workdir,
                                           process_index=jax.process_index(),
-                                          process_count=jax.process_count()))
-  manager = checkpoints.make_manager(workdir, config)
-  state = _restore_or_init(config, mesh, tx, manager, state_sh, train_iter)
+                                          process_count=jax.process_count(),
+                                          start_batch=position))
 
   batch_sh = sharding.batch_sharding(mesh)
   rep = sharding.replicated(mesh)
@@ -221,6 +226,7 @@ def train_and_evaluate(config, workdir) -> state_lib.TrainState:
       batch = sharding.global_batch(next(train_iter), mesh)
       state, step_metrics = train_step(state, batch)
       step += 1
+      position += 1
       pending.append(step_metrics)
       progress.update(1)
       if step % config.train.log_every == 0 or step == config.train.num_steps:
@@ -247,7 +253,7 @@ def train_and_evaluate(config, workdir) -> state_lib.TrainState:
         evaluate(config, workdir, eval_step, graphdef, state, mesh, writer, step)
         last_time = time.time()  # Evaluation time is not training time.
       if step % config.train.checkpoint_every == 0 or stop:
-        checkpoints.save(manager, state, train_iter)
+        checkpoints.save(manager, state, position)
       if stop & StopCheck.SIGTERM:
         logging.warning('SIGTERM (on this or another process): saved a checkpoint at step %d, '
                         'exiting', step)
@@ -257,7 +263,7 @@ def train_and_evaluate(config, workdir) -> state_lib.TrainState:
       if stop:
         break
   if manager.latest_step() != step:
-    checkpoints.save(manager, state, train_iter)
+    checkpoints.save(manager, state, position)
   manager.wait_until_finished()
   manager.close()
   writer.close()
