@@ -108,7 +108,16 @@ def main(argv):
     jax.distributed.initialize(**manual)
   logging.info('JAX process %d/%d, devices: %s', jax.process_index(), jax.process_count(),
                jax.devices())
-  run(config, _WORKDIR.value, _MODE.value)
+  if jax.process_count() == 1:
+    return run(config, _WORKDIR.value, _MODE.value)
+  try:
+    run(config, _WORKDIR.value, _MODE.value)
+  except BaseException:  # pylint: disable=broad-except
+    # A failed process would otherwise wait minutes in jax.distributed's shutdown barrier while
+    # the others wait in their next collective: exit at once so the launcher ends the job.
+    logging.exception('process %d failed', jax.process_index())
+    sys.stderr.flush()
+    os._exit(1)  # pylint: disable=protected-access
 
 
 if __name__ == '__main__':

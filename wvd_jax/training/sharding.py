@@ -69,8 +69,8 @@ def make_mesh(config, devices=None) -> Mesh:
     if size % d:
       raise config_lib.ConfigError(f'config.mesh.dcn_{name}={d} does not divide the {name} axis '
                                    f'({size}); the DCN factor of an axis must divide it')
-  # TPU slices group devices by slice_index; elsewhere each process (host) is one group.
-  by_process = getattr(devices[0], 'slice_index', None) is None
+  # Several TPU slices group devices by slice_index; otherwise each process (host) is a group.
+  by_process = len({getattr(d, 'slice_index', 0) for d in devices}) == 1
   groups = len({d.process_index if by_process else d.slice_index for d in devices})
   if int(np.prod(dcn)) != groups:
     raise config_lib.ConfigError(

@@ -299,9 +299,9 @@ def evaluate(config, workdir, eval_step, graphdef, state, mesh, writer, step):
       # activations onto other processes' devices.
       with sharding.use_mesh(sharding.local_mesh(), sharding.axis_rules(config)):
         clip = jax.tree.map(lambda x: x[:1], batches[0])
-        rgb, xyz = generate.sample_from_first_frame(
+        rgb, xyz = jax.device_get(generate.sample_from_first_frame(
             config, graphdef, params, jnp.asarray(clip['rgb'][:, 0]), config.data.num_frames,
-            jax.random.PRNGKey(step))
+            jax.random.PRNGKey(step)))
       grid = visualize.sample_grid(jax.tree.map(lambda x: x[0], clip), rgb[0], xyz[0],
                                    config_lib.rgb_only(config))
       writer.write_image(step, 'validation/samples', grid)
