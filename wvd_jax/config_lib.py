@@ -17,7 +17,8 @@ TASK_MODES = ('image_to_3d', 'depth', 'multiview', 'camera_control')
 MODES = ('train', 'sample', 'export', 'eval') + TASK_MODES
 EVAL_TASKS = ('mono_depth', 'video_depth', 'novel_view', 'consistency')
 DEPTH_ALIGNMENTS = tuple(m for m in depth_metrics.METHODS if m != 'none')  # Scores need one.
-ATTENTION_IMPLEMENTATIONS = ('auto', 'xla', 'cudnn')
+# 'splash': the Pallas TPU kernel; 'splash_interpret' runs it in the Pallas interpreter (tests).
+ATTENTION_IMPLEMENTATIONS = ('auto', 'xla', 'cudnn', 'splash', 'splash_interpret')
 REMAT_POLICIES = ('none', 'full', 'dots_saveable', 'minimal')  # See models/dit.py REMAT_POLICIES.
 DTYPES = ('float32', 'bfloat16')
 MODALITIES = ('rgb_xyz', 'rgb')  # 'rgb': the RGB-only ablation (config.diffusion.modalities).
@@ -82,7 +83,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.num_heads = 4
   config.model.mlp_ratio = 4.0
   config.model.compute_dtype = 'float32'  # Parameters are always float32.
-  config.model.attention = 'auto'  # cuDNN on GPU, XLA elsewhere.
+  config.model.attention = 'auto'  # cuDNN on GPU (16-bit), Pallas splash on TPU, XLA elsewhere.
   config.model.remat = 'none'  # Per-block remat policy: none/full/dots_saveable/minimal (dit.py).
   config.model.scan_layers = False  # Unrolled is faster on GPU (DESIGN.md); scan compiles faster.
 

@@ -18,6 +18,6 @@ def get_config():
   config.train.peak_tflops = 1.0  # Skip measuring the matmul rate.
   config.sample.num_steps = 2
   config.eval.num_clips = 2
-  config.eval.tasks = 'mono_depth,video_depth'
+  config.eval.tasks = 'mono_depth'
   config.eval.gallery_clips = 1
   return config

@@ -51,8 +51,9 @@ def _losses(workdir):
   return {r['step']: r['train/loss'] for r in metrics.read_jsonl(workdir) if 'train/loss' in r}
 
 
-def _one_device_config(**train):
+def _one_device_config(data_dir, **train):
   config = multihost_config.get_config()
+  config.data.data_dir = str(data_dir)
   config.mesh.data, config.mesh.fsdp, config.mesh.dcn_fsdp = -1, 1, 1
   for key, value in train.items():
     config.train[key] = value
@@ -69,8 +70,7 @@ def test_main_job_on_two_processes(tmp_path):
   logs = {k: str(tmp_path / f'{k}.log') for k in ('two', 'one', 'export', 'r', 'depth', 'eval')}
   # The dataset is rendered once, before the concurrent runs.
   from wvd_jax.data import pipeline  # pylint: disable=import-outside-toplevel
-  config = _one_device_config()
-  config.data.data_dir = str(tmp_path / 'data')
+  config = _one_device_config(tmp_path / 'data')
   for split in ('train', 'validation', 'test'):
     pipeline.load_split(config, split, str(tmp_path))
 
@@ -94,7 +94,7 @@ def test_main_job_on_two_processes(tmp_path):
   proc = _launch(two, *data, '--mode=export', log=logs['export'])
   (r / 'checkpoints').mkdir(parents=True)
   shutil.copytree(one / 'checkpoints' / '4', r / 'checkpoints' / '4')
-  export.export(_one_device_config(), r, tmp_path / 'export_one')
+  export.export(_one_device_config(tmp_path / 'data'), r, tmp_path / 'export_one')
   _wait(proc, logs['export'])
   _, _, exported_two = inference_checkpoint.load(str(two / 'export'))
   _, _, exported_one = inference_checkpoint.load(str(tmp_path / 'export_one'))
@@ -116,18 +116,18 @@ def test_main_job_on_two_processes(tmp_path):
   assert len(saved) == 2 and saved[0] == saved[1], saved  # Both processes, the same step.
   stopped = int(saved[0])
   assert 6 <= stopped < 5000
-  assert checkpoints.make_manager(r, _one_device_config()).latest_step() == stopped
+  assert checkpoints.make_manager(r, _one_device_config(tmp_path / 'data')).latest_step() == stopped
   r_losses = _losses(r)
   np.testing.assert_allclose([r_losses[5], r_losses[6]], [straight[5], straight[6]], rtol=2e-5)
   # The two-process checkpoint (step 4) resumed by one process (this one, one device): the next
   # batches are the uninterrupted run's, so the losses of steps 5 and 6 equal its.
-  resumed = train.train_and_evaluate(_one_device_config(num_steps=6), two)
+  resumed = train.train_and_evaluate(_one_device_config(tmp_path / 'data', num_steps=6), two)
   assert int(resumed.step) == 6
   two_losses = _losses(two)
   np.testing.assert_allclose([two_losses[5], two_losses[6]], [straight[5], straight[6]],
                              rtol=2e-5)
   # The resumed run continues from the step both saved.
-  resumed = train.train_and_evaluate(_one_device_config(num_steps=stopped + 1), r)
+  resumed = train.train_and_evaluate(_one_device_config(tmp_path / 'data', num_steps=stopped + 1), r)
   assert int(resumed.step) == stopped + 1
   assert max(_losses(r)) == stopped + 1
 
@@ -138,8 +138,7 @@ def test_main_job_on_two_processes(tmp_path):
             logs['depth']),
            (_launch(two, *data, '--mode=eval', f'--config.eval.output_dir={tmp_path / "eval_two"}',
                     log=logs['eval']), logs['eval'])]
-  config = _one_device_config()
-  config.data.data_dir = str(tmp_path / 'data')
+  config = _one_device_config(tmp_path / 'data')
   config.eval.output_dir = str(tmp_path / 'eval_one')
   runner.evaluate(config, str(two), str(two / 'export'))
   for proc, log in procs:
