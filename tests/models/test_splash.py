@@ -22,11 +22,11 @@ def test_splash_kernel_matches_xla_attention_and_gradient():
 
 
 def test_attention_layer_with_splash_equals_xla():
-  """The DiT's attention layer (QK norm, 3D RoPE) with implementation='splash_interpret'; 64
-  tokens, a sequence no kernel block divides (one block of the whole sequence)."""
+  """The DiT's attention layer (QK norm, 3D RoPE) with implementation='splash_interpret' (128
+  tokens: 2 frames of 8 x 8 patches)."""
   assert layers.resolve_attention_implementation('auto', jnp.float32) == 'xla'  # Not TPU here.
-  x = jax.random.normal(jax.random.PRNGKey(1), (2, 64, 48))
-  rope = layers.rope_3d(4, 4, 4, 12)
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 128, 48))
+  rope = layers.rope_3d(2, 8, 8, 12)
   outs = []
   for impl in ('xla', 'splash_interpret'):
     attention = layers.Attention(48, 4, implementation=impl, dtype=jnp.float32,

@@ -177,6 +177,7 @@ if __name__ == '__main__':
 def test_mesh_and_batch_errors_name_the_keys(config):
   import types  # pylint: disable=import-outside-toplevel
   from wvd_jax import config_lib  # pylint: disable=import-outside-toplevel
+  from wvd_jax.training import sharding  # pylint: disable=import-outside-toplevel
   config.data.batch_size = 4
   with pytest.raises(config_lib.ConfigError, match=r'batch_size=4 .* data x fsdp = 2 x 4 = 8'):
     sharding.check_batch(config, types.SimpleNamespace(shape={'data': 2, 'fsdp': 4}))
@@ -193,6 +194,7 @@ def test_axis_rules_come_from_the_config(config):
   """Rules are a config key: replicating 'embed' changes the parameter shardings' specs."""
   import jax  # pylint: disable=import-outside-toplevel
   from wvd_jax.models import builder  # pylint: disable=import-outside-toplevel
+  from wvd_jax.training import sharding  # pylint: disable=import-outside-toplevel
   _, abstract = builder.abstract_model(config)
   mesh = sharding.make_mesh(config)
 

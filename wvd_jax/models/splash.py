@@ -23,8 +23,8 @@ _BLOCKS = (512, 256, 128)
 
 
 def _block(length: int) -> int:
-  """The largest kernel block that divides the sequence (the whole sequence if none does)."""
-  return next((b for b in _BLOCKS if length % b == 0), length)
+  """The largest kernel block that divides the sequence (0: none does)."""
+  return next((b for b in _BLOCKS if length % b == 0), 0)
 
 
 def _local_attention(q, k, v, *, interpret: bool):
@@ -43,7 +43,12 @@ def _local_attention(q, k, v, *, interpret: bool):
 
 
 def splash_attention(q, k, v, *, interpret: bool = False):
-  """Softmax attention of q, k, v (B, T, H, D) -> (B, T, H, D), scaled by 1/sqrt(D)."""
+  """Softmax attention of q, k, v (B, T, H, D) -> (B, T, H, D), scaled by 1/sqrt(D).
+
+  The kernel's blocks are multiples of 128 tokens: other sequence lengths (tiny test models)
+  take XLA's attention."""
+  if not _block(q.shape[1]):
+    return jax.nn.dot_product_attention(q, k, v)
   from wvd_jax.models import layers  # pylint: disable=import-outside-toplevel
   local = functools.partial(_local_attention, interpret=interpret)
   mesh = jax.sharding.get_abstract_mesh()
