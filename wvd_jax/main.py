@@ -106,10 +106,6 @@ def main(argv):
                                                  ('process_id', 'JAX_PROCESS_ID'))
               if v in os.environ}
     jax.distributed.initialize(**manual)
-    # The first collective over all devices sets up the CPU (gloo) context, whose set-up times
-    # out when processes arrive 30 s apart: do it now, while they are in step.
-    from wvd_jax import multihost  # pylint: disable=import-outside-toplevel
-    multihost.sync('wvd_jax_main_start')
   logging.info('JAX process %d/%d, devices: %s', jax.process_index(), jax.process_count(),
                jax.devices())
   if jax.process_count() == 1:

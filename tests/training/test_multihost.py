@@ -35,8 +35,9 @@ def _launch(workdir, *flags, processes=2, devices=2, log):
   env = dict(os.environ, PYTHON=sys.executable, PORT=str(portpicker.pick_unused_port()),
              NUM_PROCESSES=str(processes), DEVICES_PER_PROCESS=str(devices))
   if processes > 1:
-    # JAX's persistent cache serves process 0 only: process 1 would compile while process 0
-    # waits in the first collective, and CPU (gloo) collectives give up after 30 s.
+    # JAX's persistent cache stores multi-process executables for the process of the lowest
+    # device id: seen here, process 0 loaded while process 1 compiled, and CPU (gloo)
+    # collectives give up when the processes arrive 30 s apart.
     env['JAX_ENABLE_COMPILATION_CACHE'] = 'false'
   with open(log, 'w') as out:
     return subprocess.Popen(['bash', 'launch/local_multiprocess.sh', CONFIG, str(workdir),
