@@ -4,6 +4,7 @@
 #   bash benchmarks/run_gpu.sh train      # train step (1 GPU, parts) + DiT fwd/bwd
 #   bash benchmarks/run_gpu.sh infer      # sampler latency, VAE, geometry
 #   bash benchmarks/run_gpu.sh multi      # train step on 1 and 2 GPUs (FSDP)
+#   bash benchmarks/run_gpu.sh stop_check # multi-host stop check, 2 processes x 1 GPU
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -78,5 +79,8 @@ case "${1:-}" in
     run train_step_1gpu 200 python3 benchmarks/train_step.py --batch 4 --parts 0
     run train_step_2gpu 240 python3 benchmarks/train_step.py --batch 4 --parts 0 --devices 2
     ;;
-  *) echo "usage: $0 train|infer|multi|data|geometry|optim|ablate|final|sampling_multi"; exit 2 ;;
+  stop_check)  # the multi-host stop check: 2 processes, one GPU each (needs 2 GPUs)
+    run stop_check 200 python3 benchmarks/stop_check.py --processes 2
+    ;;
+  *) echo "usage: $0 train|infer|multi|data|geometry|stop_check|optim|ablate|final|sampling_multi"; exit 2 ;;
 esac

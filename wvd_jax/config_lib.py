@@ -18,12 +18,32 @@ EVAL_TASKS = ('mono_depth', 'video_depth', 'novel_view', 'consistency')
 # evaluation/depth_metrics.py METHODS less 'none' (scores need an alignment); spelt out here
 # because config_lib must not import evaluation (tests/test_import_rules.py checks both agree).
 DEPTH_ALIGNMENTS = ('median', 'lstsq', 'lstsq_disparity')
-ATTENTION_IMPLEMENTATIONS = ('auto', 'xla', 'cudnn')
+# 'splash': the Pallas TPU kernel; 'splash_interpret' runs it in the Pallas interpreter (tests).
+ATTENTION_IMPLEMENTATIONS = ('auto', 'xla', 'cudnn', 'splash', 'splash_interpret')
 REMAT_POLICIES = ('none', 'full', 'dots_saveable', 'minimal')  # See models/dit.py REMAT_POLICIES.
 DTYPES = ('float32', 'bfloat16')
 MODALITIES = ('rgb_xyz', 'rgb')  # 'rgb': the RGB-only ablation (config.diffusion.modalities).
+MESH_AXES = ('data', 'fsdp', 'tensor')
+LOGICAL_AXIS_RULES = (
+    # Parameters: FSDP shards the model width, tensor parallelism the heads and MLP hidden.
+    ('layers', None),
+    ('embed', 'fsdp'),
+    ('mlp', 'tensor'),
+    ('heads', 'tensor'),
+    ('kv', None),
+    ('patch', None),
+    ('freq', None),
+    ('cond', None),
+    # Activations: the batch over both data axes, heads and MLP hidden over 'tensor'; the width
+    # of the residual stream stays whole on every device.
+    ('activation_batch', ('data', 'fsdp')),
+    ('activation_length', None),
+    ('activation_embed', None),
+    ('activation_heads', 'tensor'),
+    ('activation_kv', None),
+    ('activation_mlp', 'tensor'),
+)
 SYNTHETIC_WORLD = 'synthetic_world'  # The embedded dataset's name in config.data.sources.
-
 
 def base_config() -> ml_collections.ConfigDict:
   """Every key a config may set, with defaults for a CPU run."""
@@ -68,7 +88,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.mlp_ratio = 4.0
   config.model.compute_dtype = 'float32'  # Parameters are always float32.
   config.model.residual_dtype = 'float32'  # The residual stream between blocks (models/dit.py).
-  config.model.attention = 'auto'  # cuDNN on GPU, XLA elsewhere.
+  config.model.attention = 'auto'  # cuDNN on GPU (16-bit), Pallas splash on TPU, XLA elsewhere.
   config.model.remat = 'none'  # Per-block remat policy: none/full/dots_saveable/minimal (dit.py).
   config.model.scan_layers = False  # Unrolled is faster on GPU (DESIGN.md); scan compiles faster.
 
@@ -109,6 +129,13 @@ def base_config() -> ml_collections.ConfigDict:
   config.mesh.data = -1  # -1: all devices not used by the other axes.
   config.mesh.fsdp = 1
   config.mesh.tensor = 1
+  # Multi-host / multi-slice: the factor of each axis that spans the data-centre network (slices
+  # on TPU, processes elsewhere); the product must equal the number of slices / processes.
+  config.mesh.dcn_data = 1
+  config.mesh.dcn_fsdp = 1
+  config.mesh.dcn_tensor = 1
+  # (logical axis name, mesh axis | tuple of mesh axes | None) pairs (training/sharding.py).
+  config.mesh.logical_axis_rules = LOGICAL_AXIS_RULES
 
   config.train = ml_collections.ConfigDict()
   config.train.num_steps = 100
@@ -122,6 +149,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Wall-clock budget of one train invocation in minutes (0: none); it saves and stops at the
   # first logging step past it. Resuming starts a new budget.
   config.train.max_minutes = 0.0
+  # Steps between checks for SIGTERM and max_minutes; on several processes each check is a
+  # tiny all-gather so all stop at the same step (benchmarks/stop_check.py measures its cost).
+  config.train.stop_check_every = 10
   config.train.peak_tflops = 0.0  # Matmul rate for MFU; 0 measures it at start-up.
 
   config.sample = ml_collections.ConfigDict()
@@ -284,9 +314,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _require(o.ema_every >= 1, 'optim.ema_every', 'must be >= 1')
   _require(o.mu_dtype in DTYPES, 'optim.mu_dtype', f'one of {DTYPES}')
   _require(o.grad_clip_norm >= 0, 'optim.grad_clip_norm', 'must be >= 0 (0 disables)')
-  for key in ('data', 'fsdp', 'tensor'):
+  for key in MESH_AXES:
     _require(config.mesh[key] == -1 or config.mesh[key] > 0, f'mesh.{key}', 'positive or -1')
-  for key in ('num_steps', 'log_every', 'checkpoint_every', 'keep_checkpoints', 'eval_every'):
+    _require(config.mesh[f'dcn_{key}'] > 0, f'mesh.dcn_{key}', 'must be positive (1: no DCN)')
+  _check_axis_rules(config.mesh.logical_axis_rules)
+  for key in ('num_steps', 'log_every', 'checkpoint_every', 'keep_checkpoints', 'eval_every',
+              'stop_check_every'):
     _require(t[key] > 0, f'train.{key}', f'must be positive, got {t[key]}')
   _require(t.num_eval_batches >= 0, 'train.num_eval_batches', 'must be >= 0')
   _require(t.max_nonfinite_steps > 0, 'train.max_nonfinite_steps', 'must be positive')
@@ -319,6 +352,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _require(e.depth_alignment in DEPTH_ALIGNMENTS, 'eval.depth_alignment',
            f'one of {DEPTH_ALIGNMENTS}, got {e.depth_alignment!r}')
   _require(e.gallery_clips >= 0, 'eval.gallery_clips', 'must be >= 0')
+
+
+def _check_axis_rules(rules):
+  for rule in rules:
+    ok = isinstance(rule, (list, tuple)) and len(rule) == 2 and isinstance(rule[0], str)
+    targets = rule[1] if ok and isinstance(rule[1], (list, tuple)) else [rule[1] if ok else 0]
+    _require(ok and all(t is None or t in MESH_AXES for t in targets), 'mesh.logical_axis_rules',
+             f'{rule!r} is not a (logical name, mesh axis or tuple of {MESH_AXES} or None) pair')
 
 
 def _check_same_keys(config, reference, prefix):

@@ -94,6 +94,7 @@ class _QuietLibraries(pylogging.Filter):
 
 
 def _run_task(config, workdir: str, mode: str) -> str:
+  from wvd_jax import files, multihost  # pylint: disable=import-outside-toplevel
   from wvd_jax.tasks import api, camera_paths, media  # pylint: disable=import-outside-toplevel
   if not _INPUT.value:
     raise errors.UserError(f'--mode={mode} needs --input=<an image file'
@@ -107,8 +108,10 @@ def _run_task(config, workdir: str, mode: str) -> str:
     media.load_image(image, config.data.image_size)
   if mode == 'camera_control':
     camera_paths.check(_CAMERA_PATH.value)
-  model = api.WVD.load(_CHECKPOINT.value or os.path.join(workdir, 'export'), config)
-  output = _OUTPUT.value or os.path.join(workdir, mode)
+  model = api.WVD.load(_CHECKPOINT.value or files.as_path(workdir) / 'export', config)
+  output = _OUTPUT.value or os.fspath(files.as_path(workdir) / mode)
+  if not multihost.is_primary():
+    output = None  # Every process runs the same seeded task; process 0 writes the files.
   known = dict(intrinsics=_INTRINSICS.value, cam_to_world=_POSES.value,
                metric_distance=_KNOWN_DISTANCE.value)
   if mode == 'image_to_3d':
@@ -174,7 +177,9 @@ def main(argv):
     written = _run_mode(config)
   except errors.UserError as e:
     _fail(e)
-  print(f'wrote {written}', flush=True)
+  import jax  # pylint: disable=import-outside-toplevel
+  if written is not None and jax.process_index() == 0:  # Process 0 wrote the files.
+    print(f'wrote {written}', flush=True)
 
 
 def _run_mode(config) -> str:
@@ -189,7 +194,23 @@ def _run_mode(config) -> str:
     jax.distributed.initialize(**manual)
   logging.info('JAX process %d/%d, devices: %s', jax.process_index(), jax.process_count(),
                jax.devices())
-  return run(config, _WORKDIR.value, _MODE.value)
+  if jax.process_count() == 1:
+    return run(config, _WORKDIR.value, _MODE.value)
+  try:
+    return run(config, _WORKDIR.value, _MODE.value)
+  except errors.UserError as e:
+    # One line, then exit at once: sys.exit would wait in jax.distributed's shutdown barrier
+    # while the other processes wait in their next collective.
+    if _VERBOSE.value:
+      traceback.print_exception(e)
+    print(f'error: {" ".join(str(e).split())}', file=sys.stderr, flush=True)
+    os._exit(USER_ERROR_STATUS)  # pylint: disable=protected-access
+  except BaseException:  # pylint: disable=broad-except
+    # A failed process would otherwise wait minutes in jax.distributed's shutdown barrier while
+    # the others wait in their next collective: exit at once so the launcher ends the job.
+    logging.exception('process %d failed', jax.process_index())
+    sys.stderr.flush()
+    os._exit(1)  # pylint: disable=protected-access
 
 
 def cli(argv=None):

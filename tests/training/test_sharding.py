@@ -172,3 +172,37 @@ def test_logical_spec_replicates_what_the_mesh_cannot_divide():
 if __name__ == '__main__':
   sys.path.insert(0, REPO)
   print(json.dumps(_worker()))
+
+
+def test_mesh_and_batch_errors_name_the_keys(config):
+  import types  # pylint: disable=import-outside-toplevel
+  from wvd_jax import config_lib  # pylint: disable=import-outside-toplevel
+  from wvd_jax.training import sharding  # pylint: disable=import-outside-toplevel
+  config.data.batch_size = 4
+  with pytest.raises(config_lib.ConfigError, match=r'batch_size=4 .* data x fsdp = 2 x 4 = 8'):
+    sharding.check_batch(config, types.SimpleNamespace(shape={'data': 2, 'fsdp': 4}))
+  config.mesh.dcn_fsdp = 2  # One process here: no DCN axis of 2.
+  with pytest.raises(config_lib.ConfigError, match=r'dcn_fsdp=2 does not divide'):
+    sharding.make_mesh(config)
+  config.mesh.dcn_fsdp = 1
+  config.mesh.logical_axis_rules = (('embed', 'model'),)
+  with pytest.raises(config_lib.ConfigError, match=r'mesh.logical_axis_rules'):
+    config_lib.validate_config(config)
+
+
+def test_axis_rules_come_from_the_config(config):
+  """Rules are a config key: replicating 'embed' changes the parameter shardings' specs."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from wvd_jax.models import builder  # pylint: disable=import-outside-toplevel
+  from wvd_jax.training import sharding  # pylint: disable=import-outside-toplevel
+  _, abstract = builder.abstract_model(config)
+  mesh = sharding.make_mesh(config)
+
+  def specs(rules):
+    shardings = sharding.param_shardings(abstract, mesh, rules)
+    return [tuple(s.spec) for s in jax.tree.leaves(shardings)]
+
+  assert any('fsdp' in spec for spec in specs(sharding.axis_rules(config)))
+  config.mesh.logical_axis_rules = tuple((n, None) if n == 'embed' else (n, t)
+                                         for n, t in config.mesh.logical_axis_rules)
+  assert all('fsdp' not in spec for spec in specs(sharding.axis_rules(config)))

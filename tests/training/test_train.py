@@ -106,9 +106,10 @@ def test_sentinel_background_is_an_xyz_target(config, tmp_path):
   assert loss('sentinel', batch) != loss('masked', batch)
 
 
-def test_max_minutes_stops_at_a_logging_step(config, tmp_path):
+def test_max_minutes_stops_at_a_stop_check(config, tmp_path):
   config.train.num_steps = 6
-  config.train.log_every = 2
+  config.train.log_every = 3
+  config.train.stop_check_every = 2
   config.train.max_minutes = 1e-6
   config.train.log_sample_grids = False
   state = train.train_and_evaluate(config, str(tmp_path))

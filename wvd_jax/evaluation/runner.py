@@ -8,9 +8,14 @@ training checkpoint when missing). Clips come from the synthetic world's ``eval.
 ``eval.dataset_dir`` (any dataset in the project's shard format). Each clip runs the tasks of
 ``eval.tasks`` (protocol.py); the scores are pooled over the split (aggregate) and written with
 plots and a gallery (report.py) to <workdir>/eval or ``eval.output_dir``.
+
+In a multi-host job process p evaluates clips p, p + P, ... on its own devices; the per-clip
+scores and gallery entries are gathered to every process (multihost.gather_records) and process 0
+writes the report, the same report as one process writes.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import time
@@ -20,7 +25,7 @@ import numpy as np
 import tqdm
 from absl import logging
 
-from wvd_jax import config_lib
+from wvd_jax import config_lib, files, multihost
 from wvd_jax.data import pipeline, storage
 from wvd_jax.evaluation import consistency, depth_metrics, pose_metrics, protocol, report
 from wvd_jax.models import checkpoint_reader
@@ -118,18 +123,30 @@ def _json_ready(scores: dict) -> dict:
 
 def _load_model(config, workdir: str, checkpoint: str | None):
   from wvd_jax.tasks import api  # pylint: disable=import-outside-toplevel
-  path = checkpoint or os.path.join(workdir, 'export')
-  if not checkpoint and not os.path.isdir(path):
+  path = checkpoint or os.fspath(files.as_path(workdir) / 'export')
+  if not checkpoint and not files.as_path(path).is_dir():
     logging.info('no exported checkpoint in %s: evaluating the EMA weights of the newest training '
                  'checkpoint', path)
     graphdef, params = checkpoint_reader.restore_training_params(config, workdir)
-    return checkpoint_reader.training_dir(workdir), api.WVD(config, graphdef, params)
+    return os.fspath(checkpoint_reader.training_dir(workdir)), api.WVD(config, graphdef, params)
   return path, api.WVD.load(path, config)
 
 
 def output_dir(config, workdir: str) -> str:
   """Where --mode=eval writes results.json and report.md."""
-  return config.eval.output_dir or os.path.join(workdir, 'eval')
+  return config.eval.output_dir or os.fspath(files.as_path(workdir) / 'eval')
+
+
+def _record(index: int, scores: dict, clip, shown) -> dict:
+  """One clip's results as a flat dict for multihost.gather_records (gallery fields with a
+  clip; None fields left out)."""
+  record = {'index': index, **{f'score/{k}': v for k, v in scores.items()}}
+  if clip is not None:
+    record['gallery'] = True
+    for prefix, value in (('clip', clip), ('shown', shown)):
+      record.update({f'{prefix}/{k}': v for k, v in dataclasses.asdict(value).items()
+                     if v is not None})
+  return record
 
 
 def evaluate(config, workdir: str, checkpoint: str | None = None) -> dict:
@@ -154,18 +171,21 @@ def evaluate(config, workdir: str, checkpoint: str | None = None) -> dict:
   logging.info('evaluating %s on %d clips of %r (%s) -> %s', path, count, e.split,
                ', '.join(tasks), output)
   rng = jax.random.PRNGKey(config.seed)
-  per_clip, gallery, seconds = [], [], []
-  for index in tqdm.trange(count, desc='eval', disable=jax.process_index() != 0):
+  records, seconds = [], []
+  mine = range(jax.process_index(), count, jax.process_count())
+  for index in tqdm.tqdm(mine, desc='eval', disable=not multihost.is_primary()):
     start = time.time()
     clip = protocol.prepare_clip(source[index], num_frames=config.data.num_frames,
                                  image_size=config.data.image_size, stride=e.frame_stride)
     scores, shown = protocol.evaluate_clip(
         model.generator, clip, tasks=tasks, num_samples=config.sample.num_samples,
         alignment=e.depth_alignment, has_xyz=xyz_model, rng=jax.random.fold_in(rng, index))
-    per_clip.append(scores)
-    if index < e.gallery_clips:
-      gallery.append((index, clip, shown))
+    records.append(_record(index, scores, clip if index < e.gallery_clips else None, shown))
     seconds.append(time.time() - start)
+  records = sorted(multihost.gather_records(records), key=lambda r: int(r['index']))
+  per_clip = [_scalars(r, 'score') for r in records]
+  gallery = [(int(r['index']), protocol.EvalClip(**_scalars(r, 'clip')),
+              protocol.ClipOutputs(**_scalars(r, 'shown'))) for r in records if 'gallery' in r]
   results = {
       'checkpoint': path, 'split': e.split, 'dataset': e.dataset_dir or config.data.dataset,
       'num_clips': count, 'tasks': list(tasks), 'modalities': 'rgb_xyz' if xyz_model else 'rgb',
@@ -175,7 +195,7 @@ def evaluate(config, workdir: str, checkpoint: str | None = None) -> dict:
       'device': str(jax.devices()[0].device_kind), 'date': time.strftime('%Y-%m-%d'),
       'metrics': aggregate(per_clip),
   }
-  if jax.process_index() == 0:
+  if multihost.is_primary():
     report.write_report(output, results, [_json_ready(s) for s in per_clip], gallery)
   logging.info('evaluation report: %s', os.path.join(output, 'report.md'))
   return results

@@ -18,6 +18,7 @@ import os
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import nnx
 
 from wvd_jax import errors, files
@@ -34,23 +35,24 @@ _DEFAULTS = {'diffusion.modalities': 'rgb_xyz'}  # Of configs stored before the 
 CONFIG_FILE = 'config.json'
 
 
-def training_dir(workdir: str) -> str:
-  """Where --mode=train keeps its orbax checkpoints (one directory per step) and config.json."""
-  return os.path.abspath(os.path.join(workdir, 'checkpoints'))
+def training_dir(workdir: str | os.PathLike) -> epath.Path:
+  """Where --mode=train keeps its orbax checkpoints (one directory per step) and config.json
+  (``workdir`` may be a URI: files.as_path)."""
+  return files.as_path(workdir) / 'checkpoints'
 
 
-def write_config(directory: str, config: ml_collections.ConfigDict) -> None:
-  with files.atomic_write(os.path.join(directory, CONFIG_FILE), 'w') as f:
+def write_config(directory: str | os.PathLike, config: ml_collections.ConfigDict) -> None:
+  with files.atomic_write(files.as_path(directory) / CONFIG_FILE, 'w') as f:
     f.write(config.to_json_best_effort(indent=2))
 
 
-def read_config(directory: str) -> ml_collections.ConfigDict | None:
+def read_config(directory: str | os.PathLike) -> ml_collections.ConfigDict | None:
   """The config stored in ``directory``, or None when there is none."""
-  path = os.path.join(directory, CONFIG_FILE)
-  if not os.path.isfile(path):
+  path = files.as_path(directory) / CONFIG_FILE
+  if not path.is_file():
     return None
   try:
-    with open(path) as f:
+    with path.open() as f:
       return ml_collections.ConfigDict(json.load(f))
   except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError) as e:
     raise errors.UserError(f'{path} is not a readable config ({e}); the checkpoint beside it '
@@ -76,7 +78,7 @@ def check_architecture(config: ml_collections.ConfigDict, stored: ml_collections
 def latest_training_step(workdir: str) -> int | None:
   """The newest complete training checkpoint's step (orbax's own listing), or None."""
   directory = training_dir(workdir)
-  if not os.path.isdir(directory):
+  if not directory.is_dir():
     return None
   steps = ocp.utils.checkpoint_steps(directory)
   return max(steps) if steps else None
@@ -106,7 +108,7 @@ def restore_training_params(config, workdir: str, use_ema: bool = True, sharding
                         abstract, shardings)
   key = 'ema_params' if use_ema else 'params'
   restored = orbax_read(directory, lambda: ocp.PyTreeCheckpointer().restore(
-      os.path.join(directory, str(step), 'state'),
+      directory / str(step) / 'state',
       args=ocp.args.PyTreeRestore(item={key: target}, partial_restore=True,
                                   restore_args=ocp.checkpoint_utils.construct_restore_args(
                                       {key: target}))))

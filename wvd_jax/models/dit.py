@@ -67,7 +67,7 @@ class DiTConfig:
   num_heads: int
   mlp_ratio: float = 4.0
   compute_dtype: str = 'float32'
-  attention: str = 'auto'  # 'auto' (cuDNN on GPU with 16-bit compute, else XLA), 'xla', 'cudnn'.
+  attention: str = 'auto'  # config_lib.ATTENTION_IMPLEMENTATIONS; see layers.resolve_attention_implementation.
   remat: str = 'none'  # A key of REMAT_POLICIES.
   scan_layers: bool = False  # lax.scan over the stacked blocks instead of an unrolled loop.
   residual_dtype: str = 'float32'  # dtype of the residual stream between blocks.

@@ -3,44 +3,53 @@
 Layout of an exported directory:
   config.json   the full ml_collections config (JSON)
   params/       an orbax checkpoint of the parameter tree (pure dict of float32 arrays)
-It is written under a temporary name and renamed when complete. Loading checks that the stored
-model matches the model section of the caller's config, if one is given.
+It is written under a temporary name (.<name>.tmp) and renamed when complete; in a multi-host
+job every process calls ``save`` with its shards of the parameters and process 0 finishes the
+directory. ``path`` may be a URI (gs://...). Loading checks that the stored model matches the
+model section of the caller's config, if one is given, and gives every process a whole copy.
 """
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from wvd_jax import errors
+from wvd_jax import errors, files, multihost
 from wvd_jax.models import builder, checkpoint_reader
 
 
-def save(path: str, config: ml_collections.ConfigDict, params) -> None:
-  """Writes ``params`` (pure dict) and ``config`` to the directory ``path`` atomically."""
-  path = os.path.abspath(path)
-  parent = os.path.dirname(path)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(dir=parent, prefix='.' + os.path.basename(path) + '.tmp')
+def save(path: str | os.PathLike, config: ml_collections.ConfigDict, params) -> None:
+  """Writes ``params`` (pure dict of numpy arrays or jax.Arrays, sharded across processes in a
+  multi-host job: every process calls this) and ``config`` to the directory ``path``
+  atomically."""
+  path = files.as_path(path)
+  tmp = path.parent / f'.{path.name}.tmp'  # The same name on every process.
+  primary = multihost.is_primary()
+  if primary:
+    if tmp.exists():
+      tmp.rmtree()
+    tmp.mkdir(parents=True)
+  multihost.sync('inference_checkpoint_tmp')
   try:
     checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(os.path.join(tmp, 'params'), params)
+    checkpointer.save(tmp / 'params', params)
     checkpointer.wait_until_finished()
-    checkpoint_reader.write_config(tmp, config)
-    if os.path.exists(path):
-      shutil.rmtree(path)
-    os.replace(tmp, path)
+    if primary:
+      checkpoint_reader.write_config(tmp, config)
+      if path.exists():
+        path.rmtree()
+      tmp.rename(path)
   except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
+    if primary and tmp.exists():
+      tmp.rmtree()
     raise
+  multihost.sync('inference_checkpoint_done')
 
 
-def load_config(path: str) -> ml_collections.ConfigDict:
+def load_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
   stored = checkpoint_reader.read_config(path)
   if stored is None:
     raise errors.UserError(f'{path} is not an exported wvd_jax checkpoint (no config.json): '
@@ -59,9 +68,10 @@ def load(path: str, config: ml_collections.ConfigDict | None = None):
   if config is not None:
     checkpoint_reader.check_architecture(config, stored, path)
   graphdef, abstract_state = builder.abstract_model(stored)
-  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+  # A whole copy on this process's first device (in a multi-host job: on every process).
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
                         nnx.to_pure_dict(abstract_state))
   params = checkpoint_reader.orbax_read(
-      path, lambda: ocp.StandardCheckpointer().restore(
-          os.path.join(os.path.abspath(path), 'params'), target))
+      path, lambda: ocp.StandardCheckpointer().restore(files.as_path(path) / 'params', target))
   return stored, graphdef, params

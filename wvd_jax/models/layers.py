@@ -22,6 +22,8 @@ from flax import nnx
 from flax.core import spmd as flax_spmd
 from jax.sharding import PartitionSpec as P
 
+from wvd_jax.models import splash
+
 # Activation logical axes of the (B, T, width) residual stream.
 TOKENS = ('activation_batch', 'activation_length', 'activation_embed')
 # Of per-head tensors (B, T, heads, head_dim).
@@ -120,18 +122,22 @@ def apply_rope(x: jax.Array, rope: tuple[jax.Array, jax.Array]) -> jax.Array:
 
 
 def resolve_attention_implementation(name: str, dtype) -> str:
-  """'auto' picks cuDNN flash attention on GPU with 16-bit compute, the portable XLA path else.
+  """'auto' picks cuDNN flash attention on GPU with 16-bit compute, the Pallas splash kernel on
+  TPU (models/splash.py), the portable XLA path else.
 
   'cudnn' is only valid with bfloat16/float16 compute (cuDNN's flash attention has no float32
   kernel), so asking for it with float32 is an error here rather than deep inside XLA.
   """
   half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
   if name == 'auto':
+    if jax.default_backend() == 'tpu':
+      return 'splash'
     return 'cudnn' if jax.default_backend() == 'gpu' and half else 'xla'
   if name == 'cudnn' and not half:
     raise ValueError(f'cuDNN attention needs bfloat16/float16 compute, got {jnp.dtype(dtype)}')
-  if name not in ('xla', 'cudnn'):
-    raise ValueError(f"attention implementation must be 'auto', 'xla' or 'cudnn', got {name!r}")
+  if name not in ('xla', 'cudnn', 'splash', 'splash_interpret'):
+    raise ValueError("attention implementation must be 'auto', 'xla', 'cudnn', 'splash' or "
+                     f"'splash_interpret', got {name!r}")
   return name
 
 
@@ -169,7 +175,10 @@ class Attention(nnx.Module):
     q, k, v = (constrain(qkv[:, :, :, i], HEADS) for i in range(3))
     q = apply_rope(self.q_norm(q), rope)
     k = apply_rope(self.k_norm(k), rope)
-    y = jax.nn.dot_product_attention(q, k, v, implementation=self.implementation)
+    if self.implementation.startswith('splash'):
+      y = splash.splash_attention(q, k, v, interpret=self.implementation == 'splash_interpret')
+    else:
+      y = jax.nn.dot_product_attention(q, k, v, implementation=self.implementation)
     y = constrain(y, HEADS)
     return self.out(y.reshape(b, t, -1))
 

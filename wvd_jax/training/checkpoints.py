@@ -1,8 +1,11 @@
-"""Orbax checkpoints of the train state together with the grain iterator state.
+"""Orbax checkpoints of the train state together with the global data position.
 
 A checkpoint step directory holds 'state' (the TrainState pytree, restored with the shardings of
-the current mesh, so a run may resume on another topology) and 'data' (the grain iterator's
-position, so the next batch after a resume is the one that would have come next).
+the current mesh, so a run may resume on another topology) and 'data_position' (JSON
+{"global_batches": k}: the number of global batches consumed, so the resumed run reads global
+batch k next with pipeline.make_dataset(start_batch=k), on any number of processes; global
+batch k's examples do not depend on the process count). Every process saves and restores
+together; orbax writes each process's shards of the state and process 0 the JSON.
 Orbax writes each step to a temporary directory and renames it when complete, so an interrupted
 save never replaces the last good checkpoint.
 """
@@ -10,25 +13,26 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 
-import grain
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from wvd_jax import errors
+from wvd_jax import errors, files
 from wvd_jax.models import builder, checkpoint_reader
 
 
-def make_manager(workdir: str, config, *, async_save: bool = True) -> ocp.CheckpointManager:
+
+def make_manager(workdir, config, *, async_save: bool = True) -> ocp.CheckpointManager:
+  """The manager of <workdir>/checkpoints; ``workdir`` may be a URI (gs://...), passed on as an
+  epath.Path. Every process of a multi-host job makes one and calls save/restore together."""
   options = ocp.CheckpointManagerOptions(
       max_to_keep=config.train.keep_checkpoints,
       enable_async_checkpointing=async_save,
       create=True,
   )
-  return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, 'checkpoints')),
-                               options=options, item_names=('state', 'data'))
+  return ocp.CheckpointManager(files.as_path(workdir) / 'checkpoints', options=options,
+                               item_names=('state', 'data_position'))
 
 
 def check_or_store_config(workdir: str, config) -> None:
@@ -63,12 +67,16 @@ def _disk_full_is_a_user_error(manager: ocp.CheckpointManager):
         f'checkpoint (step {manager.latest_step()})') from e
 
 
-def save(manager: ocp.CheckpointManager, state, data_iterator=None, *, force: bool = False):
-  items = {'state': ocp.args.StandardSave(state)}
-  if data_iterator is not None:
-    items['data'] = grain.checkpoint.CheckpointSave(data_iterator)
+def save(manager: ocp.CheckpointManager, state, global_batches: int | None = None, *,
+         force: bool = False):
+  """Saves ``state`` at its step with the data position (global batches consumed; default the
+  step, one global batch a step)."""
+  step = int(jax.device_get(state.step))
+  position = {'global_batches': step if global_batches is None else int(global_batches)}
   with _disk_full_is_a_user_error(manager):
-    manager.save(int(jax.device_get(state.step)), args=ocp.args.Composite(**items), force=force)
+    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                               data_position=ocp.args.JsonSave(position)),
+                 force=force)
 
 
 def wait(manager: ocp.CheckpointManager) -> None:
@@ -77,20 +85,25 @@ def wait(manager: ocp.CheckpointManager) -> None:
     manager.wait_until_finished()
 
 
-def restore_latest(manager: ocp.CheckpointManager, abstract_state, data_iterator=None):
+def restore_latest(manager: ocp.CheckpointManager, abstract_state):
   """Restores the newest complete checkpoint into ``abstract_state``'s shapes and shardings.
 
-  Returns the restored TrainState, or None when there is no checkpoint. ``data_iterator`` (a
-  grain DatasetIterator) is moved to the saved position in place.
-  """
+  Returns the restored TrainState, or None when there is no checkpoint."""
   step = manager.latest_step()
   if step is None:
     return None
-  items = {'state': ocp.args.StandardRestore(abstract_state)}
-  if data_iterator is not None:
-    items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
-  restored = manager.restore(step, args=ocp.args.Composite(**items))
+  restored = manager.restore(
+      step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
   return restored['state']
+
+
+def data_position(manager: ocp.CheckpointManager, step: int) -> int:
+  """Global batches consumed at checkpoint ``step`` (the step itself for checkpoints written
+  before the position was saved)."""
+  if 'data_position' not in manager.item_metadata(step):
+    return step
+  restored = manager.restore(step, args=ocp.args.Composite(data_position=ocp.args.JsonRestore()))
+  return int(restored['data_position']['global_batches'])
 
 
 def abstract_like(state_shardings, state_shapes):

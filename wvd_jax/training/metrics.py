@@ -16,22 +16,25 @@ class MetricWriter:
   console line per call. The JSON lines file ({"step": s, "train/loss": ...} per line) is what
   scripts and tests read. A run resumed at ``resume_step`` first drops the records of later steps
   (written after the checkpoint it resumes from, and about to be written again), in the JSON lines
-  and in TensorBoard (purge_step), so each step has one record."""
+  and in TensorBoard (purge_step), so each step has one record. ``workdir`` may be a URI
+  (gs://...): TensorBoard gets it as a string, unchanged."""
 
-  def __init__(self, workdir: str, enabled: bool | None = None, resume_step: int = 0):
+  def __init__(self, workdir: str | os.PathLike, enabled: bool | None = None,
+               resume_step: int = 0):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
     self._writer = None
     self._jsonl = None
     if self.enabled:
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      path = os.path.join(workdir, 'metrics.jsonl')
-      if os.path.exists(path):
+      workdir = files.as_path(workdir)
+      path = workdir / 'metrics.jsonl'
+      if path.exists():
         kept = [r for r in read_jsonl(workdir) if r.get('step', 0) <= resume_step]
         with files.atomic_write(path, 'w') as f:
           f.writelines(json.dumps(r) + '\n' for r in kept)
-      self._writer = SummaryWriter(os.path.join(workdir, 'tensorboard'),
+      self._writer = SummaryWriter(os.fspath(workdir / 'tensorboard'),
                                    purge_step=resume_step + 1 if resume_step else None)
-      self._jsonl = open(path, 'a')  # pylint: disable=consider-using-with
+      self._jsonl = path.open('a')
 
   def write_scalars(self, step: int, scalars: dict, prefix: str = ''):
     if not self.enabled:
@@ -58,10 +61,10 @@ class MetricWriter:
       self._jsonl.close()
 
 
-def read_jsonl(workdir: str) -> list[dict]:
+def read_jsonl(workdir: str | os.PathLike) -> list[dict]:
   """The records of <workdir>/metrics.jsonl, in order (a last line cut off by a kill is skipped)."""
   records = []
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+  with (files.as_path(workdir) / 'metrics.jsonl').open() as f:
     for line in f:
       try:
         records.append(json.loads(line))

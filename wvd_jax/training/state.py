@@ -31,7 +31,7 @@ class TrainState:
 def state_shardings(config, mesh, tx: optax.GradientTransformation):
   """(graphdef, TrainState of NamedShardings) for the config's model on ``mesh``."""
   graphdef, abstract_state = builder.abstract_model(config)
-  params_sh = sharding.param_shardings(abstract_state, mesh)
+  params_sh = sharding.param_shardings(abstract_state, mesh, sharding.axis_rules(config))
   rep = sharding.replicated(mesh)
   abstract_params = nnx.to_pure_dict(abstract_state)
   abstract_opt = jax.eval_shape(tx.init, abstract_params)

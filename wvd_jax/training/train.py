@@ -6,7 +6,6 @@ then train_and_evaluate (data, mesh, state, checkpoints, logging).
 from __future__ import annotations
 
 import functools
-import os
 import signal
 import time
 
@@ -18,7 +17,7 @@ import tqdm
 from absl import logging
 from jax.experimental import multihost_utils
 
-from wvd_jax import config_lib, errors, visualize
+from wvd_jax import config_lib, errors, files, multihost, visualize
 from wvd_jax.data import pipeline
 from wvd_jax.diffusion import generate, objective, schedules
 from wvd_jax.geometry import normalization
@@ -130,64 +129,86 @@ class _Preemption:
     self.requested = True
 
 
-def _restore_or_init(config, mesh, tx, manager, state_sh, data_iterator):
+def _restore_or_init(config, mesh, tx, manager, state_sh):
+  """(state, global batches consumed): the newest checkpoint's, or a fresh state at 0."""
   state_shapes = jax.eval_shape(lambda: state_lib.create_train_state(config, mesh, tx)[1])
-  restored = checkpoints.restore_latest(
-      manager, checkpoints.abstract_like(state_sh, state_shapes), data_iterator)
+  restored = checkpoints.restore_latest(manager, checkpoints.abstract_like(state_sh, state_shapes))
   if restored is not None:
-    logging.info('resumed from step %d', int(restored.step))
-    return restored
-  return state_lib.create_train_state(config, mesh, tx)[1]
+    step = int(restored.step)
+    position = checkpoints.data_position(manager, step)
+    logging.info('resumed from step %d at global batch %d', step, position)
+    return restored, position
+  return state_lib.create_train_state(config, mesh, tx)[1], 0
 
 
-class _Deadline:
-  """Wall-clock budget of one training invocation (train.max_minutes; 0 = none).
+class StopCheck:
+  """When to stop early: SIGTERM (preemption) or the wall-clock budget (train.max_minutes).
 
-  Checked at logging steps only. Processes of a multi-host job take process 0's answer, so all
-  stop at the same step (a collective on some but not all processes would hang)."""
+  Asked every train.stop_check_every steps. Processes of a multi-host job agree: each one's
+  reasons are OR-ed across processes (a tiny all-gather, see benchmarks/stop_check.py for its
+  cost), so a SIGTERM delivered to any one process stops all of them at the same step; a
+  collective reached by some but not all processes would hang."""
 
-  def __init__(self, minutes: float):
-    self.minutes = minutes
+  SIGTERM, OUT_OF_TIME = 1, 2
+
+  def __init__(self, config):
+    self.every = config.train.stop_check_every
+    self.minutes = config.train.max_minutes
     self.start = time.time()
+    self.preemption = _Preemption()
 
-  def passed(self) -> bool:
-    if self.minutes <= 0:
-      return False
-    passed = time.time() - self.start > 60.0 * self.minutes
+  def local_reasons(self) -> int:
+    out_of_time = 0 < self.minutes < (time.time() - self.start) / 60.0
+    return self.SIGTERM * self.preemption.requested | self.OUT_OF_TIME * out_of_time
+
+  def __call__(self, step: int) -> int:
+    """The reasons (bit flags) to stop after ``step``, the same on every process; 0: go on."""
+    if step % self.every:
+      return 0
+    reasons = self.local_reasons()
     if jax.process_count() > 1:
-      passed = bool(multihost_utils.broadcast_one_to_all(np.asarray(passed)))
-    return passed
+      gathered = multihost_utils.process_allgather(np.asarray([reasons], np.int32))
+      reasons = int(np.bitwise_or.reduce(np.ravel(gathered)))
+    return reasons
 
 
-def train_and_evaluate(config, workdir: str) -> state_lib.TrainState:
-  """Trains the config's model, resuming from the latest checkpoint in ``workdir``."""
-  os.makedirs(workdir, exist_ok=True)
+def train_and_evaluate(config, workdir) -> state_lib.TrainState:
+  """Trains the config's model, resuming from the latest checkpoint in ``workdir`` (a local
+  path or a URI such as gs://bucket/run)."""
+  workdir = files.as_path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
   mesh = sharding.make_mesh(config)
+  sharding.check_batch(config, mesh)
+  rules = sharding.axis_rules(config)
   logging.info('mesh: %s', dict(mesh.shape))
   tx = optimizer.make_optimizer(config)
   autoencoder = autoencoder_lib.make_autoencoder(config)
   graphdef, state_sh = state_lib.state_shardings(config, mesh, tx)
 
-  train_iter = iter(pipeline.make_dataset(config, 'train', workdir,
-                                          process_index=jax.process_index(),
-                                          process_count=jax.process_count()))
   manager = checkpoints.make_manager(workdir, config)
   checkpoints.check_or_store_config(workdir, config)
-  state = _restore_or_init(config, mesh, tx, manager, state_sh, train_iter)
+  state, position = _restore_or_init(config, mesh, tx, manager, state_sh)
   if int(state.step) >= config.train.num_steps:
     logging.warning('training in %s is already finished (step %d, config.train.num_steps=%d); '
                     'raise --config.train.num_steps to train on', workdir, int(state.step),
                     config.train.num_steps)
     manager.close()
     return state
+  # The data position is global: any process count resumes at the same global batch.
+  train_iter = iter(pipeline.make_dataset(config, 'train', workdir,
+                                          process_index=jax.process_index(),
+                                          process_count=jax.process_count(),
+                                          start_batch=position))
 
   batch_sh = sharding.batch_sharding(mesh)
+  rep = sharding.replicated(mesh)
   train_step = jax.jit(make_train_step(config, graphdef, tx, autoencoder),
-                       in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None),
+                       in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, rep),
                        donate_argnums=(0,))
-  eval_step = jax.jit(make_eval_step(config, graphdef, autoencoder))
+  eval_step = jax.jit(make_eval_step(config, graphdef, autoencoder),
+                      in_shardings=(state_sh.ema_params, batch_sh, rep), out_shardings=rep)
   writer = metrics.MetricWriter(workdir, resume_step=int(state.step))
-  preemption = _Preemption()
+  stop_check = StopCheck(config)
   logging.info('model parameters: %.3fM', sum(x.size for x in jax.tree.leaves(state.params)) / 1e6)
   step_flops = _train_step_flops(config)
   peak_tflops = config.train.peak_tflops or flops.measure_matmul_tflops(
@@ -201,17 +222,16 @@ def train_and_evaluate(config, workdir: str) -> state_lib.TrainState:
   # Inside the mesh context the model's logical activation constraints are active.
   progress = tqdm.tqdm(total=config.train.num_steps, initial=step, desc='train',
                        disable=jax.process_index() != 0)
-  deadline = _Deadline(config.train.max_minutes)
-  with sharding.use_mesh(mesh), progress:
+  with sharding.use_mesh(mesh, rules), progress:
     while step < config.train.num_steps:
       batch = sharding.global_batch(next(train_iter), mesh)
       state, step_metrics = train_step(state, batch)
       step += 1
+      position += 1
       pending.append(step_metrics)
       progress.update(1)
-      out_of_time = False
       if step % config.train.log_every == 0 or step == config.train.num_steps:
-        # One host sync per logging interval, not per step.
+        # One host sync per logging interval, not per step (the metrics are replicated).
         fetched = jax.device_get(pending)
         pending = []
         means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
@@ -231,22 +251,22 @@ def train_and_evaluate(config, workdir: str) -> state_lib.TrainState:
               f'(config.train.max_nonfinite_steps={config.train.max_nonfinite_steps}); the '
               'updates were skipped and the last checkpoint is intact: lower '
               'config.optim.learning_rate or check the data')
-        out_of_time = deadline.passed()
-        if out_of_time:
-          logging.warning('train.max_minutes=%g reached at step %d: saving and stopping',
-                          config.train.max_minutes, step)
+      stop = stop_check(step)
       if step % config.train.eval_every == 0:
         evaluate(config, workdir, eval_step, graphdef, state, mesh, writer, step)
         last_time = time.time()  # Evaluation time is not training time.
-      if step % config.train.checkpoint_every == 0 or preemption.requested:
-        checkpoints.save(manager, state, train_iter)
-      if preemption.requested:
-        logging.warning('SIGTERM: saved a checkpoint at step %d, exiting', step)
-        break
-      if out_of_time:
+      if step % config.train.checkpoint_every == 0 or stop:
+        checkpoints.save(manager, state, position)
+      if stop & StopCheck.SIGTERM:
+        logging.warning('SIGTERM (on this or another process): saved a checkpoint at step %d, '
+                        'exiting', step)
+      if stop & StopCheck.OUT_OF_TIME:
+        logging.warning('train.max_minutes=%g reached at step %d: saved and stopping',
+                        config.train.max_minutes, step)
+      if stop:
         break
   if manager.latest_step() != step:
-    checkpoints.save(manager, state, train_iter)
+    checkpoints.save(manager, state, position)
   checkpoints.wait(manager)
   manager.close()
   writer.close()
@@ -261,7 +281,11 @@ def _train_step_flops(config) -> float:
 
 
 def evaluate(config, workdir, eval_step, graphdef, state, mesh, writer, step):
-  """Validation losses (EMA weights, fixed batches and noise) and a sample grid to TensorBoard."""
+  """Validation losses (EMA weights, fixed batches and noise) and a sample grid to TensorBoard.
+
+  Every process reads its share of the validation batches; the losses come back replicated. The
+  sample grid needs the whole EMA parameters on one process: they are all-gathered (every
+  process takes part), then process 0 samples one clip on its own devices."""
   ds = pipeline.make_dataset(config, 'validation', workdir, process_index=jax.process_index(),
                              process_count=jax.process_count(), shuffle=False, repeat=True)
   batches = [b for _, b in zip(range(max(config.train.num_eval_batches, 1)), ds)]
@@ -271,13 +295,17 @@ def evaluate(config, workdir, eval_step, graphdef, state, mesh, writer, step):
               for i, b in enumerate(batches)]
     writer.write_scalars(step, {k: float(np.mean([t[k] for t in totals])) for k in totals[0]},
                          prefix='validation/')
-  if config.train.log_sample_grids and jax.process_index() == 0:
-    # Process-local: one clip, sampled from its first frame with the EMA weights.
-    clip = jax.tree.map(lambda x: x[:1], batches[0])
-    rgb, xyz = generate.sample_from_first_frame(
-        config, graphdef, jax.device_get(state.ema_params), jnp.asarray(clip['rgb'][:, 0]),
-        config.data.num_frames, jax.random.PRNGKey(step))
-    grid = visualize.sample_grid(jax.tree.map(lambda x: x[0], clip), rgb[0], xyz[0],
-                             config_lib.rgb_only(config))
-    writer.write_image(step, 'validation/samples', grid)
+  if config.train.log_sample_grids:
+    params = multihost.host_copy(state.ema_params)
+    if multihost.is_primary():
+      # This process's devices only: a mesh context of the global mesh would pin the sampler's
+      # activations onto other processes' devices.
+      with sharding.use_mesh(sharding.local_mesh(), sharding.axis_rules(config)):
+        clip = jax.tree.map(lambda x: x[:1], batches[0])
+        rgb, xyz = jax.device_get(generate.sample_from_first_frame(
+            config, graphdef, params, jnp.asarray(clip['rgb'][:, 0]), config.data.num_frames,
+            jax.random.PRNGKey(step)))
+      grid = visualize.sample_grid(jax.tree.map(lambda x: x[0], clip), rgb[0], xyz[0],
+                                   config_lib.rgb_only(config))
+      writer.write_image(step, 'validation/samples', grid)
   writer.flush()
