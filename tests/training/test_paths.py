@@ -51,8 +51,9 @@ def test_remote_uri_reaches_checkpoints_and_writers_unchanged(config, monkeypatc
       seen['manager'] = directory
 
   class SummaryWriter:
-    def __init__(self, logdir):
+    def __init__(self, logdir, purge_step=None):
       seen['tensorboard'] = logdir
+      seen['purge_step'] = purge_step
 
     def add_scalar(self, *args):
       pass
@@ -69,12 +70,14 @@ def test_remote_uri_reaches_checkpoints_and_writers_unchanged(config, monkeypatc
 
   monkeypatch.setattr(ocp, 'CheckpointManager', Manager)
   monkeypatch.setattr('tensorboardX.SummaryWriter', SummaryWriter)
-  monkeypatch.setattr(type(epath.Path('gs://bucket')), 'open', fake_open)
+  remote = type(epath.Path('gs://bucket'))
+  monkeypatch.setattr(remote, 'open', fake_open)
+  monkeypatch.setattr(remote, 'exists', lambda path: False)  # A new run: no metrics.jsonl yet.
   checkpoints.make_manager('gs://bucket/runs/a', config)
   assert isinstance(seen['manager'], epath.Path)
   assert os.fspath(seen['manager']) == 'gs://bucket/runs/a/checkpoints'
   writer = metrics.MetricWriter('gs://bucket/runs/a', enabled=True)
   writer.write_scalars(1, {'loss': 1.0})
-  assert seen['tensorboard'] == 'gs://bucket/runs/a/tensorboard'
+  assert seen['tensorboard'] == 'gs://bucket/runs/a/tensorboard' and seen['purge_step'] is None
   assert seen['jsonl'] == ('gs://bucket/runs/a/metrics.jsonl', 'a')
   assert json.loads(opened.getvalue()) == {'step': 1, 'loss': 1.0}
