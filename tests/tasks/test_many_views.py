@@ -136,5 +136,35 @@ def test_api_multiview_beyond_the_frame_count(tmp_path):
     assert np.load(tmp_path / f'depth_{k}.npy').shape == (SIZE, SIZE)
   text = (tmp_path / 'cameras' / 'images.txt').read_text()
   assert 'frame_00010.png' in text and '# units: normalized' in text
-  with pytest.raises(UserError, match='at most 8 images'):
-    model.multiview(images, metric_distance=1.0)
+
+  # Known poses of two views (distinct centres): every camera and depth in the poses' world and
+  # units; the known poses exactly.
+  true = np.stack([traj.pose(i) for i in range(11)])
+  true_depth = np.stack([traj.view(i)[0] for i in range(11)])
+  poses = np.full((11, 4, 4), np.nan)
+  poses[[0, 5]] = true[[0, 5]]
+  out = tmp_path / 'posed'
+  result = model.multiview(images, str(out), cam_to_world=poses)
+  assert result.units == 'units of the given poses'
+  np.testing.assert_array_equal(result.cam_to_world[[0, 5]], true[[0, 5]].astype(np.float32))
+  rot = np.rad2deg(rotations.rotation_angle(true[:, :3, :3], result.cam_to_world[:, :3, :3]))
+  assert rot.max() < 0.5, rot
+  np.testing.assert_allclose(result.cam_to_world[:, :3, 3], true[:, :3, 3], atol=2e-3)
+  depth = np.stack([np.load(out / f'depth_{k}.npy') for k in range(11)])
+  assert np.mean(np.abs(depth - true_depth) / true_depth) < 1e-3
+  assert '# units: units of the given poses' in (out / 'cameras' / 'images.txt').read_text()
+  # One known pose and a known distance between camera centres: metres, about that camera.
+  poses[5] = np.nan
+  d = float(np.linalg.norm(true[0, :3, 3] - true[10, :3, 3]))
+  result = model.multiview(images, str(tmp_path / 'metric'), cam_to_world=poses,
+                           metric_distance=f'{d}:cameras:0,10')
+  assert result.units == 'metres'
+  np.testing.assert_array_equal(result.cam_to_world[0], true[0].astype(np.float32))
+  np.testing.assert_allclose(result.cam_to_world[:, :3, 3], true[:, :3, 3], atol=2e-3)
+  depth = np.stack([np.load(tmp_path / 'metric' / f'depth_{k}.npy') for k in range(11)])
+  assert np.mean(np.abs(depth - true_depth) / true_depth) < 1e-3
+  with pytest.raises(UserError, match='between camera centres'):
+    model.multiview(images, metric_distance='1.0:pixels:0,5,5,1,5,5')
+  poses[5] = true[5]
+  with pytest.raises(UserError, match='both set the scale'):
+    model.multiview(images, cam_to_world=poses, metric_distance=1.0)

@@ -1,7 +1,8 @@
 """The whole main job on 2 processes x 2 CPU devices (gloo) through launch/local_multiprocess.sh,
 against one process: train (validation, sample grid, checkpoints) with fsdp=4 across the
 processes, export, --mode=depth, --mode=eval; resume 2 -> 1 and 1 -> 2 processes from the global
-data position; SIGTERM to one process stops both at the same step.
+data position; SIGTERM to one process stops both at the same step; sample and the other task
+modes on two processes write their files once.
 
 One test, so the trained workdirs are shared by every check (the runs cost most of the time).
 In-process runs (this pytest process, one device) stand for "one process" where they can: they
@@ -152,3 +153,24 @@ def test_main_job_on_two_processes(tmp_path):
   per_clip = [open(tmp_path / name / 'per_clip.jsonl').read().splitlines()
               for name in ('eval_one', 'eval_two')]
   assert len(per_clip[1]) == 2 and os.listdir(tmp_path / 'eval_two' / 'gallery')
+
+  # The other modes on two processes (parameters gathered or read whole on every process, the
+  # same seeded work everywhere, process 0 writing): sample, image_to_3d, multiview,
+  # camera_control. Two jobs at a time (four processes on the test machine's cores).
+  views = tmp_path / 'views'
+  views.mkdir()
+  for k in range(2):
+    shutil.copy(image, views / f'v{k}.png')
+  rounds = ((('sample',), ('image_to_3d', f'--input={image}')),
+            (('multiview', f'--input={views}'), ('camera_control', f'--input={image}')))
+  for jobs in rounds:
+    procs = [(_launch(two, *data, f'--mode={mode}', *extra, log=str(tmp_path / f'{mode}.log')),
+              str(tmp_path / f'{mode}.log')) for mode, *extra in jobs]
+    for proc, log in procs:
+      _wait(proc, log)
+  assert (two / 'samples' / 'samples.npz').is_file()
+  assert (two / 'image_to_3d' / 'points.ply').is_file()
+  assert (two / 'multiview' / 'cameras' / 'images.txt').is_file()
+  assert (two / 'camera_control' / 'video.mp4').is_file()
+  for mode in ('sample', 'image_to_3d', 'multiview', 'camera_control'):  # Written by one process.
+    assert open(tmp_path / f'{mode}.log').read().count('wrote ') == 1, mode

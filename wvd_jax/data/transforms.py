@@ -85,7 +85,7 @@ def _resize_depth(depth: np.ndarray, top: int, left: int, crop: int, size: int) 
   lo = np.minimum(np.minimum(d00, d01), np.minimum(d10, d11))
   hi = np.maximum(np.maximum(d00, d01), np.maximum(d10, d11))
   smooth = (lo > 0) & (hi <= lo * (1 + DEPTH_EDGE_RATIO))
-  with np.errstate(divide='ignore'):
+  with np.errstate(divide='ignore', invalid='ignore'):  # 0 * inf at holes; masked by smooth.
     inv = ((1 - wy) * ((1 - wx) / d00 + wx / d01) + wy * ((1 - wx) / d10 + wx / d11))
     interpolated = np.where(smooth, 1.0 / np.where(smooth, inv, 1.0), 0.0)
   nearest = _nearest(depth, top, left, crop, size)

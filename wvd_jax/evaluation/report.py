@@ -233,8 +233,8 @@ def gallery_image(clip, shown) -> np.ndarray:
 
 def write_report(output: str, results: dict, per_clip: list[dict], gallery: list) -> None:
   """Writes every file of the report (module docstring) atomically."""
-  os.makedirs(os.path.join(output, 'plots'), exist_ok=True)
-  os.makedirs(os.path.join(output, 'gallery'), exist_ok=True)
+  for sub in ('plots', 'gallery'):  # Local or a URI (epath; a gs:// workdir's eval/).
+    files.as_path(output).joinpath(sub).mkdir(parents=True, exist_ok=True)
   with files.atomic_write(os.path.join(output, 'results.json'), 'w') as f:
     json.dump(results, f, indent=1, sort_keys=True)
   with files.atomic_write(os.path.join(output, 'per_clip.jsonl'), 'w') as f:
@@ -254,7 +254,7 @@ def write_report(output: str, results: dict, per_clip: list[dict], gallery: list
 def write_source_index(output: str, per_source: dict[str, tuple[str, dict]]) -> None:
   """<output>/results.json ({'per_source': {source: results}}) and report.md: every source's
   report (``per_source``: source -> (its subdirectory, its results)) under one heading each."""
-  os.makedirs(output, exist_ok=True)
+  files.as_path(output).mkdir(parents=True, exist_ok=True)
   with files.atomic_write(os.path.join(output, 'results.json'), 'w') as f:
     json.dump({'per_source': {name: r for name, (_, r) in per_source.items()}}, f, indent=1,
               sort_keys=True)

@@ -32,7 +32,13 @@ def _check_points_colors(points, colors):
 
 
 def write_ply(path: str, points, colors=None, comment: str | None = None) -> None:
-  """Binary little-endian PLY of points (P, 3) float and optional colors (P, 3) uint8.
+  """Binary little-endian PLY of points (P, 3) float and optional colors (P, 3) uint8, written
+  atomically to a local ``path`` (see ply_bytes)."""
+  _atomic_write(path, ply_bytes(points, colors, comment))
+
+
+def ply_bytes(points, colors=None, comment: str | None = None) -> bytes:
+  """The PLY file (binary little-endian) of points (P, 3) float and optional colors (P, 3) uint8.
 
   Numpy or jax arrays; mask invalid points before calling (NaNs raise ValueError). `comment`
   (one line, e.g. the units) goes into the header as a PLY `comment` line."""
@@ -45,7 +51,7 @@ def write_ply(path: str, points, colors=None, comment: str | None = None) -> Non
       raise ValueError('a PLY comment is one line')
     ply, fmt, rest = data.split(b'\n', 2)  # a comment may follow the format line
     data = b'\n'.join([ply, fmt, f'comment {comment}'.encode('utf-8'), rest])
-  _atomic_write(path, data)
+  return data
 
 
 

@@ -186,11 +186,6 @@ class WVD:
 
   def _multiview_many(self, images, names, output_dir, intrinsics, cam_to_world,
                       metric_distance) -> many_views.ManyViewResult:
-    if cam_to_world is not None or metric_distance is not None:
-      raise UserError(f'known poses and distances work with at most {self.num_frames} images '
-                      f'(the model\'s frames); {len(images)} were given: drop --poses / '
-                      '--known_distance or give fewer images')
-
     def write_view(k, depth, confidence):
       if output_dir:
         media.save_depth(os.path.join(output_dir, f'depth_{k}'), depth)
@@ -198,8 +193,15 @@ class WVD:
     result = many_views.reconstruct_many(
         self.generator, _LazyImages(self, images), window=self.num_frames,
         anchors=max(1, self.num_frames // 4), num_samples=self.num_samples,
-        rng=self._next_rng(), intrinsics=intrinsics, on_view=write_view)
+        rng=self._next_rng(), intrinsics=intrinsics, cam_to_world=cam_to_world,
+        metric_distance=metric_distance, on_view=write_view)
     if output_dir:
+      if result.depth_scale != 1.0:  # Known cameras rescaled the world after depths were written.
+        for k in range(len(images)):
+          prefix = os.path.join(output_dir, f'depth_{k}')
+          with open(prefix + '.npy', 'rb') as f:
+            depth = np.load(f, allow_pickle=False)
+          media.save_depth(prefix, depth * np.float32(result.depth_scale))
       export.write_colmap_text(os.path.join(output_dir, 'cameras'), result.intrinsics,
                                result.cam_to_world, self.image_size, self.image_size,
                                points=result.points, colors=result.colors, image_names=names,

@@ -28,7 +28,7 @@ import tqdm
 
 from wvd_jax.errors import UserError
 from wvd_jax.geometry import anchoring, normalization, post_optimization
-from wvd_jax.tasks import wvd_tasks
+from wvd_jax.tasks import known_cameras, wvd_tasks
 
 
 @dataclasses.dataclass
@@ -45,6 +45,9 @@ class ManyViewResult:
   compact_weight: np.ndarray
   window_residuals: list[float]
   units: str = wvd_tasks.UNITS_NORMALIZED
+  # Known poses or a distance rescale the world after the depth maps were handed to on_view:
+  # multiply those depths by this to have them in `units`.
+  depth_scale: float = 1.0
 
   @property
   def points(self) -> np.ndarray:
@@ -80,9 +83,9 @@ def _subsample(h: int, w: int, compact_points: int):
 
 def reconstruct_many(generator: wvd_tasks.Generator, images: Sequence[np.ndarray], *,
                      window: int, anchors: int, num_samples: int, rng: jax.Array,
-                     intrinsics=None, on_view: Callable | None = None,
-                     compact_points: int = 16, progress: bool = True,
-                     num_iters: int = 100) -> ManyViewResult:
+                     intrinsics=None, cam_to_world=None, metric_distance=None,
+                     on_view: Callable | None = None, compact_points: int = 16,
+                     progress: bool = True, num_iters: int = 100) -> ManyViewResult:
   """Cameras and depth of N >= window images (see the module docstring).
 
   Args:
@@ -90,6 +93,12 @@ def reconstruct_many(generator: wvd_tasks.Generator, images: Sequence[np.ndarray
       sequence keeps memory flat).
     window: the model's frame count F; anchors: frames shared with what is reconstructed.
     intrinsics: known K (3, 3) in model pixels, or None.
+    cam_to_world: known poses (N, 4, 4), all-NaN matrices for unknown views, or None: the
+      jointly refined cameras are brought onto the known ones by a similarity (Sim(3)), then
+      refined again with the known poses fixed (as wvd_tasks.reconstruct does for one window).
+    metric_distance: known_cameras.MetricDistance (or metres between cameras 0 and 1) between
+      two camera centres: scales the result to metres (about the known camera when one pose is
+      given; refused when two or more distinct known poses set the scale already).
     on_view: called as on_view(view, depth (H, W), confidence (H, W)) once per view, in
       order of reconstruction (write it to disk there).
     compact_points: about this many pixels per view kept for the joint refinement.
@@ -137,14 +146,56 @@ def reconstruct_many(generator: wvd_tasks.Generator, images: Sequence[np.ndarray
       compact_rgb[i] = np.round((rgb[k, off::stride, off::stride] + 1) * 127.5).clip(0, 255)
       if on_view is not None:
         on_view(i, depth[k], confidence[k])
-  K, c2w = _joint_refinement(compact_xyz, compact_w, (h, w), stride, delta, intrinsics,
-                             num_iters)
-  return ManyViewResult(intrinsics=K, cam_to_world=c2w, compact_xyz=compact_xyz,
-                        compact_rgb=compact_rgb, compact_weight=compact_w,
-                        window_residuals=residuals)
+  refine = lambda xyz, **known: _joint_refinement(xyz, compact_w, (h, w), stride, delta,
+                                                  intrinsics, num_iters, **known)
+  K, c2w = refine(compact_xyz)
+  c2w = np.asarray(c2w, np.float64)
+  units, depth_scale, pivot, pivot_pose, known = wvd_tasks.UNITS_NORMALIZED, 1.0, None, None, None
+  if cam_to_world is not None:
+    poses = known_cameras.check_poses(cam_to_world)
+    if poses.shape[0] != n:
+      raise UserError(f'cam_to_world has {poses.shape[0]} poses for {n} views')
+    known = ~np.all(np.isnan(poses), axis=(1, 2))
+    if known.any():
+      sim = anchoring.similarity_from_cameras(c2w[known], poses[known])
+      compact_xyz = sim.points(compact_xyz).astype(np.float32)
+      fill = np.where(known[:, None, None], poses, sim.poses(c2w))
+      K, c2w = refine(compact_xyz, cam_to_world=fill, pose_known=known)
+      c2w = np.asarray(c2w, np.float64)
+      depth_scale = sim.scale
+      centres = poses[known, :3, 3]
+      if np.ptp(centres, axis=0).max(initial=0) > 0:
+        units = wvd_tasks.UNITS_POSES
+      else:
+        pivot, pivot_pose = centres[0], poses[known]
+  if metric_distance is not None:
+    if units == wvd_tasks.UNITS_POSES:
+      raise UserError('a known distance and poses of two or more distinct cameras both set '
+                      'the scale: give one of them')
+    distance = known_cameras.check_distance(metric_distance)
+    if distance.cameras is None:
+      raise UserError(f'with more images than the model\'s {window} frames a known distance '
+                      'must be between camera centres (D or D:cameras:i,j), not pixels')
+    try:
+      scale = anchoring.metric_scale(wvd_tasks.measured_distance(
+          distance, c2w, None, np.broadcast_to(False, (n, h, w))), distance.metres)
+    except ValueError as e:
+      raise UserError(f'known distance: {e}; name two different cameras') from None
+    pivot = np.zeros(3) if pivot is None else pivot
+    compact_xyz = (pivot + scale * (compact_xyz - pivot)).astype(np.float32)
+    c2w[:, :3, 3] = pivot + scale * (c2w[:, :3, 3] - pivot)
+    if pivot_pose is not None:
+      c2w[known] = pivot_pose  # the one known pose, exactly (its centre is the pivot)
+    depth_scale *= scale
+    units = wvd_tasks.UNITS_METRES
+  return ManyViewResult(intrinsics=K, cam_to_world=c2w.astype(np.float32),
+                        compact_xyz=compact_xyz, compact_rgb=compact_rgb,
+                        compact_weight=compact_w, window_residuals=residuals, units=units,
+                        depth_scale=float(depth_scale))
 
 
-def _joint_refinement(xyz, weights, size, stride, delta, intrinsics, num_iters):
+def _joint_refinement(xyz, weights, size, stride, delta, intrinsics, num_iters,
+                      cam_to_world=None, pose_known=None):
   """(K (N, 3, 3), cam_to_world (N, 4, 4)) from one post-optimization of all cameras on the
   compact records (views padded with empty
   ones to a power of two, at least 256: one compilation serves every N up to 256, and the
@@ -157,9 +208,14 @@ def _joint_refinement(xyz, weights, size, stride, delta, intrinsics, num_iters):
   to_compact = np.array([[1 / stride, 0, -delta / stride], [0, 1 / stride, -delta / stride],
                          [0, 0, 1]])
   K = None if intrinsics is None else to_compact @ np.asarray(intrinsics, np.float64)
+  known = {}
+  if pose_known is not None:  # Padded views: unknown, at the identity.
+    known = dict(cam_to_world=np.concatenate([cam_to_world, np.broadcast_to(
+                     np.eye(4), (padded - n, 4, 4))]),
+                 pose_known=np.concatenate([pose_known, np.zeros(padded - n, bool)]))
   res = post_optimization.post_optimize(
       pad(xyz), pad(weights), principal_point=np.array([w / 2 - delta, h / 2 - delta]) / stride,
-      K=K, check=False, num_iters=num_iters)
+      K=K, check=False, num_iters=num_iters, **known)
   if not np.asarray(res.ok)[:n].all():
     bad = np.nonzero(~np.asarray(res.ok)[:n])[0].tolist()
     raise UserError(f'multiview: views {bad[:10]} could not be placed (no surface seen); '

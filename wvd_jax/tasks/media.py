@@ -131,5 +131,6 @@ def write_surface_ply(path: str, xyz, rgb) -> None:
   [-1, 1]; pixels at the background corner (normalization.background_mask) are left out."""
   xyz, rgb = np.asarray(xyz), np.asarray(rgb)
   surface = ~np.asarray(normalization.background_mask(xyz))
-  export.write_ply(path, xyz[surface], visualize.to_uint8(rgb[surface]))
+  with files.atomic_write(path) as f:  # Local or a URI (an eval report under a gs:// workdir).
+    f.write(export.ply_bytes(xyz[surface], visualize.to_uint8(rgb[surface])))
 

@@ -120,7 +120,7 @@ def reconstruct(rgb: np.ndarray, xyz: np.ndarray, focal: float | None = None, *,
                       'the scale: give one of them')
     distance = known_cameras.check_distance(metric_distance)
     try:
-      scale = anchoring.metric_scale(_measured_distance(distance, c2w, points, foreground),
+      scale = anchoring.metric_scale(measured_distance(distance, c2w, points, foreground),
                                      distance.metres)
     except ValueError as e:
       raise UserError(f'known distance: {e}; name two different cameras or pixels') from None
@@ -138,7 +138,7 @@ def reconstruct(rgb: np.ndarray, xyz: np.ndarray, focal: float | None = None, *,
                         points=points.astype(np.float32), units=units)
 
 
-def _measured_distance(distance, c2w, points, foreground) -> float:
+def measured_distance(distance, c2w, points, foreground) -> float:
   """The reconstruction's length of the known distance (camera centres or pixel points)."""
   n, h, w = foreground.shape
   if distance.cameras is not None:
