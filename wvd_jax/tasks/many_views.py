@@ -151,23 +151,14 @@ def reconstruct_many(generator: wvd_tasks.Generator, images: Sequence[np.ndarray
   K, c2w = refine(compact_xyz)
   c2w = np.asarray(c2w, np.float64)
   units, depth_scale, pivot, pivot_pose, known = wvd_tasks.UNITS_NORMALIZED, 1.0, None, None, None
-  if cam_to_world is not None:
-    poses = known_cameras.check_poses(cam_to_world)
-    if poses.shape[0] != n:
-      raise UserError(f'cam_to_world has {poses.shape[0]} poses for {n} views')
-    known = ~np.all(np.isnan(poses), axis=(1, 2))
-    if known.any():
-      sim = anchoring.similarity_from_cameras(c2w[known], poses[known])
-      compact_xyz = sim.points(compact_xyz).astype(np.float32)
-      fill = np.where(known[:, None, None], poses, sim.poses(c2w))
-      K, c2w = refine(compact_xyz, cam_to_world=fill, pose_known=known)
-      c2w = np.asarray(c2w, np.float64)
-      depth_scale = sim.scale
-      centres = poses[known, :3, 3]
-      if np.ptp(centres, axis=0).max(initial=0) > 0:
-        units = wvd_tasks.UNITS_POSES
-      else:
-        pivot, pivot_pose = centres[0], poses[known]
+  anchor = None if cam_to_world is None else wvd_tasks.KnownPoses.fit(cam_to_world, c2w)
+  if anchor is not None:
+    known = anchor.known
+    compact_xyz = anchor.sim.points(compact_xyz).astype(np.float32)
+    K, c2w = refine(compact_xyz, cam_to_world=anchor.fill, pose_known=known)
+    c2w = np.asarray(c2w, np.float64)
+    depth_scale = anchor.sim.scale
+    units, pivot, pivot_pose = anchor.units, anchor.pivot, anchor.pivot_pose
   if metric_distance is not None:
     if units == wvd_tasks.UNITS_POSES:
       raise UserError('a known distance and poses of two or more distinct cameras both set '

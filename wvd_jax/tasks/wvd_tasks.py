@@ -96,21 +96,12 @@ def reconstruct(rgb: np.ndarray, xyz: np.ndarray, focal: float | None = None, *,
       points, weights=weights, focal=focal, K=K, shared_focal=True,
       principal_point_mode=principal_point_mode, **kw)
   result, units, pivot, pivot_pose = solve(mean), UNITS_NORMALIZED, None, None
-  if cam_to_world is not None:
-    poses = known_cameras.check_poses(cam_to_world)
-    if poses.shape[0] != n:
-      raise UserError(f'cam_to_world has {poses.shape[0]} poses for {n} views')
-    known = ~np.all(np.isnan(poses), axis=(1, 2))
-    if known.any():
-      sim = anchoring.similarity_from_cameras(np.asarray(result.cam_to_world)[known],
-                                              poses[known])
-      fill = np.where(known[:, None, None], poses, sim.poses(np.asarray(result.cam_to_world)))
-      result = solve(sim.points(mean).astype(np.float32), cam_to_world=fill, pose_known=known)
-      centres = poses[known, :3, 3]
-      if np.ptp(centres, axis=0).max(initial=0) > 0:
-        units = UNITS_POSES
-      else:
-        pivot, pivot_pose = centres[0], poses[known]
+  anchor = None if cam_to_world is None else KnownPoses.fit(cam_to_world, result.cam_to_world)
+  if anchor is not None:
+    known = anchor.known
+    result = solve(anchor.sim.points(mean).astype(np.float32), cam_to_world=anchor.fill,
+                   pose_known=known)
+    units, pivot, pivot_pose = anchor.units, anchor.pivot, anchor.pivot_pose
   depth = np.where(foreground, np.asarray(result.depth), 0.0)
   points = np.where(foreground[..., None], np.asarray(result.xyz), 0.0)
   c2w = np.asarray(result.cam_to_world, np.float64)
@@ -136,6 +127,39 @@ def reconstruct(rgb: np.ndarray, xyz: np.ndarray, focal: float | None = None, *,
                         intrinsics=np.asarray(result.K), cam_to_world=c2w.astype(np.float32),
                         residual=float(np.mean(result.residual)),
                         points=points.astype(np.float32), units=units)
+
+
+@dataclasses.dataclass
+class KnownPoses:
+  """Solved cameras brought onto the known ones: known (N,) bool; sim (anchoring.Similarity)
+  from the solved world to the poses' world; fill (N, 4, 4): the known poses, the others mapped
+  by sim (where the solve with the known poses fixed starts); units: UNITS_POSES when two known
+  centres differ (they set the scale), else UNITS_NORMALIZED with pivot (3,) / pivot_pose the
+  one known camera (a known distance then scales about it)."""
+  known: np.ndarray
+  sim: anchoring.Similarity
+  fill: np.ndarray
+  units: str
+  pivot: np.ndarray | None
+  pivot_pose: np.ndarray | None
+
+  @classmethod
+  def fit(cls, cam_to_world, solved) -> 'KnownPoses | None':
+    """cam_to_world (N, 4, 4) known poses, all-NaN matrices for unknown views; solved (N, 4, 4)
+    the cameras solved without them. None when no pose is known."""
+    solved = np.asarray(solved, np.float64)
+    poses = known_cameras.check_poses(cam_to_world)
+    if poses.shape[0] != len(solved):
+      raise UserError(f'cam_to_world has {poses.shape[0]} poses for {len(solved)} views')
+    known = ~np.all(np.isnan(poses), axis=(1, 2))
+    if not known.any():
+      return None
+    sim = anchoring.similarity_from_cameras(solved[known], poses[known])
+    fill = np.where(known[:, None, None], poses, sim.poses(solved))
+    centres = poses[known, :3, 3]
+    if np.ptp(centres, axis=0).max(initial=0) > 0:
+      return cls(known, sim, fill, UNITS_POSES, None, None)
+    return cls(known, sim, fill, UNITS_NORMALIZED, centres[0], poses[known])
 
 
 def measured_distance(distance, c2w, points, foreground) -> float:
