@@ -30,7 +30,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from wvd_jax import config_lib, errors, files, visualize
+from wvd_jax import config_lib, files, visualize
 from wvd_jax.errors import UserError
 from wvd_jax.diffusion import generate
 from wvd_jax.geometry import export, normalization
@@ -74,14 +74,14 @@ class WVD:
       return media.load_image(image, self.image_size)
     image = np.asarray(image, np.float32)
     if image.shape != (self.image_size, self.image_size, 3):
-      raise errors.UserError(f'image arrays must be ({self.image_size}, {self.image_size}, 3) in '
+      raise UserError(f'image arrays must be ({self.image_size}, {self.image_size}, 3) in '
                              f'[-1, 1]; got {image.shape} (pass a file path to crop and resize)')
     return image
 
   def _require_xyz(self, task: str):
     """The four tasks read geometry off the generated XYZ: an RGB-only model has none."""
     if config_lib.rgb_only(self.config):
-      raise errors.UserError(
+      raise UserError(
           f"{task} needs XYZ, but this model is the RGB-only ablation "
           "(config.diffusion.modalities='rgb'); it only generates RGB videos from a first frame "
           "(--mode=sample, generate.sample_from_first_frame)")

@@ -25,7 +25,6 @@ from typing import Callable
 import jax
 import numpy as np
 
-from wvd_jax import errors
 from wvd_jax.errors import UserError
 from wvd_jax.geometry import anchoring, cameras, normalization, post_optimization, reprojection
 from wvd_jax.tasks import known_cameras
@@ -230,7 +229,7 @@ def multiview(generator: Generator, images: np.ndarray, *, num_samples: int,
   `reconstruct`)."""
   images = np.asarray(images, np.float32)
   if images.ndim != 4 or len(images) < 2:
-    raise errors.UserError(f'multi-view needs >= 2 images (N, H, W, 3), got {images.shape}: give '
+    raise UserError(f'multi-view needs >= 2 images (N, H, W, 3), got {images.shape}: give '
                            'a directory of two or more views')
   n, h, w, _ = images.shape
   rgb = np.broadcast_to(images, (num_samples,) + images.shape)
@@ -290,7 +289,7 @@ def camera_control(generator: Generator, image: np.ndarray, relative_path: np.nd
   """
   relative_path = np.asarray(relative_path, np.float64)
   if relative_path.ndim != 3 or relative_path.shape[1:] != (4, 4) or len(relative_path) < 2:
-    raise errors.UserError(f'camera path must be (T >= 2, 4, 4), got {relative_path.shape}')
+    raise UserError(f'camera path must be (T >= 2, 4, 4), got {relative_path.shape}')
   h, w, _ = image.shape
   rng, first_rng = jax.random.split(rng)
   first = single_image_to_3d(generator, image, num_frames=num_frames, num_samples=1,
