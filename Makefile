@@ -5,7 +5,7 @@ WORKDIR ?= workdir/demo
 PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: install install-test demo test clean
+.PHONY: install install-test demo test clean peer
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	PY=$$(tools/find_python.sh) && $$PY -m venv $(VENV)
@@ -31,3 +31,8 @@ test: install-test
 
 clean:
 	rm -rf $(VENV) workdir
+
+# The PyTorch peer that benchmarks/vs_peer.py runs beside our train step, copied from the
+# workspace into the ignored .peer/ (device calls send only the repository: carry .peer).
+peer:
+	mkdir -p .peer && cp ../shared/bench/peer_dit.py .peer/

@@ -107,6 +107,8 @@ def add_model_args(p) -> None:
   p.add_argument('--dtype', choices=('bfloat16', 'float32'), default=None,
                  help='compute dtype (default bfloat16; float32 with --small)')
   p.add_argument('--attention', choices=('auto', 'xla', 'cudnn'), default='auto')
+  p.add_argument('--fp8', action='store_true',
+                 help='attention and MLP projections as FP8 matmuls (model.fp8)')
   p.add_argument('--repeats', type=int, default=3, help='timed blocks; the best is reported')
   p.add_argument('--matmul_size', type=int, default=None, help='default 8192 (256 small)')
 
@@ -125,6 +127,7 @@ def dit_config(args, small_channels: int = 4, **overrides):
       shape[key] = getattr(args, key)
   channels = args.latent_channels or (small_channels if args.small else 4)
   dtype = args.dtype or ('float32' if args.small else 'bfloat16')
+  overrides.setdefault('fp8', bool(getattr(args, 'fp8', False)))
   return dit.DiTConfig(in_channels=2 * channels, mlp_ratio=4.0, compute_dtype=dtype,
                        attention=args.attention, **shape, **overrides)
 

@@ -86,6 +86,8 @@ def main():
                       help='FSDP over this many devices; --batch is per device')
   parser.add_argument('--data_parallel', type=int, default=1,
                       help='of --devices, how many form the pure data axis (rest: fsdp)')
+  parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                      help='config override, e.g. --set model.fp8=True (repeatable)')
   args = parser.parse_args()
 
   config = load_config(args.config)
@@ -99,6 +101,11 @@ def main():
     if value is not None:
       group, name = key.split('.')
       config[group][name] = type(config[group][name])(value)
+  for item in args.set:
+    key, _, value = item.partition('=')
+    group, name = key.split('.')
+    old = config[group][name]
+    config[group][name] = (value.lower() in ('1', 'true')) if isinstance(old, bool) else type(old)(value)
   if args.remat is not None:
     config.model.remat = args.remat
   if args.scan_layers is not None and 'scan_layers' in config.model:
@@ -149,7 +156,7 @@ def main():
       'devices': args.devices, 'mesh': dict(mesh.shape),
       'mfu': round(step_flops / step_s / (peak * 1e12 * args.devices), 4),
       'samples_per_sec_per_device': round(b / step_s / args.devices, 2),
-      'peer_step_ms': 182.0, 'goal_step_ms': 164.0,
+      'fp8': bool(config.model.fp8), 'residual_dtype': config.model.residual_dtype,
   }
   stats = jax.devices()[0].memory_stats() or {}
   if 'peak_bytes_in_use' in stats:

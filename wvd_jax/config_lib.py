@@ -91,6 +91,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.attention = 'auto'  # cuDNN on GPU (16-bit), Pallas splash on TPU, XLA elsewhere.
   config.model.remat = 'none'  # Per-block remat policy: none/full/dots_saveable/minimal (dit.py).
   config.model.scan_layers = False  # Unrolled is faster on GPU (DESIGN.md); scan compiles faster.
+  # Attention and MLP projections as FP8 matmuls with delayed scaling (models/layers.py); adds
+  # scaling state to the parameters, so a checkpoint is FP8 or not.
+  config.model.fp8 = False
 
   config.diffusion = ml_collections.ConfigDict()
   config.diffusion.prediction = 'v'  # 'v', 'epsilon' or 'x0'.

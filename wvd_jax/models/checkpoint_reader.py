@@ -26,12 +26,12 @@ from wvd_jax.models import builder
 
 # Config keys that shape the parameters (remat, scan, dtypes and attention do not).
 ARCHITECTURE_KEYS = {
-    'model': ('patch_size', 'width', 'depth', 'num_heads', 'mlp_ratio'),
+    'model': ('patch_size', 'width', 'depth', 'num_heads', 'mlp_ratio', 'fp8'),
     'autoencoder': ('kind', 'latent_channels', 'downsample'),
     # Same parameters, another meaning: an RGB-only ablation must not run as an XYZ model.
     'diffusion': ('modalities',),
 }
-_DEFAULTS = {'diffusion.modalities': 'rgb_xyz'}  # Of configs stored before the key existed.
+_DEFAULTS = {'diffusion.modalities': 'rgb_xyz', 'model.fp8': False}  # Of configs stored before the key existed.
 CONFIG_FILE = 'config.json'
 
 

@@ -71,6 +71,7 @@ class DiTConfig:
   remat: str = 'none'  # A key of REMAT_POLICIES.
   scan_layers: bool = False  # lax.scan over the stacked blocks instead of an unrolled loop.
   residual_dtype: str = 'float32'  # dtype of the residual stream between blocks.
+  fp8: bool = False  # Attention and MLP projections as FP8 matmuls (layers.Fp8DotGeneral).
 
   def __post_init__(self):
     if self.width % self.num_heads:
@@ -101,7 +102,7 @@ class DiTConfig:
                compute_dtype=m.compute_dtype,
                # Exported configs from before the key existed ran float32 residuals.
                residual_dtype=m.get('residual_dtype', 'float32'), attention=m.attention,
-               remat=m.remat, scan_layers=bool(m.scan_layers))
+               remat=m.remat, scan_layers=bool(m.scan_layers), fp8=bool(m.get('fp8', False)))
 
 
 def _modulate(x, shift, scale):
@@ -116,9 +117,9 @@ class Block(nnx.Module):
     impl = layers.resolve_attention_implementation(cfg.attention, dtype)
     self.norm1 = nnx.RMSNorm(cfg.width, epsilon=1e-6, use_scale=False, dtype=dtype, rngs=rngs)
     self.attn = layers.Attention(cfg.width, cfg.num_heads, implementation=impl, dtype=dtype,
-                                 rngs=rngs)
+                                 fp8=cfg.fp8, rngs=rngs)
     self.norm2 = nnx.RMSNorm(cfg.width, epsilon=1e-6, use_scale=False, dtype=dtype, rngs=rngs)
-    self.mlp = layers.Mlp(cfg.width, cfg.mlp_hidden, dtype=dtype, rngs=rngs)
+    self.mlp = layers.Mlp(cfg.width, cfg.mlp_hidden, dtype=dtype, fp8=cfg.fp8, rngs=rngs)
     self.modulation = nnx.Linear(cfg.width, 6 * cfg.width, dtype=dtype,
                                  kernel_init=layers.zeros_init(('embed', 'mlp')),
                                  bias_init=layers.zeros_init(('mlp',)), rngs=rngs)

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from flax.core import spmd as flax_spmd
+from flax.linen import fp8_ops
 from jax.sharding import PartitionSpec as P
 
 from wvd_jax.models import splash
@@ -149,6 +150,58 @@ def timestep_features(t: jax.Array, dim: int = 256, max_period: float = 10_000.0
   return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
 
 
+class Fp8Meta(nnx.Variable):
+  """Delayed-scaling state of one FP8 matmul operand: its scale (1,) or amax history (L,),
+  float32, replicated.
+
+  Lives in the parameter tree but is never trained: the custom VJPs of
+  ``flax.linen.fp8_ops.fp8_scaled_dot_general`` return, as this variable's "gradient", its value
+  for the next step (the scale from the history's amax, the history with this step's amax
+  rolled in). The train step writes those values back instead of applying an optimizer update
+  (training/optimizer.py: ``is_fp8_meta``). Each matmul must run once per step, or the
+  returned values would be summed.
+  """
+
+
+class Fp8DotGeneral(nnx.Module):
+  """A ``dot_general`` with FP8 operands and delayed scaling, for ``nnx.Linear(dot_general=...)``.
+
+  Forward: input and kernel quantized to float8_e4m3fn with scales from their amax histories
+  (the last ``history_length`` steps' max |x|); backward: the output gradient in float8_e5m2
+  (wider range). On Hopper the quantize/dequantize pattern becomes one cuBLASLt FP8 GEMM at
+  twice the bf16 rate; elsewhere XLA emulates it (same numbers, no speed-up).
+  """
+
+  def __init__(self, history_length: int = 16):
+    for name in ('input', 'kernel', 'output_grad'):
+      setattr(self, f'{name}_scale', Fp8Meta(jnp.ones((1,), jnp.float32)))
+      setattr(self, f'{name}_amax_history', Fp8Meta(jnp.zeros((history_length,), jnp.float32)))
+
+  def __call__(self, lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None,
+               out_sharding=None):
+    del precision, out_sharding  # FP8 GEMMs fix their own precision; sharding propagates.
+    dtype = lhs.dtype
+    return fp8_ops.fp8_scaled_dot_general(
+        lhs, rhs.astype(dtype), dimension_numbers,
+        preferred_element_type=preferred_element_type or dtype,
+        lhs_scale=self.input_scale[...], rhs_scale=self.kernel_scale[...],
+        grad_scale=self.output_grad_scale[...],
+        lhs_amax_history=self.input_amax_history[...],
+        rhs_amax_history=self.kernel_amax_history[...],
+        grad_amax_history=self.output_grad_amax_history[...],
+        quantize_compute_type=dtype)
+
+
+def projection(in_features: int, out_features: int, *, axes: tuple[str, str], use_bias: bool,
+               dtype, fp8: bool, rngs: nnx.Rngs) -> nnx.Linear:
+  """A Linear whose kernel carries logical ``axes``; with ``fp8`` its matmul runs in FP8."""
+  extra = {'bias_init': zeros_init((axes[1],))} if use_bias else {}
+  if fp8:
+    extra['dot_general'] = Fp8DotGeneral()
+  return nnx.Linear(in_features, out_features, use_bias=use_bias, dtype=dtype,
+                    kernel_init=dense_init(axes), rngs=rngs, **extra)
+
+
 class Attention(nnx.Module):
   """Multi-head self-attention with QK RMSNorm and 3D RoPE over (B, T, width) tokens.
 
@@ -156,18 +209,19 @@ class Attention(nnx.Module):
   splitting it over the 'tensor' mesh axis hands each device whole heads with their q, k and v.
   """
 
-  def __init__(self, width: int, num_heads: int, *, implementation: str, dtype, rngs: nnx.Rngs):
+  def __init__(self, width: int, num_heads: int, *, implementation: str, dtype, rngs: nnx.Rngs,
+               fp8: bool = False):
     self.num_heads = num_heads
     self.head_dim = width // num_heads
     self.implementation = implementation
-    self.qkv = nnx.Linear(width, 3 * width, use_bias=False, dtype=dtype,
-                          kernel_init=dense_init(('embed', 'heads')), rngs=rngs)
+    self.qkv = projection(width, 3 * width, axes=('embed', 'heads'), use_bias=False, dtype=dtype,
+                          fp8=fp8, rngs=rngs)
     self.q_norm = nnx.RMSNorm(self.head_dim, epsilon=1e-6, dtype=dtype,
                               scale_init=ones_init(('kv',)), rngs=rngs)
     self.k_norm = nnx.RMSNorm(self.head_dim, epsilon=1e-6, dtype=dtype,
                               scale_init=ones_init(('kv',)), rngs=rngs)
-    self.out = nnx.Linear(width, width, use_bias=False, dtype=dtype,
-                          kernel_init=dense_init(('heads', 'embed')), rngs=rngs)
+    self.out = projection(width, width, axes=('heads', 'embed'), use_bias=False, dtype=dtype,
+                          fp8=fp8, rngs=rngs)
 
   def __call__(self, x: jax.Array, rope: tuple[jax.Array, jax.Array]) -> jax.Array:
     b, t, _ = x.shape
@@ -186,11 +240,11 @@ class Attention(nnx.Module):
 class Mlp(nnx.Module):
   """width -> hidden (tanh-GELU) -> width."""
 
-  def __init__(self, width: int, hidden: int, *, dtype, rngs: nnx.Rngs):
-    self.fc1 = nnx.Linear(width, hidden, dtype=dtype, kernel_init=dense_init(('embed', 'mlp')),
-                          bias_init=zeros_init(('mlp',)), rngs=rngs)
-    self.fc2 = nnx.Linear(hidden, width, dtype=dtype, kernel_init=dense_init(('mlp', 'embed')),
-                          bias_init=zeros_init(('embed',)), rngs=rngs)
+  def __init__(self, width: int, hidden: int, *, dtype, rngs: nnx.Rngs, fp8: bool = False):
+    self.fc1 = projection(width, hidden, axes=('embed', 'mlp'), use_bias=True, dtype=dtype,
+                          fp8=fp8, rngs=rngs)
+    self.fc2 = projection(hidden, width, axes=('mlp', 'embed'), use_bias=True, dtype=dtype,
+                          fp8=fp8, rngs=rngs)
 
   def __call__(self, x):
     h = constrain(self.fc1(x), ('activation_batch', 'activation_length', 'activation_mlp'))

@@ -1,8 +1,35 @@
-"""AdamW with warmup, decay and gradient clipping, as configured in config.optim."""
+"""AdamW with warmup, decay and gradient clipping, as configured in config.optim.
+
+With ``config.model.fp8`` the parameter tree also holds FP8 delayed-scaling state
+(models/layers.Fp8Meta, under each FP8 Linear's 'dot_general' key). Its "gradient" is its next
+value. The train step hands the optimizer zeros in its place (so it stays outside the clipping
+norm; its moments, a few floats a layer, stay zero) and then overwrites whatever the optimizer
+made of it with the returned values (:func:`with_fp8_meta`).
+"""
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import optax
+
+FP8_META_KEY = 'dot_general'  # The nnx.Linear attribute holding an Fp8DotGeneral.
+
+
+def is_fp8_meta(path) -> bool:
+  """Whether a pure-dict tree path (jax key path) leads to FP8 scaling state."""
+  return any(getattr(key, 'key', None) == FP8_META_KEY for key in path)
+
+
+def without_fp8_meta(grads):
+  """The gradients with the FP8 state's entries zeroed (for norms and the optimizer)."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, g: jnp.zeros_like(g) if is_fp8_meta(path) else g, grads)
+
+
+def with_fp8_meta(params, grads):
+  """``params`` with each FP8 state entry replaced by its "gradient" (its next value)."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, p, g: g if is_fp8_meta(path) else p, params, grads)
 
 
 def learning_rate_schedule(config) -> optax.Schedule:

@@ -68,6 +68,7 @@ def make_train_step(config, graphdef, tx, autoencoder):
   loss_fn = make_loss_fn(config, graphdef, autoencoder)
   ema_every = config.optim.ema_every
   ema_decay = config.optim.ema_decay
+  fp8 = bool(config.model.get('fp8', False))
 
   def update_ema(ema, params, step):
     # Warm-up: early on, the average follows the weights (decay (1+t)/(10+t) < ema_decay), so
@@ -79,6 +80,9 @@ def make_train_step(config, graphdef, tx, autoencoder):
     rng = jax.random.fold_in(state.rng, state.step)
     (loss, step_metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params, batch, rng)
+    fp8_meta = grads  # With FP8, these entries are the next scaling state (optimizer.py).
+    if fp8:
+      grads = optimizer.without_fp8_meta(grads)
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -88,6 +92,9 @@ def make_train_step(config, graphdef, tx, autoencoder):
     else:  # lax.cond, so that skipped steps do not even read the EMA.
       ema = jax.lax.cond((state.step + 1) % ema_every == 0, update_ema, lambda e, *_: e,
                          state.ema_params, params, step)
+    if fp8:  # The averaged weights run with the current scales.
+      params = optimizer.with_fp8_meta(params, fp8_meta)
+      ema = optimizer.with_fp8_meta(ema, fp8_meta)
     # A non-finite loss or gradient skips the update (counted), instead of poisoning the weights.
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
