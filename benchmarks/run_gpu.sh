@@ -91,6 +91,8 @@ case "${1:-}" in
       run peer_1 240 python3 benchmarks/vs_peer.py --peer_only
       run step_latents 300 $B --parts 1 --data latents
       run step_fp8 200 $B --parts 0 --data latents --set model.fp8=True
+      run step_fused 200 $B --parts 0 --data latents --set optim.fused_update=True
+      run step_fp8_fused 200 $B --parts 0 --data latents --set model.fp8=True --set optim.fused_update=True
       run step_pixels 200 $B --parts 0 --data pixels
       run peer_2 240 python3 benchmarks/vs_peer.py --peer_only
     }

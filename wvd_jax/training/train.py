@@ -69,11 +69,15 @@ def make_train_step(config, graphdef, tx, autoencoder):
   ema_every = config.optim.ema_every
   ema_decay = config.optim.ema_decay
   fp8 = bool(config.model.get('fp8', False))
+  fused_update = config.optim.fused_update  # optimizer.fused_adamw_ema: one pass a parameter.
 
-  def update_ema(ema, params, step):
+  def ema_decay_at(step):
     # Warm-up: early on, the average follows the weights (decay (1+t)/(10+t) < ema_decay), so
     # a short run's EMA is not mostly its random initialization.
-    decay = jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step)) ** ema_every
+    return jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step)) ** ema_every
+
+  def update_ema(ema, params, step):
+    decay = ema_decay_at(step)
     return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
 
   def train_step(state: state_lib.TrainState, batch):
@@ -84,25 +88,29 @@ def make_train_step(config, graphdef, tx, autoencoder):
     if fp8:
       grads = optimizer.without_fp8_meta(grads)
     grad_norm = optax.global_norm(grads)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    step = state.step.astype(jnp.float32)
-    if ema_every == 1:
-      ema = update_ema(state.ema_params, params, step)
-    else:  # lax.cond, so that skipped steps do not even read the EMA.
-      ema = jax.lax.cond((state.step + 1) % ema_every == 0, update_ema, lambda e, *_: e,
-                         state.ema_params, params, step)
-    if fp8:  # The averaged weights run with the current scales.
-      params = optimizer.with_fp8_meta(params, fp8_meta)
-      ema = optimizer.with_fp8_meta(ema, fp8_meta)
     # A non-finite loss or gradient skips the update (counted), instead of poisoning the weights.
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    step = state.step.astype(jnp.float32)
+    if fused_update:
+      params, opt_state, ema = optimizer.fused_adamw_ema(
+          config, grads, state.opt_state, state.params, state.ema_params, ema_decay_at(step),
+          finite)
+    else:
+      updates, opt_state = tx.update(grads, state.opt_state, state.params)
+      params = optax.apply_updates(state.params, updates)
+      if ema_every == 1:
+        ema = update_ema(state.ema_params, params, step)
+      else:  # lax.cond, so that skipped steps do not even read the EMA.
+        ema = jax.lax.cond((state.step + 1) % ema_every == 0, update_ema, lambda e, *_: e,
+                           state.ema_params, params, step)
+      params, opt_state, ema = (keep(params, state.params), keep(opt_state, state.opt_state),
+                                keep(ema, state.ema_params))
+    if fp8:  # The scaling state is written, not trained; the EMA runs with the current one.
+      meta = keep(fp8_meta, state.params)
+      params, ema = optimizer.with_fp8_meta(params, meta), optimizer.with_fp8_meta(ema, meta)
     new_state = state.replace(
-        step=state.step + 1,
-        params=keep(params, state.params),
-        opt_state=keep(opt_state, state.opt_state),
-        ema_params=keep(ema, state.ema_params),
+        step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema,
         num_nonfinite=jnp.where(finite, 0, state.num_nonfinite + 1),
     )
     step_metrics = dict(step_metrics, grad_norm=grad_norm,
