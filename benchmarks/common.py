@@ -152,3 +152,85 @@ def perturbed_params(cfg, seed: int = 1):
                                      for l, k in zip(leaves, keys)])
 
   return block(perturb(params, jax.random.PRNGKey(seed)))
+
+
+# Kernel-name patterns -> cost category, checked in order (XLA names its own GEMM fusions
+# 'gemm_fusion_dot...'/'triton_gemm...', cuBLAS/cuBLASLt kernels 'sm90_xmma_gemm...'/'nvjet...').
+KERNEL_CATEGORIES = (
+    ('attention', ('cudnn', 'flash', 'fmha', 'attention', 'sdpa')),
+    ('matmul', ('gemm', 'xmma', 'cutlass', 'cublas', 'nvjet', 'matmul', 'dot')),
+    ('collective', ('nccl', 'all-reduce', 'all_reduce', 'all-gather', 'reduce-scatter')),
+    ('copy/transpose', ('copy', 'transpose', 'memcpy', 'memset', 'dynamic-update-slice')),
+    ('reduction fusion', ('reduce',)),
+    ('elementwise fusion', ('fusion', 'loop_', 'convert', 'multiply', 'add')),
+)
+
+
+def kernel_category(name: str) -> str:
+  lower = name.lower()
+  for category, patterns in KERNEL_CATEGORIES:
+    if any(p in lower for p in patterns):
+      return category
+  return 'other'
+
+
+def profile_calls(fn, args, calls: int, trace_dir: str, carry: bool = False) -> dict:
+  """Runs ``fn(*args)`` ``calls`` times under the JAX profiler; the device kernels' time by
+  category and the largest kernels, in ms per call ('the profile's largest costs' in
+  benchmarks/RESULTS.md). With ``carry``, fn returns (new first argument, ...) and may donate
+  its first argument (a train step); the last first argument is returned under 'carry'. Kernels
+  come from the trace's GPU stream lines (on CPU, the XLA thread lines: a smoke test only)."""
+  import glob
+  import gzip
+  import json
+  import os
+  import jax
+  args = list(args)
+
+  def call():
+    out = block(fn(*args))
+    if carry:
+      args[0] = out[0]
+
+  call()
+  os.makedirs(trace_dir, exist_ok=True)
+  with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+    for _ in range(calls):
+      call()
+  paths = sorted(glob.glob(f'{trace_dir}/**/perfetto_trace.json.gz', recursive=True))
+  with gzip.open(paths[-1]) as f:
+    trace = json.load(f)
+  events = trace['traceEvents'] if isinstance(trace, dict) else trace
+  processes, threads = {}, {}
+  for e in events:
+    if e.get('ph') == 'M' and e.get('name') == 'process_name':
+      processes[e['pid']] = e['args']['name']
+    if e.get('ph') == 'M' and e.get('name') == 'thread_name':
+      threads[(e['pid'], e['tid'])] = e['args']['name']
+  gpu = {pid for pid, name in processes.items() if 'GPU' in name or 'gpu' in name}
+
+  def is_kernel(e):
+    line = threads.get((e['pid'], e.get('tid')), '')
+    if gpu:
+      return e['pid'] in gpu and line.startswith('Stream')
+    return 'XLA' in line and 'Eigen' not in line
+
+  kernels = [e for e in events if e.get('ph') == 'X' and is_kernel(e)]
+  by_category, by_name = {}, {}
+  for e in kernels:
+    ms = e.get('dur', 0) / 1e3 / calls
+    by_category[kernel_category(e['name'])] = by_category.get(kernel_category(e['name']), 0) + ms
+    entry = by_name.setdefault(e['name'], [0.0, 0])
+    entry[0] += ms
+    entry[1] += 1
+  total = sum(by_category.values())
+  top = sorted(by_name.items(), key=lambda kv: -kv[1][0])[:12]
+  return {
+      'kernel_ms_per_call': round(total, 3),
+      'by_category_ms': {k: round(v, 3) for k, v in
+                         sorted(by_category.items(), key=lambda kv: -kv[1])},
+      'top_kernels': [{'name': n[:120], 'ms': round(v[0], 3), 'launches': v[1] // calls}
+                      for n, v in top],
+      'kernels_per_call': len(kernels) // calls,
+      **({'carry': args[0]} if carry else {}),
+  }

@@ -89,7 +89,7 @@ case "${1:-}" in
     stream_a() {
       export CUDA_VISIBLE_DEVICES=0
       run peer_1 240 python3 benchmarks/vs_peer.py --peer_only
-      run step_latents 300 $B --parts 1 --data latents
+      run step_latents 300 $B --parts 1 --data latents --profile /tmp/prof_step
       run step_fp8 200 $B --parts 0 --data latents --set model.fp8=True
       run step_fused 200 $B --parts 0 --data latents --set optim.fused_update=True
       run step_fp8_fused 200 $B --parts 0 --data latents --set model.fp8=True --set optim.fused_update=True
@@ -99,11 +99,11 @@ case "${1:-}" in
     stream_b() {
       export CUDA_VISIBLE_DEVICES=$(( $(nvidia-smi -L | wc -l) - 1 ))
       S="python3 benchmarks/sampler_bench.py --langevin 0 --repeats 2"
-      run sampler 200 $S
+      run sampler 200 $S --profile /tmp/prof_sampler
       run sampler_fp8 200 $S --fp8
       run sampler_cmdbuf 200 env XLA_FLAGS=--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUDNN,CUSTOM_CALL,WHILE,CONDITIONAL $S
       T="python3 benchmarks/train_step.py --config small --parts 0 --steps 20"
-      run small_b32 100 $T --batch 32
+      run small_b32 100 $T --batch 32 --profile /tmp/prof_small
       run small_b64 100 $T --batch 64
       run small_b64_bf16res 100 $T --batch 64 --set model.residual_dtype=bfloat16
       run small_b64_fp8 100 $T --batch 64 --set model.fp8=True

@@ -49,6 +49,8 @@ def _parse(argv=None) -> argparse.Namespace:
   p.add_argument('--devices', type=int, default=1,
                  help='spread the batch over this many devices (data parallel); --batch is '
                       'per device')
+  p.add_argument('--profile', default='',
+                 help='a directory: also profile the lone forward pass (kernel time breakdown)')
   common.add_model_args(p)
   return p.parse_args(argv)
 
@@ -112,6 +114,8 @@ def main(argv=None) -> dict:
   forward_timing = common.time_calls(forward, params, known, t, cond_mask, iters=5 if
                                      not args.small else 2, warmup=1, repeats=args.repeats)
 
+  profile = (common.profile_calls(forward, (params, known, t, cond_mask), 3, args.profile)
+             if args.profile else None)
   forward_flops = flops.dit_forward_flops(cfg, batch, tokens)
   runs = {}
   compile_s = None
@@ -156,6 +160,7 @@ def main(argv=None) -> dict:
       'forward_ms': 1e3 * forward_timing['mean_s'],
       'forward_floor_ms': 1e3 * forward_flops / (matmul['tflops'] * 1e12),
       'sampler_compile_s': compile_s,
+      'forward_profile': profile,
       'runs': runs,
       'peak_memory_bytes': common.peak_memory_bytes(),
   }

@@ -19,6 +19,7 @@ import argparse
 import importlib.util
 import json
 import os
+import sys
 import time
 
 import jax
@@ -86,6 +87,8 @@ def main():
                       help='FSDP over this many devices; --batch is per device')
   parser.add_argument('--data_parallel', type=int, default=1,
                       help='of --devices, how many form the pure data axis (rest: fsdp)')
+  parser.add_argument('--profile', default='',
+                      help='a directory: also profile 3 steps, report the kernel time breakdown')
   parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                       help='config override, e.g. --set model.fp8=True (repeatable)')
   args = parser.parse_args()
@@ -136,6 +139,13 @@ def main():
   compiled = step.lower(state, batch).compile()
   compile_s = time.perf_counter() - compile_start
   step_s = timed(compiled, state, batch, steps=args.steps)
+  profile = None
+  if args.profile:
+    sys.path.insert(0, REPO)
+    from benchmarks import common  # pylint: disable=import-outside-toplevel
+    state = state_lib.create_train_state(config, mesh, tx)[1]
+    profile = common.profile_calls(compiled, (state, batch), 3, args.profile, carry=True)
+    profile.pop('carry')
   state = None  # Donated.
 
   tokens = n * (latent // config.model.patch_size) ** 2
@@ -162,6 +172,8 @@ def main():
   if 'peak_bytes_in_use' in stats:
     result['peak_memory_gib'] = round(stats['peak_bytes_in_use'] / 2 ** 30, 1)
 
+  if profile:
+    result['profile'] = profile
   if args.parts and args.devices == 1:
     # Cost breakdown: forward, forward+backward, and the optimizer+EMA update alone.
     params = state_lib.create_train_state(config, mesh, tx)[1].params
