@@ -211,6 +211,8 @@ class StopCheck:
 def train_and_evaluate(config, workdir) -> state_lib.TrainState:
   """Trains the config's model, resuming from the latest checkpoint in ``workdir`` (a local
   path or a URI such as gs://bucket/run)."""
+  if config.data.latents_dir:  # Refuse missing, incomplete or mismatched latents before any write.
+    latents_lib.open_sources(config, 'train')
   workdir = files.as_path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   mesh = sharding.make_mesh(config)
