@@ -3,6 +3,7 @@ tests/data/vae_golden: the shards hold what the encoder gives, an interrupted en
 the same bytes, other settings are refused in one line, the latent path's loss equals the pixel
 path's, and training from latents resumes exactly."""
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +12,7 @@ import pytest
 from flax import nnx
 
 from tests.conftest import REPO, tiny_config
-from wvd_jax import errors
+from wvd_jax import errors, multihost
 from wvd_jax.data import latents, pipeline
 from wvd_jax.models import autoencoder as autoencoder_lib
 from wvd_jax.models import builder
@@ -80,6 +81,21 @@ def test_resumed_encode_equals_uninterrupted(encoded):
   done = _shards(config.data.latents_dir)
   assert sorted(done) == [f'shard-0000{k}-of-00003.array_record' for k in range(3)]
   assert _shards(resumed.data.latents_dir) == done  # Bit for bit.
+
+
+def test_processes_split_the_shards(encoded, monkeypatch):
+  """Process p of 2 encodes shards 1 (p = 1) and 0, 2 (p = 0): together the same bytes."""
+  root = encoded[0]
+  config = vae_config(root)
+  config.data.latents_dir = os.path.join(root, 'two_processes')
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  monkeypatch.setattr(multihost, 'sync', lambda name: None)
+  for index, shards in ((1, [1]), (0, [0, 1, 2])):
+    monkeypatch.setattr(jax, 'process_index', lambda index=index: index)
+    encode_latents.encode_latents(config, root, shard_size=SHARD_SIZE)
+    assert sorted(_shards(config.data.latents_dir)) == [
+        f'shard-0000{k}-of-00003.array_record' for k in shards]
+  assert _shards(config.data.latents_dir) == _shards(vae_config(root).data.latents_dir)
 
 
 def test_shards_hold_the_encoders_posterior(encoded):
@@ -156,14 +172,15 @@ def test_latent_loss_equals_pixel_loss(encoded):
 
 
 def test_training_from_latents_resumes_exactly(encoded):
+  """4 steps from latents (checkpoints at 2 and 4); then the step-4 checkpoint is removed and
+  the run resumes from step 2 (global batch 2): the same weights bit for bit."""
   root = encoded[0]
   config = vae_config(root)
   config.train.num_steps = 4
-  straight = train.train_and_evaluate(config, os.path.join(root, 'straight'))
-  config.train.num_steps = 2
-  train.train_and_evaluate(config, os.path.join(root, 'resumed_run'))
-  config.train.num_steps = 4
-  resumed = train.train_and_evaluate(config, os.path.join(root, 'resumed_run'))
+  workdir = os.path.join(root, 'run')
+  straight = jax.device_get(train.train_and_evaluate(config, workdir).params)
+  shutil.rmtree(os.path.join(workdir, 'checkpoints', '4'))
+  resumed = train.train_and_evaluate(config, workdir)
   assert int(resumed.step) == 4
-  for a, b in zip(jax.tree.leaves(straight.params), jax.tree.leaves(resumed.params)):
+  for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed.params)):
     np.testing.assert_array_equal(a, b)
