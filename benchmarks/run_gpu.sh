@@ -5,6 +5,7 @@
 #   bash benchmarks/run_gpu.sh infer      # sampler latency, VAE, geometry
 #   bash benchmarks/run_gpu.sh multi      # train step on 1 and 2 GPUs (FSDP)
 #   bash benchmarks/run_gpu.sh stop_check # multi-host stop check, 2 processes x 1 GPU
+#   bash benchmarks/run_gpu.sh latents    # train step from latents vs pixels, encode throughput
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -112,5 +113,12 @@ case "${1:-}" in
     }
     if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then stream_a & stream_b; wait; else stream_a; stream_b; fi
     ;;
-  *) echo "usage: $0 train|infer|multi|data|geometry|stop_check|optim|ablate|final|sampling_multi|speed"; exit 2 ;;
+  latents)  # the wvd_2b step from cached latents and from pixels (VAE inside), and the encode rate
+    B="python3 benchmarks/train_step.py --batch 4"
+    run step_latents 200 $B --data latents
+    run step_pixels 240 $B --data pixels
+    run encode_4 120 python3 benchmarks/encode_bench.py --batch_per_device 4
+    run encode_16 150 python3 benchmarks/encode_bench.py --batch_per_device 16
+    ;;
+  *) echo "usage: $0 train|infer|multi|data|geometry|stop_check|optim|ablate|final|sampling_multi|speed|latents"; exit 2 ;;
 esac

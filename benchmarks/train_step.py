@@ -2,16 +2,24 @@
 
 The step is the one training runs (wvd_jax.training.train.make_train_step): conditioning-pattern
 sampling, noising, the DiT forward and backward, the masked per-modality v-loss, gradient
-clipping, AdamW, the EMA update and the non-finite guard, jitted with buffer donation. Inputs
-are cached VAE latents (8 frames of 32x32x4 RGB + 32x32x4 XYZ = 2048 tokens with patch 2), as
-with a pre-encoded dataset; the VAE's own cost is measured by benchmarks/vae_bench.py.
+clipping, AdamW, the EMA update and the non-finite guard, jitted with buffer donation, on a batch
+with the trainer's keys, shapes and dtypes for either data path:
+  --data=latents (default): cached latents (config.data.latents_dir; data/latents.py's fields:
+      posterior mean and std, 8 frames of 32x32x4 RGB + 32x32x4 XYZ = 2048 tokens with patch 2,
+      and the latent mask): the step samples z = mean + std * eps and skips the encoder;
+  --data=pixels: 256x256 RGB and XYZ frames (16 a sample for wvd_2b): the step runs the SD VAE
+      encoder (random weights unless --vae_weights) on them first, as the trainer does without
+      cached latents.
+MFU counts the DiT's model FLOPs only (the encoder's are in xla_tflop_per_step, XLA's count of
+the whole step). The encode mode's own throughput: benchmarks/encode_bench.py.
 
 Also times parts of the step (forward, forward+backward, optimizer+EMA) so the largest costs are
 visible, and measures the bf16 matmul rate in the same process for MFU.
 
   python benchmarks/train_step.py                  # wvd_2b, batch 4 (GPU)
   python benchmarks/train_step.py --config small --batch 32 --parts 0   # the proof run's step
-  python benchmarks/train_step.py --small          # a tiny model on CPU, seconds
+  python benchmarks/train_step.py --data pixels     # the step with the VAE encoder inside
+  python benchmarks/train_step.py --small [--data pixels]   # a tiny model (and VAE) on CPU
 """
 from __future__ import annotations
 
@@ -26,26 +34,55 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import common  # noqa: E402  pylint: disable=wrong-import-position
+
+from wvd_jax.data import latents
+from wvd_jax.models import autoencoder, dit, vae, vae_autoencoder
 from wvd_jax.training import flops, optimizer, sharding, train
 from wvd_jax.training import state as state_lib
-from wvd_jax.models import dit
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-class CachedLatents:
-  """Identity autoencoder over pre-encoded latents (the step sees latents directly)."""
-  downsample = 1
+def make_autoencoder(config, weights: str, small: bool):
+  """The config's SD VAE: its weights if given, else random weights of its architecture (the
+  tiny VAE for --small); compute in model.compute_dtype, as vae_autoencoder.from_config.
+  Pixel-space configs (configs/small.py) get their identity autoencoder."""
+  if config.autoencoder.kind == 'pixel':
+    return autoencoder.PixelAutoencoder()
+  if weights:
+    config.autoencoder.weights = weights
+    return vae_autoencoder.from_config(config)
+  dtype = jnp.dtype(config.model.compute_dtype)
+  return vae_autoencoder.VAEAutoencoder.random_init(
+      vae.tiny_config() if small else vae.sd_config(), dtype=dtype)
 
-  def __init__(self, channels):
-    self.latent_channels = channels
 
-  def encode(self, x, rng=None):
-    del rng
-    return x
-
-  def decode(self, x):
-    return x
+def make_batch(config, data: str, key) -> dict:
+  """A global batch with the keys, shapes and dtypes the trainer's pipeline gives the step:
+  pipeline.latent_examples' for 'latents', pipeline.global_examples' for 'pixels'."""
+  b, n, size = config.data.batch_size, config.data.num_frames, config.data.image_size
+  keys = iter(jax.random.split(key, 8))
+  if data == 'latents':
+    batch = {}
+    for name, dtype, shape in latents.fields(config):
+      if name == latents.LATENT_MEAN:
+        batch[name] = jax.random.normal(next(keys), (b, *shape))
+      elif name == latents.LATENT_STD:  # SD-VAE posteriors: std ~ 1e-2 of the scaled latent.
+        batch[name] = 0.01 * jnp.exp(0.1 * jax.random.normal(next(keys), (b, *shape)))
+      else:
+        batch[name] = jnp.ones((b, *shape), dtype)
+  else:
+    frames = (b, n, size, size, 3)
+    batch = {'rgb': jax.random.uniform(next(keys), frames, minval=-1, maxval=1),
+             'xyz': jax.random.uniform(next(keys), frames, minval=-1, maxval=1),
+             'mask': jnp.ones(frames[:-1], bool), 'xyz_valid': jnp.ones(frames[:-1], bool),
+             'intrinsics': jnp.tile(jnp.eye(3), (b, n, 1, 1)),
+             'cam_to_world': jnp.tile(jnp.eye(4), (b, n, 1, 1)),
+             'norm_center': jnp.zeros((b, 3)), 'norm_scale': jnp.ones((b,))}
+  batch['source'] = jnp.zeros((b,), jnp.int32)
+  return batch
 
 
 def load_config(name):
@@ -75,6 +112,10 @@ def timed(fn, *args, steps, warmup=2):
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument('--small', action='store_true')
+  parser.add_argument('--data', choices=('latents', 'pixels'), default='latents',
+                      help='the step from cached latents, or from pixels with the VAE encoder')
+  parser.add_argument('--vae_weights', default='', help='--data pixels: a diffusers VAE '
+                      '(default: random weights of the SD VAE architecture)')
   parser.add_argument('--config', default='wvd_2b', help='a configs/ file name, e.g. small')
   parser.add_argument('--batch', type=int, default=4)
   parser.add_argument('--steps', type=int, default=10)
@@ -98,6 +139,8 @@ def main():
   if args.small:
     config.data.batch_size = 2
     config.data.num_frames = 2
+    config.data.image_size = 16  # The tiny VAE downsamples by 2: 8x8 latents.
+    config.autoencoder.downsample = 2
     config.model.width, config.model.depth, config.model.num_heads = 64, 2, 4
     config.model.compute_dtype = 'float32'
   for key, value in (('optim.mu_dtype', args.mu_dtype), ('optim.ema_every', args.ema_every)):
@@ -113,8 +156,7 @@ def main():
     config.model.remat = args.remat
   if args.scan_layers is not None and 'scan_layers' in config.model:
     config.model.scan_layers = bool(args.scan_layers)
-  latent = 8 if args.small else config.data.image_size // config.autoencoder.downsample
-  channels = config.autoencoder.latent_channels
+  latent = config.data.image_size // config.autoencoder.downsample
   b, n = config.data.batch_size, config.data.num_frames
 
   config.mesh.data = args.data_parallel
@@ -123,14 +165,16 @@ def main():
   mesh = sharding.make_mesh(config, jax.devices()[:args.devices])
   tx = optimizer.make_optimizer(config)
   graphdef, state, state_sh = state_lib.create_train_state(config, mesh, tx)
-  ae = CachedLatents(channels)
+  ae = make_autoencoder(config, args.vae_weights, args.small)
+  if (ae.latent_channels, ae.downsample) != (config.autoencoder.latent_channels,
+                                             config.autoencoder.downsample):
+    raise SystemExit(f'the VAE has {ae.latent_channels} channels, downsampling {ae.downsample}; '
+                     f'the config says {config.autoencoder.latent_channels}, '
+                     f'{config.autoencoder.downsample}')
+  if config.autoencoder.kind == 'pixel':
+    args.data = 'pixels'  # Pixel space: the step's input is the frames themselves.
   key = jax.random.PRNGKey(0)
-  batch = {
-      'rgb': jax.random.normal(key, (b, n, latent, latent, channels)),
-      'xyz': jax.random.normal(jax.random.fold_in(key, 1), (b, n, latent, latent, channels)),
-      'mask': jnp.ones((b, n, latent, latent), bool),
-      'xyz_valid': jnp.ones((b, n, latent, latent), bool),
-  }
+  batch = make_batch(config, args.data, key)
   batch_sh = sharding.batch_sharding(mesh)
   batch = jax.device_put(batch, batch_sh)
   step = jax.jit(train.make_train_step(config, graphdef, tx, ae), donate_argnums=(0,),
@@ -138,11 +182,10 @@ def main():
   compile_start = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   compile_s = time.perf_counter() - compile_start
+  xla_flops = common.xla_flops(compiled)
   step_s = timed(compiled, state, batch, steps=args.steps)
   profile = None
   if args.profile:
-    sys.path.insert(0, REPO)
-    from benchmarks import common  # pylint: disable=import-outside-toplevel
     state = state_lib.create_train_state(config, mesh, tx)[1]
     profile = common.profile_calls(compiled, (state, batch), 3, args.profile, carry=True)
     profile.pop('carry')
@@ -154,6 +197,9 @@ def main():
   peak = flops.measure_matmul_tflops(dtype=jnp.dtype(config.model.compute_dtype))
   result = {
       'benchmark': 'train_step', 'config': args.config + ('(small)' if args.small else ''),
+      'data': args.data, 'sample_posterior': train.samples_posterior(config),
+      'frames_encoded_per_sample': (2 * n if args.data == 'pixels' and config.autoencoder.kind != 'pixel'
+                                    else 0),
       'device': jax.devices()[0].device_kind, 'batch': b, 'frames': n, 'tokens': tokens,
       'params_m': sum(x.size for x in jax.tree.leaves(
           jax.eval_shape(lambda: state_lib.create_train_state(config, mesh, tx)[1].params))) / 1e6,
@@ -161,6 +207,7 @@ def main():
       'mu_dtype': config.optim.mu_dtype, 'ema_every': config.optim.ema_every,
       'compile_s': round(compile_s, 1), 'step_ms': round(step_s * 1e3, 2),
       'model_tflop_per_step': round(step_flops / 1e12, 3),
+      'xla_tflop_per_step': round(xla_flops / 1e12, 3) if xla_flops else None,
       'achieved_tflops': round(step_flops / step_s / 1e12, 1),
       'matmul_tflops_measured': round(peak, 1),
       'devices': args.devices, 'mesh': dict(mesh.shape),
@@ -192,6 +239,11 @@ def main():
       p = jax.tree.map(lambda a, d: a + d, p, u)
       ema = jax.tree.map(lambda e, a: decay * e + (1 - decay) * a, ema, p)
       return (p, o, ema), None
+
+    if config.optim.fused_update:  # The step's own update: optimizer.fused_adamw_ema.
+      def update(carry, grads):  # pylint: disable=function-redefined
+        p, o, ema = carry
+        return optimizer.fused_adamw_ema(config, grads, o, p, ema, decay, True), None
 
     upd = jax.jit(update, donate_argnums=(0,))
     ema = jax.tree.map(jnp.copy, params)

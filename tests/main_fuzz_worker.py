@@ -36,7 +36,8 @@ def build_fixtures(d: str) -> dict:
   config = tiny_config()
   p = {name: os.path.join(d, name) for name in (
       'config.py', 'bad_syntax.py', 'no_get_config.py', 'export', 'other_export', 'broken_export',
-      'no_config_export', 'train', 'damaged_train', 'empty', 'views_empty', 'views_one', 'out')}
+      'no_config_export', 'train', 'damaged_train', 'empty', 'views_empty', 'views_one', 'out',
+      'latents')}
   with open(p['config.py'], 'w') as f:
     f.write(CONFIG_FILE)
   with open(p['bad_syntax.py'], 'w') as f:
@@ -68,6 +69,11 @@ def build_fixtures(d: str) -> dict:
       path = os.path.join(root, name)
       if os.path.getsize(path) > 1000:
         os.truncate(path, os.path.getsize(path) // 2)
+  # A latents directory encoded (its manifest) with another seed.
+  from wvd_jax.data import latents  # pylint: disable=import-outside-toplevel
+  other_seed = tiny_config()
+  other_seed.seed = 7
+  latents.claim(p['latents'], latents.manifest(other_seed, 4, {'train': [8]}))
   os.makedirs(p['empty'])
   os.makedirs(p['views_empty'])
   os.makedirs(p['views_one'])
@@ -171,6 +177,15 @@ def cases(p: dict) -> list[tuple[str, list[str]]]:
                                                 f'--checkpoint={p["broken_export"]}']),
       ('checkpoint of another model', [*base, '--mode=depth', f'--input={p["good.png"]}',
                                        f'--checkpoint={p["other_export"]}']),
+      ('encode_latents without a latents_dir', [*base, '--mode=encode_latents']),
+      ('encode_latents into latents of other settings', [
+          *base, '--mode=encode_latents', f'--config.data.latents_dir={p["latents"]}']),
+      ('train from latents of other settings', [*base,
+                                                f'--config.data.latents_dir={p["latents"]}']),
+      ('train from a missing latents_dir', [*base,
+                                            f'--config.data.latents_dir={p["empty"]}/none']),
+      ('non-positive encode batch', [*base, '--mode=encode_latents',
+                                     '--config.data.encode_batch_per_device=0']),
       ('training workdir as --checkpoint', [*base, '--mode=depth', f'--input={p["good.png"]}',
                                             f'--checkpoint={p["train"]}']),
   ]

@@ -13,7 +13,7 @@ import ml_collections
 from wvd_jax import errors
 
 TASK_MODES = ('image_to_3d', 'depth', 'multiview', 'camera_control')
-MODES = ('train', 'sample', 'export', 'eval') + TASK_MODES
+MODES = ('train', 'sample', 'export', 'eval', 'encode_latents') + TASK_MODES
 EVAL_TASKS = ('mono_depth', 'video_depth', 'novel_view', 'consistency')
 # evaluation/depth_metrics.py METHODS less 'none' (scores need an alignment); spelt out here
 # because config_lib must not import evaluation (tests/test_import_rules.py checks both agree).
@@ -73,12 +73,20 @@ def base_config() -> ml_collections.ConfigDict:
   # varied light, exposure and white balance (scenes.photo_appearance); same geometry.
   config.data.photo_appearance = False
   config.data.render_workers = 0  # Processes rendering the dataset on first use; 0: all cores.
+  # Cached VAE latents (data/latents.py): --mode=encode_latents writes them here once, and train
+  # then reads them instead of encoding pixels in every step; '' trains from pixels. A clip's
+  # frame window and XYZ normalization are fixed at encode time (README: Cached latents).
+  config.data.latents_dir = ''
+  config.data.encode_batch_per_device = 4  # Clips a device encodes at once (encode_latents).
 
   config.autoencoder = ml_collections.ConfigDict()
   config.autoencoder.kind = 'pixel'  # 'pixel' (identity) or 'sd_vae'.
   config.autoencoder.latent_channels = 3  # Per modality.
   config.autoencoder.downsample = 1
   config.autoencoder.weights = ''  # diffusers-format safetensors for 'sd_vae'.
+  # Train on a posterior sample z = mean + std * eps drawn every step (the VAE's regularization,
+  # as latent diffusion trains); False: the posterior mean. No effect for 'pixel'.
+  config.autoencoder.sample_posterior = True
 
   config.model = ml_collections.ConfigDict()
   config.model.patch_size = 4
@@ -271,6 +279,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _require(d[key] > 0, f'data.{key}', f'must be positive, got {d[key]}')
   _require(d.worker_count >= 0, 'data.worker_count', 'must be >= 0')
   _require(d.render_workers >= 0, 'data.render_workers', 'must be >= 0')
+  _require(d.encode_batch_per_device > 0, 'data.encode_batch_per_device', 'must be positive')
   _require(0.0 <= d.object_fraction <= 1.0, 'data.object_fraction', 'must be in [0, 1]')
   _require(d.render_frames == 0 or d.render_frames >= (d.num_frames - 1) * d.max_frame_stride + 1,
            'data.render_frames', f'must be 0 (auto) or >= (num_frames - 1) * max_frame_stride '

@@ -64,6 +64,32 @@ def atomic_write(path: str | os.PathLike, mode: str = 'wb'):
 
 
 @contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+  """Context manager yielding a temporary LOCAL file name for writers that take a path, not a
+  file object (ArrayRecord); the file appears as ``path`` only if the block succeeds. Local
+  targets are renamed into place; remote ones are copied through :func:`atomic_write`."""
+  local = is_local(path)
+  directory = os.path.dirname(os.fspath(as_path(path))) if local else None
+  if directory:
+    os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(os.fspath(path)),
+                             suffix='.tmp')
+  os.close(fd)
+  try:
+    yield tmp
+    if local:
+      os.chmod(tmp, 0o644)
+      os.replace(tmp, os.fspath(as_path(path)))
+    else:
+      with open(tmp, 'rb') as src, atomic_write(path, 'wb') as dst:
+        while chunk := src.read(1 << 24):
+          dst.write(chunk)
+  finally:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(tmp)
+
+
+@contextlib.contextmanager
 def _atomic_write_remote(path: epath.Path, mode: str):
   """Object stores: write a uniquely named temporary object, then rename it (a copy + delete
   on stores without rename: the target still appears only once complete)."""

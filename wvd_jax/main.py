@@ -78,6 +78,9 @@ def run(config, workdir: str, mode: str) -> str:
   if mode == 'export':
     from wvd_jax.training import export  # pylint: disable=import-outside-toplevel
     return export.export(config, workdir)
+  if mode == 'encode_latents':
+    from wvd_jax.training import encode_latents  # pylint: disable=import-outside-toplevel
+    return encode_latents.encode_latents(config, workdir)
   raise ValueError(f'unknown mode {mode!r}')
 
 

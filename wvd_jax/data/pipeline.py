@@ -46,7 +46,7 @@ import grain
 import numpy as np
 
 from wvd_jax import config_lib, errors
-from wvd_jax.data import clips, storage, transforms
+from wvd_jax.data import clips, latents, storage, transforms
 
 
 
@@ -116,10 +116,47 @@ class ClipTransform(grain.transforms.RandomMap):
   def random_map(self, clip, rng: np.random.Generator):
     indices = transforms.frame_indices(clip['depth'].shape[0], self.num_frames, self.max_stride,
                                        rng)
-    out = transforms.select_frames(clips.stored_fields(clip), indices)
-    out = transforms.canonicalize(transforms.crop_and_resize(out, self.image_size))
+    out = _model_ready(clip, indices, self.image_size)
     out['source'] = clip['source']
     return out
+
+
+def _model_ready(clip, indices: np.ndarray, image_size: int) -> dict[str, np.ndarray]:
+  out = transforms.select_frames(clips.stored_fields(clip), indices)
+  return transforms.canonicalize(transforms.crop_and_resize(out, image_size))
+
+
+@dataclasses.dataclass(frozen=True)
+class _FixedWindowClip(grain.transforms.Map):
+  """Clip index -> that clip of ``source`` model-ready at one window drawn from (seed, source
+  index, clip index), with ``clip`` and ``frame_indices`` (int32): what encode_latents encodes."""
+  source: object
+  source_index: int
+  seed: int
+  num_frames: int
+  max_stride: int
+  image_size: int
+
+  def map(self, index):
+    clip = self.source[index]
+    rng = np.random.default_rng([self.seed, self.source_index, int(index)])
+    indices = transforms.frame_indices(clip['depth'].shape[0], self.num_frames, self.max_stride,
+                                       rng)
+    out = _model_ready(clip, indices, self.image_size)
+    out.update(clip=np.int32(index), frame_indices=indices.astype(np.int32),
+               source=np.int32(self.source_index))
+    return out
+
+
+def fixed_window_clips(config, split: str, workdir: str, source_index: int) -> grain.MapDataset:
+  """Every clip of the split of source ``source_index`` (config.data.sources' order), in stored
+  order, each model-ready at ONE window fixed by (config.seed, source index, clip index) (a
+  random stride and start as in training): the clips --mode=encode_latents encodes."""
+  name = config_lib.data_sources(config)[source_index][0]
+  source = open_source(config, name, split, workdir)
+  d = config.data
+  return grain.MapDataset.range(len(source)).map(_FixedWindowClip(
+      source, source_index, int(config.seed), d.num_frames, d.max_frame_stride, d.image_size))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,16 +270,29 @@ def global_examples(config, split: str, workdir: str, *, shuffle: bool = True,
       seed=_transform_seed(config.seed))
 
 
+def latent_examples(config, split: str, *, shuffle: bool = True, repeat: bool = True
+                    ) -> grain.MapDataset:
+  """The split's global example sequence read from cached latents (config.data.latents_dir):
+  the same (source, clip index) order as global_examples, each clip at the window it was
+  encoded at; items are data/latents.py's fields plus ``source``."""
+  sources = latents.open_sources(config, split)
+  for (name, _), source in zip(config_lib.data_sources(config), sources):
+    if not len(source):
+      raise errors.UserError(f'data source {name!r} has no encoded clips in its {split} split')
+  return mixed_keys(config, sources, shuffle=shuffle, repeat=repeat).map(_ReadClip(sources))
+
+
 def make_dataset(config, split: str, workdir: str, *, process_index: int = 0,
                  process_count: int = 1, start_batch: int = 0, shuffle: bool = True,
-                 repeat: bool = True):
+                 repeat: bool = True, from_latents: bool = False):
   """A grain IterDataset of this process's batches from GLOBAL batch ``start_batch`` on.
 
   Global batch b holds global examples [b * B, (b + 1) * B) (B = data.batch_size, the global
   batch); process p of P gets rows [p * B / P, (p + 1) * B / P) of it. Example g's content
   depends only on (config.seed, config.data.sources, split, g), not on P, so a run that consumed
   k global batches resumes on any process count with ``start_batch=k``. Without ``repeat`` each
-  source is read once and the last incomplete global batch is dropped."""
+  source is read once and the last incomplete global batch is dropped. ``from_latents``: the
+  batches are cached latents (latent_examples; config.data.latents_dir) instead of pixels."""
   d = config.data
   if d.batch_size % process_count:
     raise errors.UserError(f'data.batch_size={d.batch_size} is not divisible by the '
@@ -251,18 +301,26 @@ def make_dataset(config, split: str, workdir: str, *, process_index: int = 0,
     raise ValueError(f'process_index={process_index} not in [0, {process_count})')
   if start_batch < 0:
     raise ValueError(f'start_batch={start_batch} must be >= 0')
-  ds = GlobalBatchShare(global_examples(config, split, workdir, shuffle=shuffle, repeat=repeat),
+  examples = (latent_examples(config, split, shuffle=shuffle, repeat=repeat) if from_latents
+              else global_examples(config, split, workdir, shuffle=shuffle, repeat=repeat))
+  ds = GlobalBatchShare(examples,
                         global_batch=d.batch_size, process_index=process_index,
                         process_count=process_count, start_batch=start_batch)
   ds = ds.batch(d.batch_size // process_count, drop_remainder=True)
   # Read ahead a couple of batches only (grain's default, 500 elements, would prepare hundreds of
   # batches per iterator: gigabytes at 256 x 256 and wasted work for short-lived iterators);
   # with worker processes each prepares one batch at a time (the workers are the parallelism).
-  ahead = 2 if d.worker_count == 0 else 1
+  return read_ahead(ds, d.worker_count)
+
+
+def read_ahead(ds: grain.MapDataset, worker_count: int) -> grain.IterDataset:
+  """``ds`` as an IterDataset preparing its next elements in ``worker_count`` processes (0: two
+  threads of this process), a couple of elements ahead."""
+  ahead = 2 if worker_count == 0 else 1
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=ahead, prefetch_buffer_size=ahead))
-  if d.worker_count > 0:
+  if worker_count > 0:
     from absl import flags  # pylint: disable=g-import-not-at-top
     if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; a script may not parse.
       flags.FLAGS.mark_as_parsed()
-    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=d.worker_count))
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
   return ds

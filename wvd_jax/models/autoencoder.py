@@ -19,6 +19,10 @@ class Autoencoder(Protocol):
   def encode(self, images: jax.Array, rng: jax.Array | None = None) -> jax.Array:
     ...
 
+  def encode_posterior(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(mean, std) of the scaled latent posterior: a sample is mean + std * eps."""
+    ...
+
   def decode(self, latents: jax.Array) -> jax.Array:
     ...
 
@@ -32,18 +36,39 @@ class PixelAutoencoder:
     del rng
     return images
 
+  def encode_posterior(self, images):
+    return images, jnp.zeros_like(images)
+
   def decode(self, latents):
     return latents
+
+
+def _video_frames(rgb: jax.Array, xyz: jax.Array) -> jax.Array:
+  """(B, N, H, W, 3) RGB and XYZ -> (2 B N, H, W, 3): every RGB frame, then every XYZ frame."""
+  b, n = rgb.shape[:2]
+  return jnp.concatenate([rgb, xyz], axis=0).reshape((2 * b * n,) + rgb.shape[2:])
+
+
+def _video_latents(latents: jax.Array, b: int, n: int) -> jax.Array:
+  """(2 B N, h, w, C) frame latents (_video_frames' order) -> (B, N, h, w, 2C), RGB first."""
+  latents = latents.reshape((2, b, n) + latents.shape[1:])
+  return jnp.concatenate([latents[0], latents[1]], axis=-1)
 
 
 def encode_video(autoencoder: Autoencoder, rgb: jax.Array, xyz: jax.Array,
                  rng: jax.Array | None = None) -> jax.Array:
   """(B, N, H, W, 3) RGB and XYZ -> (B, N, h, w, 2C) latents, RGB channels first (paper eq. 2)."""
   b, n = rgb.shape[:2]
-  frames = jnp.concatenate([rgb, xyz], axis=0).reshape((2 * b * n,) + rgb.shape[2:])
-  latents = autoencoder.encode(frames, rng)
-  latents = latents.reshape((2, b, n) + latents.shape[1:])
-  return jnp.concatenate([latents[0], latents[1]], axis=-1)
+  return _video_latents(autoencoder.encode(_video_frames(rgb, xyz), rng), b, n)
+
+
+def encode_video_posterior(autoencoder: Autoencoder, rgb: jax.Array, xyz: jax.Array
+                           ) -> tuple[jax.Array, jax.Array]:
+  """(B, N, H, W, 3) RGB and XYZ -> the posterior's (mean, std), each (B, N, h, w, 2C) with RGB
+  channels first (as encode_video); a latent sample is mean + std * eps."""
+  b, n = rgb.shape[:2]
+  mean, std = autoencoder.encode_posterior(_video_frames(rgb, xyz))
+  return _video_latents(mean, b, n), _video_latents(std, b, n)
 
 
 def decode_video(autoencoder: Autoencoder, latents: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -7,6 +7,8 @@ Interface (shared with the pixel-space autoencoder in ``autoencoder.py``):
       latents (..., H/8, W/8, 4), already normalized for the diffusion model:
       ``(z - shift_factor) * scaling_factor`` with z the posterior mean, or a posterior sample
       when a PRNG key ``rng`` is given.
+  ``encode_posterior(images) -> (mean, std)``  the scaled posterior: a sample is mean + std * eps
+      (cached latents store both, data/latents.py).
   ``decode(latents) -> images``  the inverse: ``z = latents / scaling_factor + shift_factor``,
       decoded to (..., H, W, 3) float32 (not clipped; clip to [-1, 1] before writing files).
 
@@ -81,6 +83,18 @@ class VAEAutoencoder(nnx.Module):
       z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mean.shape, mean.dtype)
     z = (z - self.shift_factor) * self.scaling_factor
     return z.reshape(lead + z.shape[1:])
+
+  def encode_posterior(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(..., H, W, 3) in [-1, 1] -> the scaled posterior's (mean, std), each
+    (..., H/f, W/f, latent_channels) float32: a scaled latent sample is mean + std * eps (the
+    scaled mean is ``encode(images)``; std = exp(logvar / 2) * scaling_factor)."""
+    if images.ndim < 4 or images.shape[-1] != 3:
+      raise ValueError(f'images must have shape (..., H, W, 3), got {images.shape}')
+    lead = images.shape[:-3]
+    mean, logvar = self.vae.encode(images.reshape((-1,) + images.shape[-3:]))
+    mean = (mean - self.shift_factor) * self.scaling_factor
+    std = jnp.exp(0.5 * logvar) * self.scaling_factor
+    return mean.reshape(lead + mean.shape[1:]), std.reshape(lead + std.shape[1:])
 
   def decode(self, latents: jax.Array) -> jax.Array:
     """Scaled latents (..., h, w, latent_channels) -> images (..., h*f, w*f, 3) float32."""

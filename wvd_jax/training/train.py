@@ -18,6 +18,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from wvd_jax import config_lib, errors, files, multihost, visualize
+from wvd_jax.data import latents as latents_lib
 from wvd_jax.data import pipeline
 from wvd_jax.diffusion import generate, objective, schedules
 from wvd_jax.geometry import normalization
@@ -36,29 +37,64 @@ def latent_valid_mask(mask: jax.Array, downsample: int) -> jax.Array:
   return cells.all(axis=(3, 5))
 
 
+# The posterior sample's noise: its own stream, so the diffusion noise is that of a mean-latent run.
+_POSTERIOR_STREAM = 0x9E3779B9
+
+
+def model_inputs(config, batch, downsample: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """A pixel batch as the autoencoder encodes it: (rgb, xyz, valid).
+
+  rgb, xyz (B, N, H, W, 3): XYZ zero for the RGB-only ablation and the background sentinel where
+  known background is trained toward it; valid (B, N, H/d, W/d) bool: the latents whose XYZ is
+  in the loss (objective.xyz_supervision, a latent valid if its whole cell is). The train step
+  and --mode=encode_latents (training/encode_latents.py) both call this."""
+  rgb_only = config_lib.rgb_only(config)
+  # RGB-only ablation: the batch's XYZ is never read (diffusion_loss zeroes the XYZ latents).
+  xyz = jnp.zeros_like(batch['xyz']) if rgb_only else batch['xyz']
+  # Known pixels have an XYZ target: their point, or (sentinel) the background corner where
+  # no surface; unknown depth (converted datasets) is out of the XYZ loss.
+  in_loss, background = objective.xyz_supervision(
+      batch['mask'], batch['xyz_valid'], config.diffusion.background == 'sentinel' and not rgb_only)
+  xyz = normalization.fill_background(xyz, ~background)
+  return batch['rgb'], xyz, latent_valid_mask(in_loss, downsample)
+
+
+def samples_posterior(config) -> bool:
+  """Whether training draws latents from the VAE posterior (autoencoder.sample_posterior)."""
+  return config.autoencoder.kind != 'pixel' and config.autoencoder.sample_posterior
+
+
 def make_loss_fn(config, graphdef, autoencoder):
-  """loss_fn(params, batch, rng) -> (loss, metrics): encode, noise, predict, weigh."""
+  """loss_fn(params, batch, rng) -> (loss, metrics): encode, noise, predict, weigh.
+
+  A pixel batch (pipeline.make_dataset) is encoded here; a cached-latent batch (its
+  ``latent_mean`` / ``latent_std`` / ``latent_valid``, data/latents.py) skips the encoder. Either
+  way the latent is the posterior mean, or with samples_posterior(config) mean + std * eps with
+  eps from the step's rng: both paths give the same loss for the same clip and rng."""
   schedule = schedules.CosineSchedule.from_config(config)
   d = config.diffusion
-
-  rgb_only = config_lib.rgb_only(config)
-  sentinel_background = d.background == 'sentinel'
+  sample = samples_posterior(config)
 
   def loss_fn(params, batch, rng):
-    # RGB-only ablation: the batch's XYZ is never read (diffusion_loss zeroes the XYZ latents).
-    xyz = jnp.zeros_like(batch['xyz']) if rgb_only else batch['xyz']
-    # Known pixels have an XYZ target: their point, or (sentinel) the background corner where
-    # no surface; unknown depth (converted datasets) is out of the XYZ loss.
-    in_loss, background = objective.xyz_supervision(
-        batch['mask'], batch['xyz_valid'], sentinel_background and not rgb_only)
-    xyz = normalization.fill_background(xyz, ~background)
-    valid = latent_valid_mask(in_loss, autoencoder.downsample)
-    latents = autoencoder_lib.encode_video(autoencoder, batch['rgb'], xyz)
+    if latents_lib.LATENT_MEAN in batch:
+      mean, std = batch[latents_lib.LATENT_MEAN], batch[latents_lib.LATENT_STD]
+      valid = batch[latents_lib.LATENT_VALID]
+    else:
+      rgb, xyz, valid = model_inputs(config, batch, autoencoder.downsample)
+      if sample:
+        mean, std = autoencoder_lib.encode_video_posterior(autoencoder, rgb, xyz)
+      else:
+        mean, std = autoencoder_lib.encode_video(autoencoder, rgb, xyz), None
+    latents = mean
+    if sample:
+      eps = jax.random.normal(jax.random.fold_in(rng, _POSTERIOR_STREAM), mean.shape, mean.dtype)
+      latents = mean + std * eps
     apply_fn = functools.partial(builder.apply_model, graphdef, params)
     return objective.diffusion_loss(
         apply_fn, latents, valid, rng, schedule=schedule, prediction=d.prediction,
         p_unconditional=d.p_unconditional, p_rgb_known=d.p_rgb_known,
-        rgb_weight=d.rgb_loss_weight, xyz_weight=d.xyz_loss_weight, xyz_known=rgb_only)
+        rgb_weight=d.rgb_loss_weight, xyz_weight=d.xyz_loss_weight,
+        xyz_known=config_lib.rgb_only(config))
 
   return loss_fn
 
@@ -190,6 +226,8 @@ class StopCheck:
 def train_and_evaluate(config, workdir) -> state_lib.TrainState:
   """Trains the config's model, resuming from the latest checkpoint in ``workdir`` (a local
   path or a URI such as gs://bucket/run)."""
+  if config.data.latents_dir:  # Refuse missing, incomplete or mismatched latents before any write.
+    latents_lib.open_sources(config, 'train')
   workdir = files.as_path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   mesh = sharding.make_mesh(config)
@@ -209,11 +247,13 @@ def train_and_evaluate(config, workdir) -> state_lib.TrainState:
                     config.train.num_steps)
     manager.close()
     return state
-  # The data position is global: any process count resumes at the same global batch.
+  # The data position is global: any process count resumes at the same global batch. With
+  # config.data.latents_dir the batches are cached latents; validation still reads pixels.
   train_iter = iter(pipeline.make_dataset(config, 'train', workdir,
                                           process_index=jax.process_index(),
                                           process_count=jax.process_count(),
-                                          start_batch=position))
+                                          start_batch=position,
+                                          from_latents=bool(config.data.latents_dir)))
 
   batch_sh = sharding.batch_sharding(mesh)
   rep = sharding.replicated(mesh)
