@@ -66,6 +66,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.batch_size = 8  # Global batch over all processes.
   config.data.worker_count = 0  # grain worker processes; 0 runs in the main process.
   config.data.max_frame_stride = 1  # Frames of a clip are taken with a random stride in [1, max].
+  # Curriculum from small to large camera motion (training split): over the first so many global
+  # batches the frame stride grows from 1 to [1, max_frame_stride] (0: off; the data position
+  # fixes it, so resumes are exact). See transforms.curriculum_frame_indices.
+  config.data.motion_curriculum_steps = 0
   # Frames rendered per clip; 0: just enough for the largest stride, (num_frames-1)*stride+1.
   config.data.render_frames = 0
   config.data.object_fraction = 0.5  # Share of object-centric scenes (the rest are rooms).
@@ -264,6 +268,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
               'num_validation_scenes', 'num_test_scenes', 'max_frame_stride'):
     _require(d[key] > 0, f'data.{key}', f'must be positive, got {d[key]}')
   _require(d.worker_count >= 0, 'data.worker_count', 'must be >= 0')
+  _require(d.motion_curriculum_steps >= 0, 'data.motion_curriculum_steps',
+           f'must be >= 0 (0: off), got {d.motion_curriculum_steps}')
   _require(d.render_workers >= 0, 'data.render_workers', 'must be >= 0')
   _require(0.0 <= d.object_fraction <= 1.0, 'data.object_fraction', 'must be in [0, 1]')
   _require(d.render_frames == 0 or d.render_frames >= (d.num_frames - 1) * d.max_frame_stride + 1,

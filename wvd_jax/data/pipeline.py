@@ -8,7 +8,9 @@ The GLOBAL example sequence (global_examples; the same whatever the process coun
      weights' proportions; one source: itself) (mixed_keys)
   -> read the keyed clip (+ ``source``)
   -> random_map (per-example RNG from the seed and the GLOBAL index g): N frames with a random
-     stride in [1, data.max_frame_stride] and a random start; centre crop + resize to
+     stride in [1, data.max_frame_stride] and a random start (with data.motion_curriculum_steps
+     > 0, training split: strides grow from 1 to that range over the first so many global
+     batches, g // B giving the batch: transforms.curriculum_frame_indices); centre crop + resize to
      data.image_size (K exact, XYZ = unproject of the resized depth); canonicalize to frame 0's
      camera (OpenCV), normalize XYZ to [-1, 1] (geometry's N; the transform travels as
      norm_center / norm_scale); RGB to [-1, 1]
@@ -108,14 +110,26 @@ def resized_frames(clip: dict[str, np.ndarray], *, num_frames: int, image_size: 
 
 @dataclasses.dataclass(frozen=True)
 class ClipTransform(grain.transforms.RandomMap):
-  """Stored clip -> model-ready clip: frames, crop / resize, canonicalize (see module doc)."""
+  """Stored clip -> model-ready clip: frames, crop / resize, canonicalize (see module doc).
+
+  With ``curriculum_steps`` > 0 (data.motion_curriculum_steps, training split) the clip carries
+  its global example index (``_ReadClipAt``) and the frame stride follows the motion curriculum
+  at global batch index // batch_size (transforms.curriculum_frame_indices)."""
   num_frames: int
   max_stride: int
   image_size: int
+  curriculum_steps: int = 0
+  batch_size: int = 1
 
   def random_map(self, clip, rng: np.random.Generator):
-    indices = transforms.frame_indices(clip['depth'].shape[0], self.num_frames, self.max_stride,
-                                       rng)
+    available = clip['depth'].shape[0]
+    if self.curriculum_steps:
+      progress = transforms.curriculum_progress(int(clip['example_index']) // self.batch_size,
+                                                self.curriculum_steps)
+      indices = transforms.curriculum_frame_indices(available, self.num_frames, self.max_stride,
+                                                    progress, rng)
+    else:
+      indices = transforms.frame_indices(available, self.num_frames, self.max_stride, rng)
     out = transforms.select_frames(clips.stored_fields(clip), indices)
     out = transforms.canonicalize(transforms.crop_and_resize(out, self.image_size))
     out['source'] = clip['source']
@@ -130,6 +144,18 @@ class _ReadClip(grain.transforms.Map):
   def map(self, key):
     source, index = key
     return dict(self.sources[source][index], source=np.int32(source))
+
+
+@dataclasses.dataclass(frozen=True)
+class _ReadClipAt(grain.transforms.MapWithIndex):
+  """(global example index g, (source, clip index)) -> the clip with ``source`` and
+  ``example_index`` (int64 g) added: for transforms that depend on the data position."""
+  sources: tuple
+
+  def map_with_index(self, index, key):
+    source, clip = key
+    return dict(self.sources[source][clip], source=np.int32(source),
+                example_index=np.int64(index))
 
 
 class GlobalBatchShare(grain.MapDataset):
@@ -227,9 +253,14 @@ def global_examples(config, split: str, workdir: str, *, shuffle: bool = True,
   d = config.data
   sources = open_sources(config, split, workdir)
   keys = mixed_keys(config, sources, shuffle=shuffle, repeat=repeat)
+  # The motion curriculum follows the training data position only; other splits see the full
+  # motion range.
+  curriculum = d.motion_curriculum_steps if split == 'train' else 0
+  read = keys.map_with_index(_ReadClipAt(sources)) if curriculum else keys.map(_ReadClip(sources))
   # Per-example RNG from the seed and the global index g: the same frames on any process count.
-  return keys.map(_ReadClip(sources)).random_map(
-      ClipTransform(d.num_frames, d.max_frame_stride, d.image_size),
+  return read.random_map(
+      ClipTransform(d.num_frames, d.max_frame_stride, d.image_size,
+                    curriculum_steps=curriculum, batch_size=d.batch_size),
       seed=_transform_seed(config.seed))
 
 

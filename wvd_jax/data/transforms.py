@@ -33,6 +33,33 @@ def frame_indices(num_available: int, num_frames: int, max_stride: int,
   return start + stride * np.arange(num_frames)
 
 
+def curriculum_progress(global_batch: int, curriculum_steps: int) -> float:
+  """The motion curriculum's progress in [0, 1] at a global batch: min(1, b / steps)
+  (steps > 0). The data position (global batch count) fixes it, so a resume continues it."""
+  return min(1.0, global_batch / curriculum_steps)
+
+
+def curriculum_frame_indices(num_available: int, num_frames: int, max_stride: int,
+                             progress: float, rng: np.random.Generator) -> np.ndarray:
+  """``frame_indices`` under the motion curriculum: stride = 1 + floor(u (1 + (S - 1) p)),
+  u ~ U[0, 1), capped at S (S = the largest usable stride <= max_stride, p = progress).
+
+  p = 0 gives stride 1 only (the smallest camera motion the clip has); p = 1 gives stride
+  uniform in [1, S] (frame_indices' distribution); in between the chance of a stride > s grows
+  linearly with p. The camera motion between a clip's frames grows with the stride (the
+  trajectories move smoothly), so this grows the motion seen in training. Start uniform over
+  the valid range, as frame_indices."""
+  if num_frames > num_available:
+    raise ValueError(f'a clip of {num_available} frames cannot give {num_frames} frames')
+  if not 0.0 <= progress <= 1.0:
+    raise ValueError(f'curriculum progress must be in [0, 1], got {progress}')
+  usable = max_stride if num_frames == 1 else min(max_stride,
+                                                  (num_available - 1) // (num_frames - 1))
+  stride = min(usable, 1 + int(rng.random() * (1.0 + (usable - 1) * progress)))
+  start = int(rng.integers(0, num_available - (num_frames - 1) * stride))
+  return start + stride * np.arange(num_frames)
+
+
 PER_FRAME = ('rgb', 'depth', 'xyz', 'mask', 'intrinsics', 'cam_to_world', 'surface', 'valid')
 
 
