@@ -101,6 +101,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.diffusion.logsnr_min = -15.0
   config.diffusion.logsnr_max = 15.0
   config.diffusion.schedule_shift = 1.0  # >1 shifts toward noisier levels (larger images/videos).
+  # XYZ's own further shift (1 = off): XYZ latents at logSNR lambda(t) - 2 log(this), the shifted
+  # cosine of simple diffusion, in training and sampling alike (diffusion/schedules.py).
+  config.diffusion.xyz_schedule_shift = 1.0
   # Pixels without a surface (masked background): 'sentinel' trains XYZ there toward the corner
   # (-1, -1, -1) (geometry/normalization.py BACKGROUND_XYZ) so samples mark their own background;
   # 'masked' leaves them out of the loss (the model's XYZ there is then arbitrary).
@@ -304,6 +307,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            f"one of 'v', 'epsilon', 'x0', got {df.prediction!r}")
   _require(df.logsnr_min < df.logsnr_max, 'diffusion.logsnr_min', 'must be < logsnr_max')
   _require(df.schedule_shift > 0, 'diffusion.schedule_shift', 'must be positive')
+  _require(df.xyz_schedule_shift > 0, 'diffusion.xyz_schedule_shift',
+           f'must be positive (1: off), got {df.xyz_schedule_shift}')
   _require(df.background in ('sentinel', 'masked'), 'diffusion.background',
            f"'sentinel' or 'masked', got {df.background!r}")
   for key in ('p_unconditional', 'p_rgb_known'):

@@ -28,10 +28,12 @@ from wvd_jax.models import builder
 ARCHITECTURE_KEYS = {
     'model': ('patch_size', 'width', 'depth', 'num_heads', 'mlp_ratio'),
     'autoencoder': ('kind', 'latent_channels', 'downsample'),
-    # Same parameters, another meaning: an RGB-only ablation must not run as an XYZ model.
-    'diffusion': ('modalities',),
+    # Same parameters, another meaning: an RGB-only ablation must not run as an XYZ model, nor
+    # a model trained with XYZ at its own noise levels be sampled at others.
+    'diffusion': ('modalities', 'xyz_schedule_shift'),
 }
-_DEFAULTS = {'diffusion.modalities': 'rgb_xyz'}  # Of configs stored before the key existed.
+# Of configs stored before the keys existed.
+_DEFAULTS = {'diffusion.modalities': 'rgb_xyz', 'diffusion.xyz_schedule_shift': 1.0}
 CONFIG_FILE = 'config.json'
 
 
