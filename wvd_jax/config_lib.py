@@ -70,6 +70,10 @@ def base_config() -> ml_collections.ConfigDict:
   # batches the frame stride grows from 1 to [1, max_frame_stride] (0: off; the data position
   # fixes it, so resumes are exact). See transforms.curriculum_frame_indices.
   config.data.motion_curriculum_steps = 0
+  # XYZ normalization: each clip's robust (2nd-98th percentile) box maps into [-fill, fill]
+  # before XYZ is clipped to [-1, 1]; < 1 keeps points beyond the box unflattened (and away from
+  # the background corner). benchmarks/xyz_box_stats.py measures both.
+  config.data.xyz_box_fill = 1.0
   # Frames rendered per clip; 0: just enough for the largest stride, (num_frames-1)*stride+1.
   config.data.render_frames = 0
   config.data.object_fraction = 0.5  # Share of object-centric scenes (the rest are rooms).
@@ -271,6 +275,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
               'num_validation_scenes', 'num_test_scenes', 'max_frame_stride'):
     _require(d[key] > 0, f'data.{key}', f'must be positive, got {d[key]}')
   _require(d.worker_count >= 0, 'data.worker_count', 'must be >= 0')
+  _require(0.0 < d.xyz_box_fill <= 1.0, 'data.xyz_box_fill',
+           f'must be in (0, 1] (1: the robust box fills [-1, 1]), got {d.xyz_box_fill}')
   _require(d.motion_curriculum_steps >= 0, 'data.motion_curriculum_steps',
            f'must be >= 0 (0: off), got {d.motion_curriculum_steps}')
   _require(d.render_workers >= 0, 'data.render_workers', 'must be >= 0')

@@ -12,7 +12,8 @@ The GLOBAL example sequence (global_examples; the same whatever the process coun
      > 0, training split: strides grow from 1 to that range over the first so many global
      batches, g // B giving the batch: transforms.curriculum_frame_indices); centre crop + resize to
      data.image_size (K exact, XYZ = unproject of the resized depth); canonicalize to frame 0's
-     camera (OpenCV), normalize XYZ to [-1, 1] (geometry's N; the transform travels as
+     camera (OpenCV), normalize XYZ to [-1, 1] (geometry's N, its robust box mapped into
+     [-data.xyz_box_fill, data.xyz_box_fill]; the transform travels as
      norm_center / norm_scale); RGB to [-1, 1]
 So example g depends only on (config.seed, the sources, split, g).
 
@@ -90,7 +91,8 @@ def model_clip(config, clip: dict[str, np.ndarray], *, start: int = 0,
   renders more frames (data.max_frame_stride > 1) or a larger size than the model's."""
   return transforms.canonicalize(resized_frames(clip, num_frames=config.data.num_frames,
                                                 image_size=config.data.image_size,
-                                                start=start, stride=stride))
+                                                start=start, stride=stride),
+                                 box_fill=config.data.xyz_box_fill)
 
 
 def resized_frames(clip: dict[str, np.ndarray], *, num_frames: int, image_size: int,
@@ -120,6 +122,7 @@ class ClipTransform(grain.transforms.RandomMap):
   image_size: int
   curriculum_steps: int = 0
   batch_size: int = 1
+  box_fill: float = 1.0
 
   def random_map(self, clip, rng: np.random.Generator):
     available = clip['depth'].shape[0]
@@ -131,7 +134,8 @@ class ClipTransform(grain.transforms.RandomMap):
     else:
       indices = transforms.frame_indices(available, self.num_frames, self.max_stride, rng)
     out = transforms.select_frames(clips.stored_fields(clip), indices)
-    out = transforms.canonicalize(transforms.crop_and_resize(out, self.image_size))
+    out = transforms.canonicalize(transforms.crop_and_resize(out, self.image_size),
+                                  box_fill=self.box_fill)
     out['source'] = clip['source']
     return out
 
@@ -260,7 +264,8 @@ def global_examples(config, split: str, workdir: str, *, shuffle: bool = True,
   # Per-example RNG from the seed and the global index g: the same frames on any process count.
   return read.random_map(
       ClipTransform(d.num_frames, d.max_frame_stride, d.image_size,
-                    curriculum_steps=curriculum, batch_size=d.batch_size),
+                    curriculum_steps=curriculum, batch_size=d.batch_size,
+                    box_fill=d.xyz_box_fill),
       seed=_transform_seed(config.seed))
 
 

@@ -155,24 +155,32 @@ def crop_and_resize(clip: dict[str, np.ndarray], size: int) -> dict[str, np.ndar
   return out
 
 
-def canonicalize(clip: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """One model-ready clip from rgb (N, H, W, 3) uint8, depth (N, H, W), intrinsics, cam_to_world
-  and optionally valid (N, H, W) bool (absent: all True; clips.py gives the semantics).
-
-  XYZ is the unprojection of depth in frame 0's camera frame (OpenCV), normalized per clip by
-  geometry's N (robust 2nd-98th percentile box of the valid surface points -> [-1, 1]; points
-  outside are clipped), 0 where there is no valid surface. Returns rgb (N, H, W, 3) float32 in
-  [-1, 1], xyz (N, H, W, 3) float32, mask (N, H, W) bool (valid surface), xyz_valid (N, H, W)
-  bool (depth known: surface or known background), intrinsics (N, 3, 3), cam_to_world (N, 4, 4) in the normalized frame-0
-  frame, norm_center (3,), norm_scale () float32."""
+def frame0_points(clip: dict[str, np.ndarray]):
+  """(relative (N, 4, 4) frame i -> frame 0 poses, xyz (N, H, W, 3) unprojected depth in frame
+  0's camera (metric, not normalized), mask (N, H, W) valid surface, valid (N, H, W) depth
+  known) of a clip of stored fields: ``canonicalize``'s geometry before the normalization."""
   c2w = np.asarray(clip['cam_to_world'], np.float32)
   world_to_frame0 = cameras.invert_pose(c2w[0])
   relative = np.asarray(world_to_frame0 @ c2w, np.float32)  # (N, 4, 4) frame i -> frame 0.
   depth = np.asarray(clip['depth'], np.float32)
   valid = np.asarray(clip['valid'], bool) if 'valid' in clip else np.ones(depth.shape, bool)
   mask = (depth > 0) & valid
-  xyz = unproject(depth, clip['intrinsics'], relative)
-  norm = normalization.fit_normalization(xyz, mask)
+  return relative, unproject(depth, clip['intrinsics'], relative), mask, valid
+
+
+def canonicalize(clip: dict[str, np.ndarray], box_fill: float = 1.0) -> dict[str, np.ndarray]:
+  """One model-ready clip from rgb (N, H, W, 3) uint8, depth (N, H, W), intrinsics, cam_to_world
+  and optionally valid (N, H, W) bool (absent: all True; clips.py gives the semantics).
+
+  XYZ is the unprojection of depth in frame 0's camera frame (OpenCV), normalized per clip by
+  geometry's N (robust 2nd-98th percentile box of the valid surface points -> [-1, 1]; points
+  outside are clipped; ``box_fill`` < 1 maps that box into [-box_fill, box_fill] instead,
+  config.data.xyz_box_fill), 0 where there is no valid surface. Returns rgb (N, H, W, 3) float32 in
+  [-1, 1], xyz (N, H, W, 3) float32, mask (N, H, W) bool (valid surface), xyz_valid (N, H, W)
+  bool (depth known: surface or known background), intrinsics (N, 3, 3), cam_to_world (N, 4, 4) in the normalized frame-0
+  frame, norm_center (3,), norm_scale () float32."""
+  relative, xyz, mask, valid = frame0_points(clip)
+  norm = normalization.fit_normalization(xyz, mask, fill=box_fill)
   xyz = np.clip(np.asarray(normalization.normalize_points(xyz, norm)), -1.0, 1.0)
   return dict(
       rgb=clip['rgb'].astype(np.float32) * np.float32(1 / 127.5) - np.float32(1.0),

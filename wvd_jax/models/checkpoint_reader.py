@@ -31,9 +31,12 @@ ARCHITECTURE_KEYS = {
     # Same parameters, another meaning: an RGB-only ablation must not run as an XYZ model, nor
     # a model trained with XYZ at its own noise levels be sampled at others.
     'diffusion': ('modalities', 'xyz_schedule_shift'),
+    # XYZ's scale in the box: tasks normalize known XYZ as the model was trained.
+    'data': ('xyz_box_fill',),
 }
 # Of configs stored before the keys existed.
-_DEFAULTS = {'diffusion.modalities': 'rgb_xyz', 'diffusion.xyz_schedule_shift': 1.0}
+_DEFAULTS = {'diffusion.modalities': 'rgb_xyz', 'diffusion.xyz_schedule_shift': 1.0,
+             'data.xyz_box_fill': 1.0}
 CONFIG_FILE = 'config.json'
 
 
