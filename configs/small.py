@@ -18,6 +18,9 @@ def get_config():
   config.data.num_frames = 8
   config.data.max_frame_stride = 2  # Frames 1 or 2 apart: wider baselines for geometry.
   config.data.photo_appearance = True  # Real-photo textures and varied light (transfer to photos).
+  # The robust box fills [-0.8, 0.8]: 0.5% of surface points clipped to [-1, 1] instead of 5.2%
+  # (benchmarks/xyz_box_stats.py, 300 training clips; README: the XYZ box).
+  config.data.xyz_box_fill = 0.8
   config.data.num_train_scenes = 10000
   config.data.num_validation_scenes = 32
   config.data.num_test_scenes = 64

@@ -9,13 +9,18 @@
 #                                                # SECONDS pass; exits 1 as soon as a step failed
 #   launch/proof_run.sh finish RUN_DIR [OUT]     # compare the reports; pack them into OUT
 #
-# Each run is a lane: train, then evaluate. With two or more GPUs the lanes run side by side
-# (CUDA_VISIBLE_DEVICES 0 and 1); with one GPU or none, one lane runs both models in turn.
-# `start` detaches the lanes so that they outlive the calling shell (a device call of limited
-# length); `watch` and `finish` can then be called as often as needed. Extra config overrides for
-# both runs: PROOF_OVERRIDES (e.g. a tiny CPU rehearsal). Results: RUN_DIR/{wvd,rgb_only}/eval/
-# (report.md, plots, gallery) and RUN_DIR/comparison.md; with OUT, archives of those and of the
-# logs are written there, also when a run is unfinished or failed (then `finish` exits 1).
+# One sequence of steps, each over ALL GPUs of the machine (data parallel: config.mesh.data = -1
+# spans every visible device): train WVD, train RGB-only, then evaluate WVD and RGB-only (eval
+# samples are spread over the GPUs too). `start` detaches the sequence so that it outlives the
+# calling shell (a device call of limited length); `watch` and `finish` can then be called as
+# often as needed. Extra config overrides for every step: PROOF_OVERRIDES (e.g. a tiny CPU
+# rehearsal, or --config.train.max_minutes=...). Extra evaluations: PROOF_LANGEVIN="0 1 2"
+# evaluates each model again with that many Langevin corrector steps per level
+# (--config.sample.langevin_steps=K) into RUN_DIR/NAME/eval_langevinK/, next to the default
+# evaluation RUN_DIR/NAME/eval/. Results: RUN_DIR/{wvd,rgb_only}/eval*/ (report.md, plots,
+# gallery) and RUN_DIR/comparison.md (every evaluation side by side); with OUT, archives of those
+# and of the logs are written there, also when a run is unfinished or failed (then `finish`
+# exits 1).
 set -uo pipefail
 PHASE=${1:?phase: all, start, watch or finish}; RUN=${2:?run directory}
 PY=${PYTHON:-python3}
@@ -25,11 +30,9 @@ RUN=$(cd "$RUN" && pwd)
 COMMON=(--config=configs/small.py "--config.data.data_dir=$RUN/data" ${PROOF_OVERRIDES:-})
 NAMES=(wvd rgb_only)
 declare -A EXTRA=([wvd]="" [rgb_only]="--config.diffusion.modalities=rgb")
+EVALS=(eval)  # The evaluation steps of each model: the default one, then the variants.
+for k in ${PROOF_LANGEVIN:-}; do EVALS+=("eval_langevin$k"); done
 GPUS=$( (nvidia-smi -L 2>/dev/null || true) | grep -c '^GPU')
-
-gpu_of() {  # run name -> CUDA_VISIBLE_DEVICES value ('' = all / CPU)
-  if [ "$GPUS" -ge 2 ]; then [ "$1" = wvd ] && echo 0 || echo 1; elif [ "$GPUS" = 1 ]; then echo 0; fi
-}
 
 render() {  # every split once, before the runs read them
   # CPU only: the render pool's workers must not initialize the GPUs.
@@ -38,38 +41,42 @@ render() {  # every split once, before the runs read them
 }
 
 step() {  # name mode: one step of a run; its exit status goes to RUN/name.mode.rc
-  local name=$1 mode=$2 rc
-  CUDA_VISIBLE_DEVICES=$(gpu_of "$name") "$PY" -m wvd_jax.main "${COMMON[@]}" ${EXTRA[$name]} \
-    "--workdir=$RUN/$name" "--mode=$mode" > "$RUN/$name.$mode.log" 2>&1
+  # mode: train, eval, or eval_langevinK (eval with K corrector steps, its own output directory).
+  local name=$1 mode=$2 rc args=(--mode=train)
+  case $mode in
+    eval) args=(--mode=eval) ;;
+    eval_langevin*) args=(--mode=eval "--config.sample.langevin_steps=${mode#eval_langevin}"
+                          "--config.eval.output_dir=$RUN/$name/$mode") ;;
+  esac
+  "$PY" -m wvd_jax.main "${COMMON[@]}" ${EXTRA[$name]} "--workdir=$RUN/$name" "${args[@]}" \
+    > "$RUN/$name.$mode.log" 2>&1
   rc=$?
   echo $rc > "$RUN/$name.$mode.rc"
   return $rc
 }
 
-lane() {  # names...: train and evaluate each in turn
-  local name
-  for name in "$@"; do step "$name" train && step "$name" eval || return 1; done
-}
-
-lanes() {  # [detach]: one lane per GPU (two GPUs), else one lane for both models
-  local groups=("${NAMES[@]}") group
-  rm -f "$RUN"/*.rc  # An earlier start's exit statuses would read as this one's.
-  [ "$GPUS" -ge 2 ] || groups=("${NAMES[*]}")
-  for group in "${groups[@]}"; do
-    echo "lane '$group' on GPU '$(gpu_of "${group%% *}")'"
-    if [ "${1:-}" = detach ]; then  # setsid: survives the calling shell
-      setsid bash -c "$(declare -f gpu_of step lane); $(declare -p COMMON EXTRA GPUS RUN PY); \
-        lane $group" > "$RUN/lane.${group// /_}.log" 2>&1 < /dev/null &
-    else
-      lane $group &
-    fi
+sequence() {  # every model's training, then every model's evaluations; stops at a failure
+  local name mode
+  for name in "${NAMES[@]}"; do step "$name" train || return 1; done
+  for name in "${NAMES[@]}"; do
+    for mode in "${EVALS[@]}"; do step "$name" "$mode" || return 1; done
   done
-  [ "${1:-}" = detach ] || wait
 }
 
-state() {  # name -> done | failed | running | waiting (rc files of its two steps)
+steps() {  # [detach]: the sequence on all GPUs
+  rm -f "$RUN"/*.rc  # An earlier start's exit statuses would read as this one's.
+  echo "training and evaluating ${NAMES[*]} in turn, each on all $GPUS GPU(s) (data parallel)"
+  if [ "${1:-}" = detach ]; then  # setsid: survives the calling shell
+    setsid bash -c "$(declare -f step sequence); $(declare -p COMMON EXTRA EVALS NAMES RUN PY); \
+      sequence" > "$RUN/sequence.log" 2>&1 < /dev/null &
+  else
+    sequence
+  fi
+}
+
+state() {  # name -> done | failed | running | waiting (rc files of its steps)
   local name=$1 mode
-  for mode in train eval; do
+  for mode in train "${EVALS[@]}"; do
     if [ ! -f "$RUN/$name.$mode.rc" ]; then
       [ -f "$RUN/$name.$mode.log" ] && echo running || echo waiting; return
     fi
@@ -102,17 +109,23 @@ finish() {  # [OUT]: compare and pack what there is
     now=$(state "$name"); echo "$name: $now"; [ "$now" = done ] || ok=1
   done
   if [ $ok = 0 ]; then
-    "$PY" -m wvd_jax.evaluation.compare "wvd=$RUN/wvd/eval/results.json" \
-      "rgb_only=$RUN/rgb_only/eval/results.json" "--output=$RUN/comparison.md" || ok=1
+    local runs=() mode
+    for name in "${NAMES[@]}"; do
+      for mode in "${EVALS[@]}"; do
+        runs+=("$name${mode#eval}=$RUN/$name/$mode/results.json")
+      done
+    done
+    "$PY" -m wvd_jax.evaluation.compare "${runs[@]}" "--output=$RUN/comparison.md" || ok=1
     cat "$RUN/comparison.md" "$RUN/wvd/eval/report.md"
   fi
   if [ -n "$out" ]; then
     mkdir -p "$out"
     for name in "${NAMES[@]}"; do
-      [ -d "$RUN/$name/eval" ] && tar czf "$out/eval_$name.tgz" -C "$RUN/$name" eval
+      local evals=($(cd "$RUN/$name" 2>/dev/null && ls -d eval eval_langevin* 2>/dev/null))
+      [ ${#evals[@]} -gt 0 ] && tar czf "$out/eval_$name.tgz" -C "$RUN/$name" "${evals[@]}"
       logs+=("$RUN/$name".*.log "$RUN/$name/metrics.jsonl")
     done
-    logs=($(ls "${logs[@]}" "$RUN"/lane.*.log 2>/dev/null | sed "s|^$RUN/||"))
+    logs=($(ls "${logs[@]}" "$RUN"/sequence.log 2>/dev/null | sed "s|^$RUN/||"))
     [ ${#logs[@]} -gt 0 ] && tar czf "$out/logs.tgz" -C "$RUN" "${logs[@]}"
     [ -f "$RUN/comparison.md" ] && cp "$RUN/comparison.md" "$out/"
   fi
@@ -120,9 +133,9 @@ finish() {  # [OUT]: compare and pack what there is
 }
 
 case "$PHASE" in
-  start) render && lanes detach ;;
+  start) render && steps detach ;;
   watch) watch "${3:-60}" ;;
   finish) finish "${3:-}" ;;
-  all) render && lanes; finish "${3:-}" ;;
+  all) render && steps; finish "${3:-}" ;;
   *) echo "unknown phase $PHASE (all, start, watch, finish)"; exit 2 ;;
 esac

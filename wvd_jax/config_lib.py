@@ -66,6 +66,14 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.batch_size = 8  # Global batch over all processes.
   config.data.worker_count = 0  # grain worker processes; 0 runs in the main process.
   config.data.max_frame_stride = 1  # Frames of a clip are taken with a random stride in [1, max].
+  # Curriculum from small to large camera motion (training split): over the first so many global
+  # batches the frame stride grows from 1 to [1, max_frame_stride] (0: off; the data position
+  # fixes it, so resumes are exact). See transforms.curriculum_frame_indices.
+  config.data.motion_curriculum_steps = 0
+  # XYZ normalization: each clip's robust (2nd-98th percentile) box maps into [-fill, fill]
+  # before XYZ is clipped to [-1, 1]; < 1 keeps points beyond the box unflattened (and away from
+  # the background corner). benchmarks/xyz_box_stats.py measures both.
+  config.data.xyz_box_fill = 1.0
   # Frames rendered per clip; 0: just enough for the largest stride, (num_frames-1)*stride+1.
   config.data.render_frames = 0
   config.data.object_fraction = 0.5  # Share of object-centric scenes (the rest are rooms).
@@ -108,6 +116,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.diffusion.logsnr_min = -15.0
   config.diffusion.logsnr_max = 15.0
   config.diffusion.schedule_shift = 1.0  # >1 shifts toward noisier levels (larger images/videos).
+  # XYZ's own further shift (1 = off): XYZ latents at logSNR lambda(t) - 2 log(this), the shifted
+  # cosine of simple diffusion, in training and sampling alike (diffusion/schedules.py).
+  config.diffusion.xyz_schedule_shift = 1.0
   # Pixels without a surface (masked background): 'sentinel' trains XYZ there toward the corner
   # (-1, -1, -1) (geometry/normalization.py BACKGROUND_XYZ) so samples mark their own background;
   # 'masked' leaves them out of the loss (the model's XYZ there is then arbitrary).
@@ -278,6 +289,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
               'num_validation_scenes', 'num_test_scenes', 'max_frame_stride'):
     _require(d[key] > 0, f'data.{key}', f'must be positive, got {d[key]}')
   _require(d.worker_count >= 0, 'data.worker_count', 'must be >= 0')
+  _require(0.0 < d.xyz_box_fill <= 1.0, 'data.xyz_box_fill',
+           f'must be in (0, 1] (1: the robust box fills [-1, 1]), got {d.xyz_box_fill}')
+  _require(d.motion_curriculum_steps >= 0, 'data.motion_curriculum_steps',
+           f'must be >= 0 (0: off), got {d.motion_curriculum_steps}')
   _require(d.render_workers >= 0, 'data.render_workers', 'must be >= 0')
   _require(d.encode_batch_per_device > 0, 'data.encode_batch_per_device', 'must be positive')
   _require(0.0 <= d.object_fraction <= 1.0, 'data.object_fraction', 'must be in [0, 1]')
@@ -313,6 +328,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            f"one of 'v', 'epsilon', 'x0', got {df.prediction!r}")
   _require(df.logsnr_min < df.logsnr_max, 'diffusion.logsnr_min', 'must be < logsnr_max')
   _require(df.schedule_shift > 0, 'diffusion.schedule_shift', 'must be positive')
+  _require(df.xyz_schedule_shift > 0, 'diffusion.xyz_schedule_shift',
+           f'must be positive (1: off), got {df.xyz_schedule_shift}')
   _require(df.background in ('sentinel', 'masked'), 'diffusion.background',
            f"'sentinel' or 'masked', got {df.background!r}")
   for key in ('p_unconditional', 'p_rgb_known'):

@@ -110,3 +110,13 @@ def test_background_sentinel_round_trip():
   np.testing.assert_array_equal(nz.background_mask(near), [[False, True]])
   np.testing.assert_array_equal(np.asarray(jax.jit(nz.fill_background)(jnp.asarray(xyz), mask)),
                                 filled)
+
+
+def test_fill_maps_the_robust_box_into_a_smaller_cube(clip):
+  xyz = clip['xyz']
+  full = nz.fit_normalization(xyz, None, percentile=100.0)
+  filled = nz.fit_normalization(xyz, None, percentile=100.0, fill=0.8)
+  np.testing.assert_allclose(filled.center, full.center)
+  np.testing.assert_allclose(np.abs(nz.normalize_points(xyz, filled)).max(), 0.8, rtol=1e-12)
+  with pytest.raises(ValueError, match='fill'):
+    nz.fit_normalization(xyz, None, fill=1.5)

@@ -92,3 +92,33 @@ def test_watch_returns_when_both_are_done_or_time_is_up(tmp_path, done):
 def test_unknown_phase_is_refused(tmp_path):
   result = _proof_run('begin', tmp_path)
   assert result.returncode == 2 and 'unknown phase begin' in result.stdout
+
+
+def test_langevin_variants_are_steps_of_each_model(tmp_path):
+  """PROOF_LANGEVIN adds eval_langevinK steps: a model is done only with them, and finish
+  compares and packs every evaluation."""
+  run, out = tmp_path / 'run', tmp_path / 'out'
+  run.mkdir()
+  for name in ('wvd', 'rgb_only'):
+    _evaluated(run, name)
+  env = dict(os.environ, PYTHON=sys.executable, PATH='/usr/bin:/bin', PROOF_LANGEVIN='1')
+
+  def proof_run(*args):
+    return subprocess.run(['bash', SCRIPT, *map(str, args)], cwd=REPO, env=env, text=True,
+                          capture_output=True, timeout=60, check=False)
+
+  result = proof_run('watch', run, 0)
+  assert 'wvd: waiting' in result.stdout and 'time is up' in result.stdout  # No variant yet.
+  for name in ('wvd', 'rgb_only'):
+    _step(run, name, 'eval_langevin1', rc=0)
+    (run / name / 'eval_langevin1').mkdir()
+    shutil.copy(os.path.join(RESULTS, f'results_{name}.json'),
+                run / name / 'eval_langevin1' / 'results.json')
+  result = proof_run('finish', run, out)
+  assert result.returncode == 0, result.stdout + result.stderr
+  header = (out / 'comparison.md').read_text().splitlines()[0]
+  assert header == '| metric | wvd | wvd_langevin1 | rgb_only | rgb_only_langevin1 |'
+  with tarfile.open(out / 'eval_wvd.tgz') as archive:
+    assert {'eval/results.json', 'eval_langevin1/results.json'} <= set(archive.getnames())
+  with tarfile.open(out / 'logs.tgz') as archive:
+    assert 'wvd.eval_langevin1.log' in archive.getnames()

@@ -86,7 +86,8 @@ def settings(config) -> dict:
       autoencoder=dict(kind=ae.kind, latent_channels=int(ae.latent_channels),
                        downsample=int(ae.downsample), compute_dtype=config.model.compute_dtype,
                        weights_sha256=weights_digest(ae.weights) if ae.kind != 'pixel' else ''),
-      xyz=dict(background=config.diffusion.background, modalities=config.diffusion.modalities))
+      xyz=dict(background=config.diffusion.background, modalities=config.diffusion.modalities,
+               box_fill=float(d.xyz_box_fill)))
   if config_lib.SYNTHETIC_WORLD in names:
     out['synthetic_world'] = storage.WorldParams.from_config(config).config_name
   return out

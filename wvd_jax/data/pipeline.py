@@ -8,9 +8,12 @@ The GLOBAL example sequence (global_examples; the same whatever the process coun
      weights' proportions; one source: itself) (mixed_keys)
   -> read the keyed clip (+ ``source``)
   -> random_map (per-example RNG from the seed and the GLOBAL index g): N frames with a random
-     stride in [1, data.max_frame_stride] and a random start; centre crop + resize to
+     stride in [1, data.max_frame_stride] and a random start (with data.motion_curriculum_steps
+     > 0, training split: strides grow from 1 to that range over the first so many global
+     batches, g // B giving the batch: transforms.curriculum_frame_indices); centre crop + resize to
      data.image_size (K exact, XYZ = unproject of the resized depth); canonicalize to frame 0's
-     camera (OpenCV), normalize XYZ to [-1, 1] (geometry's N; the transform travels as
+     camera (OpenCV), normalize XYZ to [-1, 1] (geometry's N, its robust box mapped into
+     [-data.xyz_box_fill, data.xyz_box_fill]; the transform travels as
      norm_center / norm_scale); RGB to [-1, 1]
 So example g depends only on (config.seed, the sources, split, g).
 
@@ -88,7 +91,8 @@ def model_clip(config, clip: dict[str, np.ndarray], *, start: int = 0,
   renders more frames (data.max_frame_stride > 1) or a larger size than the model's."""
   return transforms.canonicalize(resized_frames(clip, num_frames=config.data.num_frames,
                                                 image_size=config.data.image_size,
-                                                start=start, stride=stride))
+                                                start=start, stride=stride),
+                                 box_fill=config.data.xyz_box_fill)
 
 
 def resized_frames(clip: dict[str, np.ndarray], *, num_frames: int, image_size: int,
@@ -108,22 +112,36 @@ def resized_frames(clip: dict[str, np.ndarray], *, num_frames: int, image_size: 
 
 @dataclasses.dataclass(frozen=True)
 class ClipTransform(grain.transforms.RandomMap):
-  """Stored clip -> model-ready clip: frames, crop / resize, canonicalize (see module doc)."""
+  """Stored clip -> model-ready clip: frames, crop / resize, canonicalize (see module doc).
+
+  With ``curriculum_steps`` > 0 (data.motion_curriculum_steps, training split) the clip carries
+  its global example index (``_ReadClipAt``) and the frame stride follows the motion curriculum
+  at global batch index // batch_size (transforms.curriculum_frame_indices)."""
   num_frames: int
   max_stride: int
   image_size: int
+  curriculum_steps: int = 0
+  batch_size: int = 1
+  box_fill: float = 1.0
 
   def random_map(self, clip, rng: np.random.Generator):
-    indices = transforms.frame_indices(clip['depth'].shape[0], self.num_frames, self.max_stride,
-                                       rng)
-    out = _model_ready(clip, indices, self.image_size)
+    available = clip['depth'].shape[0]
+    if self.curriculum_steps:
+      progress = transforms.curriculum_progress(int(clip['example_index']) // self.batch_size,
+                                                self.curriculum_steps)
+      indices = transforms.curriculum_frame_indices(available, self.num_frames, self.max_stride,
+                                                    progress, rng)
+    else:
+      indices = transforms.frame_indices(available, self.num_frames, self.max_stride, rng)
+    out = _model_ready(clip, indices, self.image_size, self.box_fill)
     out['source'] = clip['source']
     return out
 
 
-def _model_ready(clip, indices: np.ndarray, image_size: int) -> dict[str, np.ndarray]:
+def _model_ready(clip, indices: np.ndarray, image_size: int,
+                 box_fill: float) -> dict[str, np.ndarray]:
   out = transforms.select_frames(clips.stored_fields(clip), indices)
-  return transforms.canonicalize(transforms.crop_and_resize(out, image_size))
+  return transforms.canonicalize(transforms.crop_and_resize(out, image_size), box_fill=box_fill)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,13 +154,14 @@ class _FixedWindowClip(grain.transforms.Map):
   num_frames: int
   max_stride: int
   image_size: int
+  box_fill: float
 
   def map(self, index):
     clip = self.source[index]
     rng = np.random.default_rng([self.seed, self.source_index, int(index)])
     indices = transforms.frame_indices(clip['depth'].shape[0], self.num_frames, self.max_stride,
                                        rng)
-    out = _model_ready(clip, indices, self.image_size)
+    out = _model_ready(clip, indices, self.image_size, self.box_fill)
     out.update(clip=np.int32(index), frame_indices=indices.astype(np.int32),
                source=np.int32(self.source_index))
     return out
@@ -156,7 +175,8 @@ def fixed_window_clips(config, split: str, workdir: str, source_index: int) -> g
   source = open_source(config, name, split, workdir)
   d = config.data
   return grain.MapDataset.range(len(source)).map(_FixedWindowClip(
-      source, source_index, int(config.seed), d.num_frames, d.max_frame_stride, d.image_size))
+      source, source_index, int(config.seed), d.num_frames, d.max_frame_stride, d.image_size,
+      d.xyz_box_fill))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +187,18 @@ class _ReadClip(grain.transforms.Map):
   def map(self, key):
     source, index = key
     return dict(self.sources[source][index], source=np.int32(source))
+
+
+@dataclasses.dataclass(frozen=True)
+class _ReadClipAt(grain.transforms.MapWithIndex):
+  """(global example index g, (source, clip index)) -> the clip with ``source`` and
+  ``example_index`` (int64 g) added: for transforms that depend on the data position."""
+  sources: tuple
+
+  def map_with_index(self, index, key):
+    source, clip = key
+    return dict(self.sources[source][clip], source=np.int32(source),
+                example_index=np.int64(index))
 
 
 class GlobalBatchShare(grain.MapDataset):
@@ -264,9 +296,15 @@ def global_examples(config, split: str, workdir: str, *, shuffle: bool = True,
   d = config.data
   sources = open_sources(config, split, workdir)
   keys = mixed_keys(config, sources, shuffle=shuffle, repeat=repeat)
+  # The motion curriculum follows the training data position only; other splits see the full
+  # motion range.
+  curriculum = d.motion_curriculum_steps if split == 'train' else 0
+  read = keys.map_with_index(_ReadClipAt(sources)) if curriculum else keys.map(_ReadClip(sources))
   # Per-example RNG from the seed and the global index g: the same frames on any process count.
-  return keys.map(_ReadClip(sources)).random_map(
-      ClipTransform(d.num_frames, d.max_frame_stride, d.image_size),
+  return read.random_map(
+      ClipTransform(d.num_frames, d.max_frame_stride, d.image_size,
+                    curriculum_steps=curriculum, batch_size=d.batch_size,
+                    box_fill=d.xyz_box_fill),
       seed=_transform_seed(config.seed))
 
 

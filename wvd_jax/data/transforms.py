@@ -33,6 +33,33 @@ def frame_indices(num_available: int, num_frames: int, max_stride: int,
   return start + stride * np.arange(num_frames)
 
 
+def curriculum_progress(global_batch: int, curriculum_steps: int) -> float:
+  """The motion curriculum's progress in [0, 1] at a global batch: min(1, b / steps)
+  (steps > 0). The data position (global batch count) fixes it, so a resume continues it."""
+  return min(1.0, global_batch / curriculum_steps)
+
+
+def curriculum_frame_indices(num_available: int, num_frames: int, max_stride: int,
+                             progress: float, rng: np.random.Generator) -> np.ndarray:
+  """``frame_indices`` under the motion curriculum: stride = 1 + floor(u (1 + (S - 1) p)),
+  u ~ U[0, 1), capped at S (S = the largest usable stride <= max_stride, p = progress).
+
+  p = 0 gives stride 1 only (the smallest camera motion the clip has); p = 1 gives stride
+  uniform in [1, S] (frame_indices' distribution); in between the chance of a stride > s grows
+  linearly with p. The camera motion between a clip's frames grows with the stride (the
+  trajectories move smoothly), so this grows the motion seen in training. Start uniform over
+  the valid range, as frame_indices."""
+  if num_frames > num_available:
+    raise ValueError(f'a clip of {num_available} frames cannot give {num_frames} frames')
+  if not 0.0 <= progress <= 1.0:
+    raise ValueError(f'curriculum progress must be in [0, 1], got {progress}')
+  usable = max_stride if num_frames == 1 else min(max_stride,
+                                                  (num_available - 1) // (num_frames - 1))
+  stride = min(usable, 1 + int(rng.random() * (1.0 + (usable - 1) * progress)))
+  start = int(rng.integers(0, num_available - (num_frames - 1) * stride))
+  return start + stride * np.arange(num_frames)
+
+
 PER_FRAME = ('rgb', 'depth', 'xyz', 'mask', 'intrinsics', 'cam_to_world', 'surface', 'valid')
 
 
@@ -128,24 +155,32 @@ def crop_and_resize(clip: dict[str, np.ndarray], size: int) -> dict[str, np.ndar
   return out
 
 
-def canonicalize(clip: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """One model-ready clip from rgb (N, H, W, 3) uint8, depth (N, H, W), intrinsics, cam_to_world
-  and optionally valid (N, H, W) bool (absent: all True; clips.py gives the semantics).
-
-  XYZ is the unprojection of depth in frame 0's camera frame (OpenCV), normalized per clip by
-  geometry's N (robust 2nd-98th percentile box of the valid surface points -> [-1, 1]; points
-  outside are clipped), 0 where there is no valid surface. Returns rgb (N, H, W, 3) float32 in
-  [-1, 1], xyz (N, H, W, 3) float32, mask (N, H, W) bool (valid surface), xyz_valid (N, H, W)
-  bool (depth known: surface or known background), intrinsics (N, 3, 3), cam_to_world (N, 4, 4) in the normalized frame-0
-  frame, norm_center (3,), norm_scale () float32."""
+def frame0_points(clip: dict[str, np.ndarray]):
+  """(relative (N, 4, 4) frame i -> frame 0 poses, xyz (N, H, W, 3) unprojected depth in frame
+  0's camera (metric, not normalized), mask (N, H, W) valid surface, valid (N, H, W) depth
+  known) of a clip of stored fields: ``canonicalize``'s geometry before the normalization."""
   c2w = np.asarray(clip['cam_to_world'], np.float32)
   world_to_frame0 = cameras.invert_pose(c2w[0])
   relative = np.asarray(world_to_frame0 @ c2w, np.float32)  # (N, 4, 4) frame i -> frame 0.
   depth = np.asarray(clip['depth'], np.float32)
   valid = np.asarray(clip['valid'], bool) if 'valid' in clip else np.ones(depth.shape, bool)
   mask = (depth > 0) & valid
-  xyz = unproject(depth, clip['intrinsics'], relative)
-  norm = normalization.fit_normalization(xyz, mask)
+  return relative, unproject(depth, clip['intrinsics'], relative), mask, valid
+
+
+def canonicalize(clip: dict[str, np.ndarray], box_fill: float = 1.0) -> dict[str, np.ndarray]:
+  """One model-ready clip from rgb (N, H, W, 3) uint8, depth (N, H, W), intrinsics, cam_to_world
+  and optionally valid (N, H, W) bool (absent: all True; clips.py gives the semantics).
+
+  XYZ is the unprojection of depth in frame 0's camera frame (OpenCV), normalized per clip by
+  geometry's N (robust 2nd-98th percentile box of the valid surface points -> [-1, 1]; points
+  outside are clipped; ``box_fill`` < 1 maps that box into [-box_fill, box_fill] instead,
+  config.data.xyz_box_fill), 0 where there is no valid surface. Returns rgb (N, H, W, 3) float32 in
+  [-1, 1], xyz (N, H, W, 3) float32, mask (N, H, W) bool (valid surface), xyz_valid (N, H, W)
+  bool (depth known: surface or known background), intrinsics (N, 3, 3), cam_to_world (N, 4, 4) in the normalized frame-0
+  frame, norm_center (3,), norm_scale () float32."""
+  relative, xyz, mask, valid = frame0_points(clip)
+  norm = normalization.fit_normalization(xyz, mask, fill=box_fill)
   xyz = np.clip(np.asarray(normalization.normalize_points(xyz, norm)), -1.0, 1.0)
   return dict(
       rgb=clip['rgb'].astype(np.float32) * np.float32(1 / 127.5) - np.float32(1.0),

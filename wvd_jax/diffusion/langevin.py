@@ -36,7 +36,8 @@ def signal_to_noise_step(score: jax.Array, noise: jax.Array, weight: jax.Array, 
     score, noise: (B, ...) the score and the standard normal draw of this step.
     weight: broadcastable to score: which entries count in the norms (1 sampled, 0 known).
     snr: the target ratio |step * score| / |sqrt(2 step) noise| (score SDE uses 0.075-0.16).
-    a: scalar, 1 - beta of the step.
+    a: scalar, 1 - beta of the step (samplers.py calls this once per modality when the
+      modalities have their own levels).
   Returns:
     scalar step size; 0 if nothing is sampled or the score is zero.
   """

@@ -91,8 +91,12 @@ def diffusion_loss(apply_fn, latents: jax.Array, valid: jax.Array, rng: jax.Arra
     latents, cond_mask = rgb_only_condition(latents, cond_mask)
   t = jax.random.uniform(rng_t, (b,))
   eps = jax.random.normal(rng_eps, latents.shape)
-  alpha, sigma = schedule.alpha_sigma(t)
-  alpha, sigma = alpha[:, None, None, None, None], sigma[:, None, None, None, None]
+  if schedule.per_modality:  # RGB and XYZ at their own levels of t (schedules.py).
+    alpha, sigma = schedule.channel_alpha_sigma(t, c)
+    alpha, sigma = alpha[:, None, None, None, :], sigma[:, None, None, None, :]
+  else:
+    alpha, sigma = schedule.alpha_sigma(t)
+    alpha, sigma = alpha[:, None, None, None, None], sigma[:, None, None, None, None]
   z_t = alpha * latents + sigma * eps
   known = expand_cond_mask(cond_mask, c)
   z_t = known * latents + (1.0 - known) * z_t

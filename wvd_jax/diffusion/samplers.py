@@ -9,6 +9,9 @@ level t_i (i < num_steps):
   1. impose the known values at level t_i (below);
   2. ``langevin_steps`` corrector steps at t_i (``langevin.py``: score = -eps_hat / sigma_t,
      signal-to-noise step size), the known values re-imposed with fresh noise after each;
+     with a per-modality schedule (``schedule.per_modality``: XYZ shifted, schedules.py) RGB and
+     XYZ channels take their own alpha_t, sigma_t in every update and each modality its own
+     corrector step size (norms over its own channels);
   3. the predictor moves t_i -> t_{i+1}: DDIM (eta in [0, 1]; 0 deterministic) or ancestral, the
      DDPM posterior q(z_s | z_t, x0_hat) (equal to DDIM at eta = 1). The last level returns
      x0_hat itself.
@@ -180,13 +183,10 @@ def _sample(apply_fn, params, rng, known, known_mask, cond_mask, settings, *, sc
     clean_u = known_mask * objective.expand_cond_mask(cond_u, known.shape[-1] // 2)
   else:
     cond_u, clean_u = jnp.zeros_like(cond_mask), None
-  batch = known.shape[0]
+  batch, channels = known.shape[0], known.shape[-1] // 2
   num_steps, substeps = settings['num_steps'], settings['langevin_steps'] + 1
   w = settings['guidance']
   rng_init, rng_loop = jax.random.split(rng)
-
-  def alpha_sigma(logsnr):
-    return jnp.sqrt(jax.nn.sigmoid(logsnr)), jnp.sqrt(jax.nn.sigmoid(-logsnr))
 
   def denoise(z, t, alpha, sigma):
     """(conditional network input, x0_hat, eps_hat), guided if configured."""
@@ -222,8 +222,12 @@ def _sample(apply_fn, params, rng, known, known_mask, cond_mask, settings, *, sc
     i, sub = j // substeps, j % substeps
     t = 1.0 - i.astype(jnp.float32) / num_steps.astype(jnp.float32)
     s = 1.0 - (i + 1).astype(jnp.float32) / num_steps.astype(jnp.float32)
-    logsnr_t, logsnr_s = schedule.logsnr(t), schedule.logsnr(s)
-    (alpha_t, sigma_t), (alpha_s, sigma_s) = alpha_sigma(logsnr_t), alpha_sigma(logsnr_s)
+    if schedule.per_modality:  # (2C,) levels: RGB and XYZ each at their own level of t.
+      logsnr_t, logsnr_s = schedule.channel_logsnr(t, channels), schedule.channel_logsnr(s, channels)
+    else:
+      logsnr_t, logsnr_s = schedule.logsnr(t), schedule.logsnr(s)
+    (alpha_t, sigma_t) = schedules.alpha_sigma(logsnr_t)
+    (alpha_s, sigma_s) = schedules.alpha_sigma(logsnr_s)
     impose_key, noise_key = jax.random.split(jax.random.fold_in(rng_loop, j))
     # Known parts <- a fresh forward sample at this level (clean conditions included; the
     # conditional network input swaps those for their clean value in ``denoise``).
@@ -233,8 +237,16 @@ def _sample(apply_fn, params, rng, known, known_mask, cond_mask, settings, *, sc
     noise = jax.random.normal(noise_key, z.shape)
     # Corrector: one Langevin step at level t (a = 1 - beta of the step t -> s).
     score = langevin.score_from_eps(eps, sigma_t)
-    step = langevin.signal_to_noise_step(score, noise, 1.0 - known_mask, settings['snr'],
-                                         jnp.square(alpha_t / alpha_s))
+    a = jnp.square(alpha_t / alpha_s)
+    if schedule.per_modality:  # One step size per modality, from its own norms and level.
+      rgb = jnp.arange(2 * channels) < channels
+      step_rgb, step_xyz = (
+          langevin.signal_to_noise_step(score, noise, (1.0 - known_mask) * part, settings['snr'],
+                                        a[index])
+          for part, index in ((rgb, 0), (~rgb, channels)))
+      step = jnp.where(rgb, step_rgb, step_xyz)
+    else:
+      step = langevin.signal_to_noise_step(score, noise, 1.0 - known_mask, settings['snr'], a)
     corrected = langevin.langevin_step(z, score, noise, step)
     # Predictor: t -> s; the last level lands on t = 0 and returns x0_hat itself, not its
     # tiny-noise version.

@@ -57,12 +57,13 @@ class EvalClip:
 
 
 def prepare_clip(raw: dict[str, np.ndarray], *, num_frames: int, image_size: int,
-                 stride: int = 1) -> EvalClip:
+                 stride: int = 1, box_fill: float = 1.0) -> EvalClip:
   """A raw stored clip (storage items) -> EvalClip of frames 0, stride, ..., centre-cropped and
-  resized to image_size exactly as training does."""
+  resized to image_size and normalized (``box_fill``: config.data.xyz_box_fill) exactly as
+  training does."""
   clip = pipeline.resized_frames(raw, num_frames=num_frames, image_size=image_size,
                                  stride=stride)
-  model = transforms.canonicalize(clip)
+  model = transforms.canonicalize(clip, box_fill=box_fill)
   depth = np.asarray(clip['depth'], np.float32)
   c2w = np.asarray(clip['cam_to_world'], np.float64)
   relative = np.einsum('ij,njk->nik', np.asarray(cameras.invert_pose(c2w[0]), np.float64), c2w)
@@ -168,8 +169,11 @@ class ClipOutputs:
 
 
 def evaluate_clip(generator, clip: EvalClip, *, tasks: tuple[str, ...], num_samples: int,
-                  alignment: str, has_xyz: bool, rng: jax.Array) -> tuple[dict, ClipOutputs]:
-  """Runs the requested tasks on one clip; returns its scores and what the gallery shows."""
+                  alignment: str, has_xyz: bool, rng: jax.Array, box_fill: float = 1.0
+                  ) -> tuple[dict, ClipOutputs]:
+  """Runs the requested tasks on one clip; returns its scores and what the gallery shows.
+  ``box_fill``: the model's config.data.xyz_box_fill (camera control normalizes known XYZ by
+  it)."""
   n = clip.rgb.shape[0]
   scores, shown = {}, ClipOutputs()
   rng_first, rng_multi, rng_path = jax.random.split(rng, 3)
@@ -195,7 +199,8 @@ def evaluate_clip(generator, clip: EvalClip, *, tasks: tuple[str, ...], num_samp
     scores.update(video_scores)
   if 'novel_view' in tasks and has_xyz:
     result = wvd_tasks.camera_control(generator, clip.rgb[0], clip.relative_path, num_frames=n,
-                                      rng=rng_path, intrinsics=clip.intrinsics[0])
+                                      rng=rng_path, intrinsics=clip.intrinsics[0],
+                                      box_fill=box_fill)
     scores.update(novel_views(clip, result.frames))
     shown.novel_frames = result.frames
   return scores, shown

@@ -176,10 +176,12 @@ def evaluate(config, workdir: str, checkpoint: str | None = None) -> dict:
   for index in tqdm.tqdm(mine, desc='eval', disable=not multihost.is_primary()):
     start = time.time()
     clip = protocol.prepare_clip(source[index], num_frames=config.data.num_frames,
-                                 image_size=config.data.image_size, stride=e.frame_stride)
+                                 image_size=config.data.image_size, stride=e.frame_stride,
+                                 box_fill=config.data.xyz_box_fill)
     scores, shown = protocol.evaluate_clip(
         model.generator, clip, tasks=tasks, num_samples=config.sample.num_samples,
-        alignment=e.depth_alignment, has_xyz=xyz_model, rng=jax.random.fold_in(rng, index))
+        alignment=e.depth_alignment, has_xyz=xyz_model, rng=jax.random.fold_in(rng, index),
+        box_fill=config.data.xyz_box_fill)
     records.append(_record(index, scores, clip if index < e.gallery_clips else None, shown))
     seconds.append(time.time() - start)
   records = sorted(multihost.gather_records(records), key=lambda r: int(r['index']))

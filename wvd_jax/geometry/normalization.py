@@ -25,7 +25,7 @@ class Normalization(NamedTuple):
 
 
 def fit_normalization(points, valid=None, percentile: float = 98.0, point_axes: int | None = None,
-                      min_scale: float = 1e-6) -> Normalization:
+                      min_scale: float = 1e-6, fill: float = 1.0) -> Normalization:
   """Fits N to the valid points.
 
   Args:
@@ -39,6 +39,9 @@ def fit_normalization(points, valid=None, percentile: float = 98.0, point_axes: 
       are batch axes, each with its own normalization. None: all of them (one normalization).
       E.g. XYZ images (B, N, H, W, 3) normalized per clip: point_axes=3 -> center (B, 3).
     min_scale: floor on scale (a single point or a degenerate set).
+    fill: the robust box maps into [-fill, fill]^3 (scale = largest half-side / fill); < 1
+      leaves room for the points beyond the robust box before [-1, 1] clips them
+      (config.data.xyz_box_fill).
   Returns:
     Normalization(center (batch..., 3), scale (batch...,)). A set with no valid point gets
     center 0 and scale 1 (identity) rather than NaN.
@@ -54,6 +57,8 @@ def fit_normalization(points, valid=None, percentile: float = 98.0, point_axes: 
           f'valid shape {valid.shape} must equal points.shape[:-1] {points.shape[:-1]}')
   if not 50.0 < percentile <= 100.0:
     raise ValueError(f'percentile must be in (50, 100], got {percentile}')
+  if not 0.0 < fill <= 1.0:
+    raise ValueError(f'fill must be in (0, 1], got {fill}')
   n_pt = points.ndim - 1 if point_axes is None else int(point_axes)
   if not 1 <= n_pt <= points.ndim - 1:
     raise ValueError(f'point_axes={point_axes} out of range for points of shape {points.shape}')
@@ -68,6 +73,8 @@ def fit_normalization(points, valid=None, percentile: float = 98.0, point_axes: 
     hi = xp.nanpercentile(flat, percentile, axis=-2)
   center = (lo + hi) / 2
   scale = xp.max(hi - lo, axis=-1) / 2
+  if fill != 1.0:
+    scale = scale / fill
   empty = xp.any(xp.isnan(center), axis=-1)
   center = xp.where(empty[..., None], 0.0, center).astype(points.dtype)
   scale = xp.where(empty, 1.0, xp.maximum(scale, min_scale)).astype(points.dtype)

@@ -28,10 +28,15 @@ from wvd_jax.models import builder
 ARCHITECTURE_KEYS = {
     'model': ('patch_size', 'width', 'depth', 'num_heads', 'mlp_ratio', 'fp8'),
     'autoencoder': ('kind', 'latent_channels', 'downsample'),
-    # Same parameters, another meaning: an RGB-only ablation must not run as an XYZ model.
-    'diffusion': ('modalities',),
+    # Same parameters, another meaning: an RGB-only ablation must not run as an XYZ model, nor
+    # a model trained with XYZ at its own noise levels be sampled at others.
+    'diffusion': ('modalities', 'xyz_schedule_shift'),
+    # XYZ's scale in the box: tasks normalize known XYZ as the model was trained.
+    'data': ('xyz_box_fill',),
 }
-_DEFAULTS = {'diffusion.modalities': 'rgb_xyz', 'model.fp8': False}  # Of configs stored before the key existed.
+# Of configs stored before the keys existed.
+_DEFAULTS = {'diffusion.modalities': 'rgb_xyz', 'diffusion.xyz_schedule_shift': 1.0,
+             'data.xyz_box_fill': 1.0, 'model.fp8': False}
 CONFIG_FILE = 'config.json'
 
 

@@ -220,7 +220,8 @@ class WVD:
       relative = np.asarray(path)
     result = wvd_tasks.camera_control(self.generator, self._image(image), relative,
                                       num_frames=self.num_frames, rng=self._next_rng(),
-                                      intrinsics=intrinsics)
+                                      intrinsics=intrinsics,
+                                      box_fill=self.config.data.get('xyz_box_fill', 1.0))
     if output_dir:
       frames = visualize.to_uint8(result.frames)
       for t, frame in enumerate(frames):

@@ -269,7 +269,7 @@ def path_to_world(relative: np.ndarray, first_cam_to_world: np.ndarray,
 
 def camera_control(generator: Generator, image: np.ndarray, relative_path: np.ndarray, *,
                    num_frames: int, rng: jax.Array, intrinsics: np.ndarray | None = None,
-                   voxel_size: float = 2.0 / 256) -> CameraControlResult:
+                   voxel_size: float = 2.0 / 256, box_fill: float = 1.0) -> CameraControlResult:
   """A video along a camera path from one image (paper Sec. 4.3, Fig. 3).
 
   1. Single image to 3D: sample XYZ (and RGB) of ``num_frames`` frames; post-optimize to get the
@@ -278,8 +278,9 @@ def camera_control(generator: Generator, image: np.ndarray, relative_path: np.nd
      beyond the first box) into the next num_frames - 1 target cameras.
   3. Condition the chunk exactly as training clips look: its known XYZ (the previous frame's and
      the re-projected points) re-expressed in the chunk's frame-0 camera (the previous frame's)
-     and normalized by the training rule (geometry.normalization: robust box to [-1, 1], points
-     clipped, background at the corner). Inpaint RGB and the missing XYZ of the targets,
+     and normalized by the training rule (geometry.normalization: robust box to [-box_fill,
+     box_fill] (config.data.xyz_box_fill of the model), points clipped to [-1, 1], background
+     at the corner). Inpaint RGB and the missing XYZ of the targets,
      conditioned on the previous frame (RGB as clean condition, XYZ by replacement) and the
      re-projected XYZ (replacement). 4. Map the new XYZ back to the memory's world, add it, and
      continue: long paths are generated in chunks.
@@ -312,7 +313,7 @@ def camera_control(generator: Generator, image: np.ndarray, relative_path: np.nd
     known_mask = np.concatenate([fgs[-1][None], np.asarray(raster.mask)])
     to_chunk = cameras.invert_pose(chunk_cams[0])
     known = cameras.transform_points(to_chunk, known)
-    norm = normalization.fit_normalization(known, known_mask)
+    norm = normalization.fit_normalization(known, known_mask, fill=box_fill)
     known = np.clip(normalization.normalize_points(known, norm), -1.0, 1.0)
     rgb = np.zeros((1, t + 1, h, w, 3), np.float32)
     rgb_mask = np.zeros((1, t + 1, h, w), bool)
