@@ -106,7 +106,7 @@ case "${1:-}" in
       T="python3 benchmarks/train_step.py --config small --parts 0 --steps 20"
       run small_b32 100 $T --batch 32 --profile /tmp/prof_small
       run small_b64 100 $T --batch 64
-      run small_b64_bf16res 100 $T --batch 64 --set model.residual_dtype=bfloat16
+      run small_b64_fused 100 $T --batch 64 --set optim.fused_update=True
       run small_b64_fp8 100 $T --batch 64 --set model.fp8=True
       run fp8_parity 300 python3 benchmarks/fp8_parity.py --workdir /tmp/fp8 --steps 600 \
         --config.data.num_train_scenes=512 --config.data.batch_size=64
