@@ -83,35 +83,25 @@ case "${1:-}" in
   stop_check)  # the multi-host stop check: 2 processes, one GPU each (needs 2 GPUs)
     run stop_check 200 python3 benchmarks/stop_check.py --processes 2
     ;;
-  speed)  # issue 19, two streams on a 2-GPU machine (one after the other on one GPU).
-          # GPU 0: the PyTorch peer (make peer; carry .peer), our wvd_2b step variants, the peer
-          # again. GPU 1: sampling variants, the small config's step, FP8 loss-curve parity.
-    B="python3 benchmarks/train_step.py --batch 4"
-    stream_a() {
-      export CUDA_VISIBLE_DEVICES=0
-      run peer_1 240 python3 benchmarks/vs_peer.py --peer_only
-      run step_latents 300 $B --parts 1 --data latents --profile /tmp/prof_step
-      run step_fp8 200 $B --parts 0 --data latents --set model.fp8=True
-      run step_fused 200 $B --parts 0 --data latents --set optim.fused_update=True
-      run step_fp8_fused 200 $B --parts 0 --data latents --set model.fp8=True --set optim.fused_update=True
-      run step_pixels 200 $B --parts 0 --data pixels
-      run peer_2 240 python3 benchmarks/vs_peer.py --peer_only
-    }
-    stream_b() {
-      export CUDA_VISIBLE_DEVICES=$(( $(nvidia-smi -L | wc -l) - 1 ))
-      S="python3 benchmarks/sampler_bench.py --langevin 0 --repeats 2"
-      run sampler 200 $S --profile /tmp/prof_sampler
-      run sampler_fp8 200 $S --fp8
-      run sampler_cmdbuf 200 env XLA_FLAGS=--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUDNN,CUSTOM_CALL,WHILE,CONDITIONAL $S
-      T="python3 benchmarks/train_step.py --config small --parts 0 --steps 20"
-      run small_b32 100 $T --batch 32 --profile /tmp/prof_small
-      run small_b64 100 $T --batch 64
-      run small_b64_fused 100 $T --batch 64 --set optim.fused_update=True
-      run small_b64_fp8 100 $T --batch 64 --set model.fp8=True
-      run fp8_parity 300 python3 benchmarks/fp8_parity.py --workdir /tmp/fp8 --steps 600 \
-        --config.data.num_train_scenes=512 --config.data.batch_size=64
-    }
-    if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then stream_a & stream_b; wait; else stream_a; stream_b; fi
+  speed)  # issue 19, training: the PyTorch peer (make peer; carry .peer), our wvd_2b step from
+          # latents (with the kernel profile), with FP8 + the fused update, from pixels, the
+          # peer again, all on one GPU; then the small config's step (profile; FP8 + fused)
+    B="python3 benchmarks/train_step.py --batch 4 --parts 0 --steps 6"
+    run peer_1 200 python3 benchmarks/vs_peer.py --peer_only
+    run step_latents 200 $B --data latents --profile /tmp/prof_step
+    run step_fp8_fused 150 $B --data latents --set model.fp8=True --set optim.fused_update=True
+    run step_pixels 150 $B --data pixels
+    run peer_2 200 python3 benchmarks/vs_peer.py --peer_only
+    T="python3 benchmarks/train_step.py --config small --parts 0 --steps 20 --batch 64"
+    run small_b64 100 $T --profile /tmp/prof_small
+    run small_b64_fp8_fused 100 $T --set model.fp8=True --set optim.fused_update=True
+    ;;
+  speed_infer)  # issue 19, sampling (profile of the batch-1 forward; FP8), FP8 loss parity
+    S="python3 benchmarks/sampler_bench.py --langevin 0 --repeats 2"
+    run sampler 150 $S --profile /tmp/prof_sampler
+    run sampler_fp8 150 $S --fp8
+    run fp8_parity 200 python3 benchmarks/fp8_parity.py --workdir /tmp/fp8 --steps 300 \
+      --config.data.num_train_scenes=128
     ;;
   latents)  # the wvd_2b step from cached latents and from pixels (VAE inside), and the encode rate
     B="python3 benchmarks/train_step.py --batch 4"
@@ -120,5 +110,5 @@ case "${1:-}" in
     run encode_4 120 python3 benchmarks/encode_bench.py --batch_per_device 4
     run encode_16 150 python3 benchmarks/encode_bench.py --batch_per_device 16
     ;;
-  *) echo "usage: $0 train|infer|multi|data|geometry|stop_check|optim|ablate|final|sampling_multi|speed|latents"; exit 2 ;;
+  *) echo "usage: $0 train|infer|multi|data|geometry|stop_check|optim|ablate|final|sampling_multi|speed|speed_infer|latents"; exit 2 ;;
 esac
