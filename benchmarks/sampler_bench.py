@@ -49,6 +49,9 @@ def _parse(argv=None) -> argparse.Namespace:
   p.add_argument('--devices', type=int, default=1,
                  help='spread the batch over this many devices (data parallel); --batch is '
                       'per device')
+  p.add_argument('--no_cast_params', action='store_true',
+                 help='keep the block weights float32 (the tasks cast them once: '
+                      'models/builder.inference_params)')
   p.add_argument('--profile', default='',
                  help='a directory: also profile the lone forward pass (kernel time breakdown)')
   common.add_model_args(p)
@@ -87,6 +90,9 @@ def main(argv=None) -> dict:
   matmul = common.matmul_tflops(size=args.matmul_size or (256 if args.small else None))
   graphdef = nnx.graphdef(nnx.eval_shape(lambda: dit.DiT(cfg, rngs=nnx.Rngs(0))))
   params = common.perturbed_params(cfg)
+  if not args.no_cast_params:  # What diffusion/generate.py does before sampling.
+    from wvd_jax.models import builder  # pylint: disable=import-outside-toplevel
+    params = builder.inference_params(params, cfg.compute_dtype)
   num_params = int(sum(v.size for v in jax.tree.leaves(params)))
 
   def apply_model(graphdef, params, z, t, cond_mask):
@@ -150,7 +156,7 @@ def main(argv=None) -> dict:
                                               'compute_dtype', 'attention')},
       'resolved_attention': layers.resolve_attention_implementation(cfg.attention,
                                                                     cfg.compute_dtype),
-      'params': num_params,
+      'params': num_params, 'cast_params': not args.no_cast_params,
       'batch': batch, 'frames': frames, 'latent_size': size, 'tokens': tokens,
       'sampler': {'kind': args.kind, 'num_steps': args.num_steps, 'eta': args.eta,
                   'guidance': args.guidance, 'snr': args.snr,

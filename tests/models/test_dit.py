@@ -225,3 +225,25 @@ def test_constrain_is_a_no_op_without_a_mesh():
   assert layers.constrain(x, layers.TOKENS) is x
   with nnx.logical_axis_rules((('activation_batch', 'data'),)):
     assert layers.constrain(x, layers.TOKENS) is x  # Rules alone are not enough.
+
+
+def test_inference_params_give_the_same_output_in_bfloat16():
+  """Pre-cast block weights (models/builder.inference_params) change nothing but the bytes read."""
+  from tests.conftest import tiny_config
+  from wvd_jax.models import builder
+  config = tiny_config()
+  config.model.compute_dtype = 'bfloat16'
+  model = builder.build_model(config, seed=3)
+  graphdef, state = nnx.split(model)
+  params = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(jax.random.PRNGKey(1), x.shape),
+                        nnx.to_pure_dict(state))  # adaLN-zero would hide the blocks otherwise.
+  cast = builder.inference_params(params, config.model.compute_dtype)
+  dtypes = {jax.tree_util.keystr(p): x.dtype for p, x in jax.tree_util.tree_leaves_with_path(cast)}
+  assert dtypes["['blocks']['mlp']['fc1']['kernel']"] == jnp.bfloat16
+  assert dtypes["['blocks']['attn']['q_norm']['scale']"] == jnp.float32
+  assert dtypes["['head']['kernel']"] == jnp.float32
+  x = jax.random.normal(jax.random.PRNGKey(2), (2, 4, 16, 16, 6))
+  t, cond = jnp.array([0.3, 0.8]), jnp.zeros((2, 4, 2))
+  want = builder.apply_model(graphdef, params, x, t, cond)
+  got = builder.apply_model(graphdef, cast, x, t, cond)
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(want))

@@ -60,7 +60,7 @@ def generate_video(config, graphdef, params, rgb: jax.Array, rgb_mask: jax.Array
       [_latent_mask(rgb_mask, autoencoder.downsample, channels),
        _latent_mask(xyz_mask, autoencoder.downsample, channels)], axis=-1)
   known, known_mask, cond_mask, params = _spread_over_devices(
-      known, known_mask, cond_mask.astype(jnp.float32), params)
+      known, known_mask, cond_mask.astype(jnp.float32), builder.inference_params(params, config.model.compute_dtype))
   latents = samplers.sample(
       _apply_fn(graphdef), params, rng, known, known_mask, cond_mask,
       schedule=schedules.CosineSchedule.from_config(config),
