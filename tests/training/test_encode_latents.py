@@ -147,6 +147,23 @@ def test_other_settings_are_refused_in_one_line(encoded):
   assert not os.path.exists(os.path.join(root, 'never'))
 
 
+def test_latent_batches_keep_the_global_data_position(encoded):
+  """make_dataset(from_latents=True): global batch k from start_batch=k, and 2 processes' rows
+  together are the global batch (pipeline's global-position contract)."""
+  config = vae_config(encoded[0])
+  batches = lambda **kw: iter(pipeline.make_dataset(config, 'train', encoded[0],
+                                                    from_latents=True, **kw))
+  first = batches()
+  straight = [next(first) for _ in range(3)]
+  np.testing.assert_array_equal(next(batches(start_batch=2))['latent_mean'],
+                                straight[2]['latent_mean'])
+  halves = [next(batches(start_batch=1, process_index=p, process_count=2)) for p in (0, 1)]
+  for key in ('latent_mean', 'clip', 'source'):
+    np.testing.assert_array_equal(np.concatenate([h[key] for h in halves]), straight[1][key])
+  assert straight[0]['latent_mean'].shape == (4, 4, 4, 4, 8)
+  assert len({int(c) for b in straight[:2] for c in b['clip']}) == 8  # One epoch, shuffled.
+
+
 def test_latent_loss_equals_pixel_loss(encoded):
   """The same clips through the encoder in the step and from the shards: the same loss (and
   the posterior sample is drawn: it differs from the mean's loss)."""

@@ -30,6 +30,7 @@ of ``clips`` exists.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -60,16 +61,23 @@ def fields(config) -> list[tuple[str, str, tuple[int, ...]]]:
 
 
 def weights_digest(path: str) -> str:
-  """sha256 over a weights file, or over a directory's files (names and bytes, sorted)."""
+  """sha256 over a weights file, or over a directory's files (names and bytes, sorted); cached
+  per process for unchanged files (names, sizes, modification times)."""
   root = files.as_path(path)
   if not root.exists():
     raise errors.UserError(f'config.autoencoder.weights={path} does not exist')
   paths = [root] if root.is_file() else sorted(
       p for p in root.iterdir() if p.is_file() and not p.name.startswith('.'))
+  return _digest(tuple((os.fspath(p), p.stat().length, p.stat().mtime) for p in paths))
+
+
+@functools.lru_cache(maxsize=8)
+def _digest(listing: tuple) -> str:
   digest = hashlib.sha256()
-  for p in paths:
-    digest.update(p.name.encode() + b'\0')
-    with p.open('rb') as f:
+  for path, _, _ in listing:
+    path = files.as_path(path)
+    digest.update(path.name.encode() + b'\0')
+    with path.open('rb') as f:
       while chunk := f.read(1 << 24):
         digest.update(chunk)
   return digest.hexdigest()
