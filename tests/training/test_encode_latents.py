@@ -177,15 +177,14 @@ def test_latent_loss_equals_pixel_loss(encoded):
   ae = autoencoder_lib.make_autoencoder(config)
   model = builder.build_model(config, seed=0)
   graphdef, params = nnx.split(model)
-  losses = {}
-  for sample in (True, False):
-    config.autoencoder.sample_posterior = sample
-    loss_fn = jax.jit(train.make_loss_fn(config, graphdef, ae))
-    rng = jax.random.PRNGKey(3)
-    losses[sample] = [float(loss_fn(params, batch, rng)[0]) for batch in (pixels, cached)]
-  for pixel_loss, latent_loss in losses.values():
-    assert pixel_loss == pytest.approx(latent_loss, rel=1e-5)
-  assert abs(losses[True][0] - losses[False][0]) > 1e-6
+  rng = jax.random.PRNGKey(3)
+  loss = lambda config, batch: float(
+      jax.jit(train.make_loss_fn(config, graphdef, ae))(params, batch, rng)[0])
+  sampled = loss(config, cached)
+  # Bit-identical on XLA:CPU (jax 0.11.2); the bound leaves room for other compilers.
+  assert loss(config, pixels) == pytest.approx(sampled, rel=1e-6)
+  config.autoencoder.sample_posterior = False  # The mean: another loss.
+  assert abs(loss(config, cached) - sampled) > 1e-6
 
 
 def test_training_from_latents_resumes_exactly(encoded):
