@@ -19,7 +19,6 @@ from wvd_jax.models import builder
 from wvd_jax.training import encode_latents, train
 
 VAE_DIR = os.path.join(REPO, 'tests', 'data', 'vae_golden')
-SHARD_SIZE = 3  # 8 train clips -> shards of 3, 3, 2.
 
 
 def vae_config(workdir):
@@ -30,6 +29,7 @@ def vae_config(workdir):
   config.autoencoder.weights = VAE_DIR
   config.model.patch_size = 2
   config.data.encode_batch_per_device = 2
+  config.data.latents_shard_size = 3  # 8 train clips -> shards of 3, 3, 2.
   config.data.data_dir = os.path.join(workdir, 'data')
   config.data.latents_dir = os.path.join(workdir, 'latents')
   config.train.peak_tflops = 1.0
@@ -43,7 +43,7 @@ def encoded(tmp_path_factory):
   """A complete encode, and one interrupted after its first shard then resumed."""
   root = str(tmp_path_factory.mktemp('latents'))
   config = vae_config(root)
-  encode_latents.encode_latents(config, root, shard_size=SHARD_SIZE)
+  encode_latents.encode_latents(config, root)
   resumed = vae_config(root)
   resumed.data.latents_dir = os.path.join(root, 'resumed')
   written = []
@@ -58,12 +58,12 @@ def encoded(tmp_path_factory):
   latents.write_shard = failing_write
   try:
     with pytest.raises(KeyboardInterrupt):
-      encode_latents.encode_latents(resumed, root, shard_size=SHARD_SIZE)
+      encode_latents.encode_latents(resumed, root)
   finally:
     latents.write_shard = real_write
   first = os.stat(written[0])
   state = dict(files=sorted(os.listdir(os.path.dirname(written[0]))))
-  encode_latents.encode_latents(resumed, root, shard_size=SHARD_SIZE)
+  encode_latents.encode_latents(resumed, root)
   state['first_unchanged'] = os.stat(written[0]).st_mtime_ns == first.st_mtime_ns
   return root, config, resumed, state
 
@@ -92,7 +92,7 @@ def test_processes_split_the_shards(encoded, monkeypatch):
   monkeypatch.setattr(multihost, 'sync', lambda name: None)
   for index, shards in ((1, [1]), (0, [0, 1, 2])):
     monkeypatch.setattr(jax, 'process_index', lambda index=index: index)
-    encode_latents.encode_latents(config, root, shard_size=SHARD_SIZE)
+    encode_latents.encode_latents(config, root)
     assert sorted(_shards(config.data.latents_dir)) == [
         f'shard-0000{k}-of-00003.array_record' for k in shards]
   assert _shards(config.data.latents_dir) == _shards(vae_config(root).data.latents_dir)
@@ -132,14 +132,16 @@ def test_other_settings_are_refused_in_one_line(encoded):
   other = vae_config(root)
   other.seed = 1
   with pytest.raises(errors.UserError, match=r'settings \(seed: stored 0, config 1\)') as info:
-    encode_latents.encode_latents(other, root, shard_size=SHARD_SIZE)
+    encode_latents.encode_latents(other, root)
   assert '\n' not in str(info.value)
   other = vae_config(root)
   other.diffusion.background = 'masked'  # The stored XYZ and masks depend on it.
   with pytest.raises(errors.UserError, match='xyz.background'):
     pipeline.make_dataset(other, 'train', root, from_latents=True)
+  other = vae_config(root)
+  other.data.latents_shard_size = 4
   with pytest.raises(errors.UserError, match='shard_size'):
-    encode_latents.encode_latents(config, root, shard_size=4)
+    encode_latents.encode_latents(other, root)
   empty = vae_config(root)
   empty.data.latents_dir = os.path.join(root, 'none')
   with pytest.raises(errors.UserError, match='run --mode=encode_latents'):
