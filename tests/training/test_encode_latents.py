@@ -202,3 +202,24 @@ def test_training_from_latents_resumes_exactly(encoded):
   assert int(resumed.step) == 4
   for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed.params)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_a_mixture_encodes_every_source(encoded):
+  """synthetic_world + a converted dataset (unknown depth in its top rows): each source's clips
+  in its own shards, the unknown rows out of the latent mask, batches from both sources."""
+  from tests.data import converted_fixture  # pylint: disable=import-outside-toplevel
+  root = encoded[0]
+  converted = converted_fixture.write_converted_dataset(os.path.join(root, 'converted'),
+                                                        counts={'train': 3, 'validation': 1})
+  config = vae_config(root)
+  config.data.sources = f'synthetic_world=0.5,{converted}=0.5'
+  config.data.latents_dir = os.path.join(root, 'mixture')
+  encode_latents.encode_latents(config, root)
+  world, other = latents.open_sources(config, 'train')
+  assert (len(world), len(other)) == (8, 3)
+  # The synthetic world's clips are the single-source encode's: the same bytes.
+  assert _shards(config.data.latents_dir) == _shards(vae_config(root).data.latents_dir)
+  valid = np.stack([other[i]['latent_valid'] for i in range(3)])
+  assert not valid[:, :, 0].any()  # Unknown depth in the top rows: no XYZ loss there.
+  batch = next(iter(pipeline.make_dataset(config, 'train', root, from_latents=True)))
+  assert set(batch['source'].tolist()) == {0, 1}
