@@ -27,9 +27,8 @@ import argparse
 import importlib.util
 import json
 import os
-import time
-
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -39,7 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # noqa: E402  pylint: disable=wrong-import-position
 
 from wvd_jax.data import latents
-from wvd_jax.models import dit, vae, vae_autoencoder
+from wvd_jax.models import autoencoder, dit, vae, vae_autoencoder
 from wvd_jax.training import flops, optimizer, sharding, train
 from wvd_jax.training import state as state_lib
 
@@ -47,8 +46,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def make_autoencoder(config, weights: str, small: bool):
-  """The config's SD VAE: its weights if given, else random weights of its architecture (the
-  tiny VAE for --small); compute in model.compute_dtype, as vae_autoencoder.from_config."""
+  """The config's autoencoder. The SD VAE: its weights if given, else random weights of its
+  architecture (the tiny VAE for --small); compute in model.compute_dtype, as
+  vae_autoencoder.from_config."""
+  if config.autoencoder.kind == 'pixel':
+    return autoencoder.PixelAutoencoder()
   if weights:
     config.autoencoder.weights = weights
     return vae_autoencoder.from_config(config)
@@ -133,8 +135,9 @@ def main():
   if args.small:
     config.data.batch_size = 2
     config.data.num_frames = 2
-    config.data.image_size = 16  # The tiny VAE downsamples by 2: 8x8 latents.
-    config.autoencoder.downsample = 2
+    if config.autoencoder.kind == 'sd_vae':
+      config.data.image_size = 16  # The tiny VAE downsamples by 2: 8x8 latents.
+      config.autoencoder.downsample = 2
     config.model.width, config.model.depth, config.model.num_heads = 64, 2, 4
     config.model.compute_dtype = 'float32'
   for key, value in (('optim.mu_dtype', args.mu_dtype), ('optim.ema_every', args.ema_every)):
@@ -180,7 +183,8 @@ def main():
   result = {
       'benchmark': 'train_step', 'config': args.config + ('(small)' if args.small else ''),
       'data': args.data, 'sample_posterior': train.samples_posterior(config),
-      'frames_encoded_per_sample': 2 * n if args.data == 'pixels' else 0,
+      'frames_encoded_per_sample': (2 * n if args.data == 'pixels' and
+                                    config.autoencoder.kind != 'pixel' else 0),
       'device': jax.devices()[0].device_kind, 'batch': b, 'frames': n, 'tokens': tokens,
       'params_m': sum(x.size for x in jax.tree.leaves(
           jax.eval_shape(lambda: state_lib.create_train_state(config, mesh, tx)[1].params))) / 1e6,
