@@ -26,7 +26,8 @@ h = w = data.image_size / autoencoder.downsample, C = autoencoder.latent_channel
 stride, autoencoder and its weights' sha256, XYZ background handling): a directory is read and
 resumed only by a config with equal settings. Each shard is written atomically
 (files.atomic_path), so an existing shard is complete; a directory is complete when every shard
-of ``clips`` exists.
+of ``clips`` exists. Shards are read by array_record's file reader: a local path (or a mounted
+bucket); writing also takes a remote URI (a local temp file, then copied).
 """
 from __future__ import annotations
 
@@ -203,7 +204,7 @@ class LatentSource:
     self._len = int(stored['clips'][split][source])
     shards = num_shards(self._len, stored['shard_size'])
     self._paths = [shard_path(directory, split, source, k, shards) for k in range(shards)]
-    done = sum(os.path.exists(p) for p in self._paths)
+    done = sum(files.as_path(p).exists() for p in self._paths)
     if done < shards:
       raise errors.UserError(
           f'latents in {directory} are incomplete ({split}, source {source}: {done} of {shards} '
