@@ -127,7 +127,8 @@ def test_shards_hold_the_encoders_posterior(encoded):
   assert float(record['latent_std'].min()) > 0
 
 
-def test_other_settings_are_refused_in_one_line(encoded):
+def test_bad_directories_are_refused_in_one_line(encoded):
+  """Other settings, a damaged shard, no latents: one UserError line each, nothing written."""
   root, config, _, _ = encoded
   other = vae_config(root)
   other.seed = 1
@@ -142,6 +143,16 @@ def test_other_settings_are_refused_in_one_line(encoded):
   other.data.latents_shard_size = 4
   with pytest.raises(errors.UserError, match='shard_size'):
     encode_latents.encode_latents(other, root)
+  # A damaged shard: reading names it (the checkpointed trainer stops there).
+  damaged = vae_config(root)
+  damaged.data.latents_dir = os.path.join(root, 'damaged')
+  shutil.copytree(config.data.latents_dir, damaged.data.latents_dir)
+  shard = os.path.join(damaged.data.latents_dir, 'train', 'source-0',
+                       'shard-00001-of-00003.array_record')
+  os.truncate(shard, os.path.getsize(shard) // 2)
+  source, = latents.open_sources(damaged, 'train')
+  with pytest.raises(errors.UserError, match=f'latent shard {shard}'):
+    source[4]
   empty = vae_config(root)
   empty.data.latents_dir = os.path.join(root, 'none')
   with pytest.raises(errors.UserError, match='run --mode=encode_latents'):

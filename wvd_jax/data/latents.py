@@ -7,15 +7,15 @@ Layout of ``config.data.latents_dir``:
       clips [k * shard_size, (k + 1) * shard_size) of source s (config.data.sources' order) of
       the split, one ArrayRecord record a clip, in the source's stored clip order
 
-A record is the raw bytes of the manifest's ``fields`` concatenated in order (C order, native
+A record is the raw bytes of the manifest's ``fields`` concatenated in order (C order,
 little-endian; no pickle): field (name, dtype, shape) of one clip (N = data.num_frames,
 h = w = data.image_size / autoencoder.downsample, C = autoencoder.latent_channels):
 
   latent_mean   float32 (N, h, w, 2C)  posterior mean, scaled (the autoencoder's encode_posterior),
                                        RGB channels then XYZ (paper eq. 2)
   latent_std    float32 (N, h, w, 2C)  posterior std, scaled: a training latent is mean + std * eps
-  latent_valid  bool (N, h, w)         XYZ in the loss (train.model_inputs: the loss pixels of
-                                       objective.xyz_supervision, a latent valid if its whole cell is)
+  latent_valid  bool (N, h, w)         XYZ in the loss (train.model_inputs: a latent is valid if
+                                       every pixel of its cell is in objective.xyz_supervision's)
   intrinsics    float32 (N, 3, 3)      K of the resized frames, pixels (+0.5 centres)
   cam_to_world  float32 (N, 4, 4)      OpenCV, frame-0 camera frame, normalized translation
   norm_center   float32 (3,), norm_scale float32 ()   undo the per-clip XYZ normalization
@@ -162,11 +162,15 @@ def encode_record(clip: dict[str, np.ndarray], layout) -> bytes:
   """One clip's fields (arrays without a batch axis) as a record's bytes."""
   parts = []
   for name, dtype, shape in layout:
-    value = np.asarray(clip[name], dtype=dtype, order='C')  # (ascontiguousarray makes 0-d 1-d)
+    value = np.asarray(clip[name], dtype=_little_endian(dtype), order='C')  # Keeps 0-d 0-d.
     if value.shape != tuple(shape):
       raise ValueError(f'field {name}: shape {value.shape}, the layout says {tuple(shape)}')
     parts.append(value.tobytes())
   return b''.join(parts)
+
+
+def _little_endian(dtype: str) -> np.dtype:
+  return np.dtype(dtype).newbyteorder('<')
 
 
 def decode_record(record: bytes, layout) -> dict[str, np.ndarray]:
@@ -178,8 +182,8 @@ def decode_record(record: bytes, layout) -> dict[str, np.ndarray]:
     raise ValueError(f'record of {len(record)} bytes, the layout needs {sum(sizes)}')
   out, offset = {}, 0
   for (name, dtype, shape), size in zip(layout, sizes):
-    out[name] = np.frombuffer(record, dtype, count=size // np.dtype(dtype).itemsize,
-                              offset=offset).reshape(shape)
+    out[name] = np.frombuffer(record, _little_endian(dtype),
+                              count=size // np.dtype(dtype).itemsize, offset=offset).reshape(shape)
     offset += size
   return out
 
@@ -218,7 +222,8 @@ class LatentSource:
   def _open(self):
     with _LOCK:
       if self._reader is None:
-        from array_record.python import array_record_data_source  # pylint: disable=import-outside-toplevel
+        from array_record.python import (  # pylint: disable=import-outside-toplevel
+            array_record_data_source)
         self._reader = array_record_data_source.ArrayRecordDataSource(self._paths)
     return self._reader
 

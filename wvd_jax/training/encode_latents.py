@@ -167,5 +167,6 @@ def _store(job: _Job, pixels, encoded, records: list, progress) -> None:
   encoded = jax.device_get(encoded)
   count = len(job.indices)
   for i in range(count):
-    records.append({**{k: pixels[k][i] for k in _METADATA}, **{k: v[i] for k, v in encoded.items()}})
+    records.append({**{k: pixels[k][i] for k in _METADATA},
+                    **{k: v[i] for k, v in encoded.items()}})
   progress.update(count)
