@@ -63,8 +63,12 @@ def encoded(tmp_path_factory):
     latents.write_shard = real_write
   first = os.stat(written[0])
   state = dict(files=sorted(os.listdir(os.path.dirname(written[0]))))
+  # What a kill -9 inside the second shard's write leaves: its temporary file.
+  stale = os.path.join(os.path.dirname(written[0]), '.shard-00001-of-00003.array_recordx1.tmp')
+  open(stale, 'wb').close()
   encode_latents.encode_latents(resumed, root)
   state['first_unchanged'] = os.stat(written[0]).st_mtime_ns == first.st_mtime_ns
+  state['stale_removed'] = not os.path.exists(stale)
   return root, config, resumed, state
 
 
@@ -78,6 +82,7 @@ def test_resumed_encode_equals_uninterrupted(encoded):
   # Interrupted: the first shard complete, nothing half-written.
   assert state['files'] == ['shard-00000-of-00003.array_record']
   assert state['first_unchanged']  # The re-run skipped the finished shard.
+  assert state['stale_removed']  # And removed what a killed write left.
   done = _shards(config.data.latents_dir)
   assert sorted(done) == [f'shard-0000{k}-of-00003.array_record' for k in range(3)]
   assert _shards(resumed.data.latents_dir) == done  # Bit for bit.

@@ -149,6 +149,19 @@ def claim(directory: str, wanted: dict) -> None:
       json.dump(wanted, f, indent=1, sort_keys=True)
 
 
+def remove_partial_shards(directory: str) -> list[str]:
+  """Deletes the temporary files of shards a killed encode left half-written (files.atomic_path
+  names them .<shard name>...tmp beside the shards); returns their paths. Call it only while no
+  encode writes into ``directory``."""
+  removed = []
+  root = files.as_path(directory)
+  for split in SPLITS:
+    for path in (root / split).glob('source-*/.shard-*.tmp') if (root / split).exists() else ():
+      path.unlink()
+      removed.append(os.fspath(path))
+  return removed
+
+
 def shard_path(directory: str, split: str, source: int, shard: int, num_shards: int) -> str:
   return os.fspath(files.as_path(directory) / split / f'source-{source}'
                    / f'shard-{shard:05d}-of-{num_shards:05d}.array_record')

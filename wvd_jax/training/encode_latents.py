@@ -111,8 +111,10 @@ def encode_latents(config, workdir: str) -> str:
       split: [len(clips[(split, s)]) for s in range(num_sources)] for split in latents.SPLITS})
   latents.check_manifest(directory, wanted)  # Every process refuses other settings alike.
   multihost.sync('encode_latents: manifest checked')
-  if multihost.is_primary():
+  if multihost.is_primary():  # Nothing writes until every process has passed the next barrier.
     latents.claim(directory, wanted)
+    for path in latents.remove_partial_shards(directory):
+      logging.info('encode_latents: removed %s, left by an interrupted run', path)
   multihost.sync('encode_latents: manifest written')
 
   # This process's unfinished shards: (split, source, shard, first clip, end clip).
