@@ -40,9 +40,10 @@ def main():
   config = train_step.load_config(args.config)
   if args.small:
     config.data.num_frames = 2
-    config.data.image_size = 16
     config.data.encode_batch_per_device = 2
-    config.autoencoder.downsample = 2
+    if config.autoencoder.kind == 'sd_vae':
+      config.data.image_size = 16
+      config.autoencoder.downsample = 2
     config.model.compute_dtype = 'float32'
   if args.batch_per_device:
     config.data.encode_batch_per_device = args.batch_per_device

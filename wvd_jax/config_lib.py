@@ -86,6 +86,7 @@ def base_config() -> ml_collections.ConfigDict:
   # frame window and XYZ normalization are fixed at encode time (README: Cached latents).
   config.data.latents_dir = ''
   config.data.encode_batch_per_device = 4  # Clips a device encodes at once (encode_latents).
+  config.data.latents_shard_size = 256  # Clips a latent shard (wvd_2b: 0.53 MB a clip).
 
   config.autoencoder = ml_collections.ConfigDict()
   config.autoencoder.kind = 'pixel'  # 'pixel' (identity) or 'sd_vae'.
@@ -295,6 +296,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            f'must be >= 0 (0: off), got {d.motion_curriculum_steps}')
   _require(d.render_workers >= 0, 'data.render_workers', 'must be >= 0')
   _require(d.encode_batch_per_device > 0, 'data.encode_batch_per_device', 'must be positive')
+  _require(d.latents_shard_size > 0, 'data.latents_shard_size', 'must be positive')
   _require(0.0 <= d.object_fraction <= 1.0, 'data.object_fraction', 'must be in [0, 1]')
   _require(d.render_frames == 0 or d.render_frames >= (d.num_frames - 1) * d.max_frame_stride + 1,
            'data.render_frames', f'must be 0 (auto) or >= (num_frames - 1) * max_frame_stride '

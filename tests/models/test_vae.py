@@ -265,7 +265,8 @@ def test_autoencoder_scaling_shift_and_sampling():
     eps = jax.random.normal(rng, mean.shape)
     latents = ae.encode(x)
     return dict(mean=mean, logvar=logvar, eps=eps, latents=latents, sample=ae.encode(x, rng),
-                decoded=ae.decode(latents), stub_decoded=_StubVAE().decode(mean))
+                posterior=ae.encode_posterior(x), decoded=ae.decode(latents),
+                stub_decoded=_StubVAE().decode(mean))
 
   x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 8, 8, 3)).astype(np.float32)
   # An 'rbg' key: threefry's XLA compilation alone takes seconds on a small CPU.
@@ -277,6 +278,10 @@ def test_autoencoder_scaling_shift_and_sampling():
       r['sample'].reshape(6, 4, 4, 4),
       (r['mean'] + np.exp(0.5 * r['logvar']) * r['eps'] - 0.25) * 1.5, rtol=1e-5, atol=1e-6)
   assert not np.allclose(r['sample'], r['latents'])
+  # The scaled posterior (cached latents): the mean is encode's, the std exp(logvar / 2) * 1.5.
+  np.testing.assert_array_equal(r['posterior'][0], r['latents'])
+  np.testing.assert_allclose(r['posterior'][1].reshape(6, 4, 4, 4),
+                             np.exp(0.5 * r['logvar']) * 1.5, rtol=1e-6)
   # decode: z = latents / 1.5 + 0.25 = mean, then the stub's decoder.
   assert r['decoded'].shape == (2, 3, 8, 8, 3)
   np.testing.assert_allclose(r['decoded'].reshape(6, 8, 8, 3), r['stub_decoded'], rtol=1e-6,

@@ -7,15 +7,15 @@ Layout of ``config.data.latents_dir``:
       clips [k * shard_size, (k + 1) * shard_size) of source s (config.data.sources' order) of
       the split, one ArrayRecord record a clip, in the source's stored clip order
 
-A record is the raw bytes of the manifest's ``fields`` concatenated in order (C order, native
+A record is the raw bytes of the manifest's ``fields`` concatenated in order (C order,
 little-endian; no pickle): field (name, dtype, shape) of one clip (N = data.num_frames,
 h = w = data.image_size / autoencoder.downsample, C = autoencoder.latent_channels):
 
   latent_mean   float32 (N, h, w, 2C)  posterior mean, scaled (the autoencoder's encode_posterior),
                                        RGB channels then XYZ (paper eq. 2)
   latent_std    float32 (N, h, w, 2C)  posterior std, scaled: a training latent is mean + std * eps
-  latent_valid  bool (N, h, w)         XYZ in the loss (train.model_inputs: the loss pixels of
-                                       objective.xyz_supervision, a latent valid if its whole cell is)
+  latent_valid  bool (N, h, w)         XYZ in the loss (train.model_inputs: a latent is valid if
+                                       every pixel of its cell is in objective.xyz_supervision's)
   intrinsics    float32 (N, 3, 3)      K of the resized frames, pixels (+0.5 centres)
   cam_to_world  float32 (N, 4, 4)      OpenCV, frame-0 camera frame, normalized translation
   norm_center   float32 (3,), norm_scale float32 ()   undo the per-clip XYZ normalization
@@ -26,10 +26,12 @@ h = w = data.image_size / autoencoder.downsample, C = autoencoder.latent_channel
 stride, autoencoder and its weights' sha256, XYZ background handling): a directory is read and
 resumed only by a config with equal settings. Each shard is written atomically
 (files.atomic_path), so an existing shard is complete; a directory is complete when every shard
-of ``clips`` exists.
+of ``clips`` exists. Shards are read by array_record's file reader: a local path (or a mounted
+bucket); writing also takes a remote URI (a local temp file, then copied).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -60,16 +62,23 @@ def fields(config) -> list[tuple[str, str, tuple[int, ...]]]:
 
 
 def weights_digest(path: str) -> str:
-  """sha256 over a weights file, or over a directory's files (names and bytes, sorted)."""
+  """sha256 over a weights file, or over a directory's files (names and bytes, sorted); cached
+  per process for unchanged files (names, sizes, modification times)."""
   root = files.as_path(path)
   if not root.exists():
     raise errors.UserError(f'config.autoencoder.weights={path} does not exist')
   paths = [root] if root.is_file() else sorted(
       p for p in root.iterdir() if p.is_file() and not p.name.startswith('.'))
+  return _digest(tuple((os.fspath(p), p.stat().length, p.stat().mtime) for p in paths))
+
+
+@functools.lru_cache(maxsize=8)
+def _digest(listing: tuple) -> str:
   digest = hashlib.sha256()
-  for p in paths:
-    digest.update(p.name.encode() + b'\0')
-    with p.open('rb') as f:
+  for path, _, _ in listing:
+    path = files.as_path(path)
+    digest.update(path.name.encode() + b'\0')
+    with path.open('rb') as f:
       while chunk := f.read(1 << 24):
         digest.update(chunk)
   return digest.hexdigest()
@@ -141,6 +150,19 @@ def claim(directory: str, wanted: dict) -> None:
       json.dump(wanted, f, indent=1, sort_keys=True)
 
 
+def remove_partial_shards(directory: str) -> list[str]:
+  """Deletes the temporary files of shards a killed encode left half-written (files.atomic_path
+  names them .<shard name>...tmp beside the shards); returns their paths. Call it only while no
+  encode writes into ``directory``."""
+  removed = []
+  root = files.as_path(directory)
+  for split in SPLITS:
+    for path in (root / split).glob('source-*/.shard-*.tmp') if (root / split).exists() else ():
+      path.unlink()
+      removed.append(os.fspath(path))
+  return removed
+
+
 def shard_path(directory: str, split: str, source: int, shard: int, num_shards: int) -> str:
   return os.fspath(files.as_path(directory) / split / f'source-{source}'
                    / f'shard-{shard:05d}-of-{num_shards:05d}.array_record')
@@ -154,11 +176,15 @@ def encode_record(clip: dict[str, np.ndarray], layout) -> bytes:
   """One clip's fields (arrays without a batch axis) as a record's bytes."""
   parts = []
   for name, dtype, shape in layout:
-    value = np.asarray(clip[name], dtype=dtype, order='C')  # (ascontiguousarray makes 0-d 1-d)
+    value = np.asarray(clip[name], dtype=_little_endian(dtype), order='C')  # Keeps 0-d 0-d.
     if value.shape != tuple(shape):
       raise ValueError(f'field {name}: shape {value.shape}, the layout says {tuple(shape)}')
     parts.append(value.tobytes())
   return b''.join(parts)
+
+
+def _little_endian(dtype: str) -> np.dtype:
+  return np.dtype(dtype).newbyteorder('<')
 
 
 def decode_record(record: bytes, layout) -> dict[str, np.ndarray]:
@@ -170,8 +196,8 @@ def decode_record(record: bytes, layout) -> dict[str, np.ndarray]:
     raise ValueError(f'record of {len(record)} bytes, the layout needs {sum(sizes)}')
   out, offset = {}, 0
   for (name, dtype, shape), size in zip(layout, sizes):
-    out[name] = np.frombuffer(record, dtype, count=size // np.dtype(dtype).itemsize,
-                              offset=offset).reshape(shape)
+    out[name] = np.frombuffer(record, _little_endian(dtype),
+                              count=size // np.dtype(dtype).itemsize, offset=offset).reshape(shape)
     offset += size
   return out
 
@@ -196,7 +222,7 @@ class LatentSource:
     self._len = int(stored['clips'][split][source])
     shards = num_shards(self._len, stored['shard_size'])
     self._paths = [shard_path(directory, split, source, k, shards) for k in range(shards)]
-    done = sum(os.path.exists(p) for p in self._paths)
+    done = sum(files.as_path(p).exists() for p in self._paths)
     if done < shards:
       raise errors.UserError(
           f'latents in {directory} are incomplete ({split}, source {source}: {done} of {shards} '
@@ -210,7 +236,8 @@ class LatentSource:
   def _open(self):
     with _LOCK:
       if self._reader is None:
-        from array_record.python import array_record_data_source  # pylint: disable=import-outside-toplevel
+        from array_record.python import (  # pylint: disable=import-outside-toplevel
+            array_record_data_source)
         self._reader = array_record_data_source.ArrayRecordDataSource(self._paths)
     return self._reader
 

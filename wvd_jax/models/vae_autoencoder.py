@@ -74,10 +74,7 @@ class VAEAutoencoder(nnx.Module):
     H and W must be multiples of ``downsample``. With ``rng`` (a PRNG key) the latent is a
     sample of the posterior, else its mean.
     """
-    if images.ndim < 4 or images.shape[-1] != 3:
-      raise ValueError(f'images must have shape (..., H, W, 3), got {images.shape}')
-    lead = images.shape[:-3]
-    mean, logvar = self.vae.encode(images.reshape((-1,) + images.shape[-3:]))
+    mean, logvar, lead = self._posterior(images)
     z = mean
     if rng is not None:
       z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mean.shape, mean.dtype)
@@ -88,13 +85,18 @@ class VAEAutoencoder(nnx.Module):
     """(..., H, W, 3) in [-1, 1] -> the scaled posterior's (mean, std), each
     (..., H/f, W/f, latent_channels) float32: a scaled latent sample is mean + std * eps (the
     scaled mean is ``encode(images)``; std = exp(logvar / 2) * scaling_factor)."""
-    if images.ndim < 4 or images.shape[-1] != 3:
-      raise ValueError(f'images must have shape (..., H, W, 3), got {images.shape}')
-    lead = images.shape[:-3]
-    mean, logvar = self.vae.encode(images.reshape((-1,) + images.shape[-3:]))
+    mean, logvar, lead = self._posterior(images)
     mean = (mean - self.shift_factor) * self.scaling_factor
     std = jnp.exp(0.5 * logvar) * self.scaling_factor
     return mean.reshape(lead + mean.shape[1:]), std.reshape(lead + std.shape[1:])
+
+  def _posterior(self, images: jax.Array) -> tuple[jax.Array, jax.Array, tuple[int, ...]]:
+    """The VAE's unscaled (mean, logvar) of images (..., H, W, 3) flattened to one batch axis,
+    and the leading axes to restore."""
+    if images.ndim < 4 or images.shape[-1] != 3:
+      raise ValueError(f'images must have shape (..., H, W, 3), got {images.shape}')
+    mean, logvar = self.vae.encode(images.reshape((-1,) + images.shape[-3:]))
+    return mean, logvar, images.shape[:-3]
 
   def decode(self, latents: jax.Array) -> jax.Array:
     """Scaled latents (..., h, w, latent_channels) -> images (..., h*f, w*f, 3) float32."""

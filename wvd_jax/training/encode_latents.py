@@ -12,8 +12,8 @@ autoencoder's posterior (mean, std) for its RGB and XYZ frames: exactly what the
 encodes from pixels. Stored: the posterior mean and std, so that training still draws
 z = mean + std * eps every step (autoencoder.sample_posterior), as from pixels.
 
-How: the clips are cut into shards of ``shard_size``; process p of P encodes shards c with
-c % P == p (c counts the shards of every split and source) on its own devices: a batch of
+How: the clips are cut into shards of data.latents_shard_size; process p of P encodes shards c
+with c % P == p (c counts the shards of every split and source) on its own devices: a batch of
 data.encode_batch_per_device clips per device, split over them by the data axis, through one
 jitted function with the VAE parameters as arguments. The clips are read and prepared by grain
 (data.worker_count processes, or threads) while the devices encode. Each shard is written
@@ -38,7 +38,6 @@ from wvd_jax.data import latents, pipeline
 from wvd_jax.models import autoencoder as autoencoder_lib
 from wvd_jax.training import sharding, train
 
-SHARD_SIZE = 256  # Clips a shard (wvd_2b: ~0.5 MB a clip, ~135 MB a shard).
 _PIXEL_KEYS = ('rgb', 'xyz', 'mask', 'xyz_valid')  # What the encoder reads; the rest is stored.
 _METADATA = ('intrinsics', 'cam_to_world', 'norm_center', 'norm_scale', 'clip', 'frame_indices')
 
@@ -61,7 +60,8 @@ def make_encode_fn(config, autoencoder, mesh):
   batch_sh, rep = sharding.batch_sharding(mesh), sharding.replicated(mesh)
   jitted = jax.jit(encode, in_shardings=(rep, batch_sh), out_shardings=batch_sh)
   params = jax.device_put(params, rep)
-  return lambda batch: jitted(params, {k: batch[k] for k in _PIXEL_KEYS})
+  # device_put: jit refuses numpy inputs with a non-trivial sharding in multi-process jobs.
+  return lambda batch: jitted(params, jax.device_put({k: batch[k] for k in _PIXEL_KEYS}, batch_sh))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +95,7 @@ def _jobs(shards, batch: int) -> list[_Job]:
   return jobs
 
 
-def encode_latents(config, workdir: str, *, shard_size: int = SHARD_SIZE) -> str:
+def encode_latents(config, workdir: str) -> str:
   """Encodes the config's training clips into config.data.latents_dir (module docstring);
   returns the directory. Resumes an interrupted run with the same settings."""
   directory = config.data.latents_dir
@@ -103,6 +103,7 @@ def encode_latents(config, workdir: str, *, shard_size: int = SHARD_SIZE) -> str
     raise errors.UserError('--mode=encode_latents writes into config.data.latents_dir: set it '
                            '(--config.data.latents_dir=DIR), then train with the same value')
   latents.check_settings(config)  # Before the (maybe long) first render of the world.
+  shard_size = config.data.latents_shard_size
   num_sources = len(config_lib.data_sources(config))
   clips = {(split, s): pipeline.fixed_window_clips(config, split, workdir, s)
            for split in latents.SPLITS for s in range(num_sources)}
@@ -110,8 +111,10 @@ def encode_latents(config, workdir: str, *, shard_size: int = SHARD_SIZE) -> str
       split: [len(clips[(split, s)]) for s in range(num_sources)] for split in latents.SPLITS})
   latents.check_manifest(directory, wanted)  # Every process refuses other settings alike.
   multihost.sync('encode_latents: manifest checked')
-  if multihost.is_primary():
+  if multihost.is_primary():  # Nothing writes until every process has passed the next barrier.
     latents.claim(directory, wanted)
+    for path in latents.remove_partial_shards(directory):
+      logging.info('encode_latents: removed %s, left by an interrupted run', path)
   multihost.sync('encode_latents: manifest written')
 
   # This process's unfinished shards: (split, source, shard, first clip, end clip).
@@ -166,5 +169,6 @@ def _store(job: _Job, pixels, encoded, records: list, progress) -> None:
   encoded = jax.device_get(encoded)
   count = len(job.indices)
   for i in range(count):
-    records.append({**{k: pixels[k][i] for k in _METADATA}, **{k: v[i] for k, v in encoded.items()}})
+    records.append({**{k: pixels[k][i] for k in _METADATA},
+                    **{k: v[i] for k, v in encoded.items()}})
   progress.update(count)
