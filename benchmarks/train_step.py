@@ -46,15 +46,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def make_autoencoder(config, weights: str, small: bool):
-<<<<<<< ours
-  """The config's SD VAE: its weights if given, else random weights of its architecture (the
-  tiny VAE for --small); compute in model.compute_dtype, as vae_autoencoder.from_config.
-  Pixel-space configs (configs/small.py) get their identity autoencoder."""
-=======
   """The config's autoencoder. The SD VAE: its weights if given, else random weights of its
   architecture (the tiny VAE for --small); compute in model.compute_dtype, as
   vae_autoencoder.from_config."""
->>>>>>> theirs
   if config.autoencoder.kind == 'pixel':
     return autoencoder.PixelAutoencoder()
   if weights:
@@ -205,13 +199,8 @@ def main():
   result = {
       'benchmark': 'train_step', 'config': args.config + ('(small)' if args.small else ''),
       'data': args.data, 'sample_posterior': train.samples_posterior(config),
-<<<<<<< ours
-      'frames_encoded_per_sample': (2 * n if args.data == 'pixels' and config.autoencoder.kind != 'pixel'
-                                    else 0),
-=======
       'frames_encoded_per_sample': (2 * n if args.data == 'pixels' and
                                     config.autoencoder.kind != 'pixel' else 0),
->>>>>>> theirs
       'device': jax.devices()[0].device_kind, 'batch': b, 'frames': n, 'tokens': tokens,
       'params_m': sum(x.size for x in jax.tree.leaves(
           jax.eval_shape(lambda: state_lib.create_train_state(config, mesh, tx)[1].params))) / 1e6,
