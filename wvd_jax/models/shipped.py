@@ -259,8 +259,7 @@ def main(argv=None) -> int:
       print(f'{args.model}: ok ({manifest["parameters"]:,} parameters as {manifest["dtype"]}, '
             f'{len(manifest["parts"])} parts, sha256 {manifest["sha256"]})')
   except errors.UserError as e:
-    print(f'error: {" ".join(str(e).split())}', file=sys.stderr)
-    return 2
+    return errors.print_one_line(e)
   return 0
 
 

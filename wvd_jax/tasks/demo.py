@@ -157,8 +157,7 @@ def main(argv=None) -> int:
                              f'>= 1 and --frames ({args.frames}) >= 2')
     run(args.model, args.output, steps=args.steps, frames=args.frames, chunks=args.chunks)
   except errors.UserError as e:
-    print(f'error: {" ".join(str(e).split())}', file=sys.stderr)
-    return 2
+    return errors.print_one_line(e)
   return 0
 
 
