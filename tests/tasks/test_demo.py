@@ -25,7 +25,7 @@ def test_shipped_model_beats_constant_depth():
   settings) beats constant depth on its rendered truth (AbsRel after median scaling)."""
   manifest = shipped.read_manifest(MODEL)
   shipped.read_weights(MODEL, manifest)  # Every part's and the whole file's SHA-256.
-  config = demo.demo_config(MODEL, steps=8, frames=4)
+  config = demo.demo_config(MODEL, steps=demo.STEPS, frames=demo.FRAMES)
   wvd = api.WVD.load(MODEL, config)
   clip = demo.held_out_clip(config, index=0)
   rec = wvd.monocular_depth(clip['rgb'][0].astype(np.float32) / 127.5 - 1.0)

@@ -52,6 +52,7 @@ DEFAULT_MODEL = 'pretrained/wvd_small'
 # download (eagle) or are not scenes (microscopy, text, coins). coffee has clear depth: a cup in
 # front of a table and a wall.
 PHOTO = 'coffee'
+STEPS, FRAMES, CHUNKS = 4, 4, 2  # The demo's speed settings (module docstring).
 
 
 def demo_config(model: str, *, steps: int, frames: int):
@@ -99,7 +100,8 @@ def _log(message: str, start: float):
   print(f'[{time.time() - start:5.1f} s] {message}', flush=True)
 
 
-def run(model: str, output: str, *, steps: int = 4, frames: int = 4, chunks: int = 2) -> dict:
+def run(model: str, output: str, *, steps: int = STEPS, frames: int = FRAMES,
+        chunks: int = CHUNKS) -> dict:
   """Runs every task (module docstring); returns {input: {task: result}}."""
   start = time.time()
   poses = chunks * (frames - 1) + 1  # The input's camera, then whole chunks.
@@ -140,9 +142,9 @@ def main(argv=None) -> int:
   parser.add_argument('--model', default=DEFAULT_MODEL,
                       help='a shipped model directory or an exported checkpoint')
   parser.add_argument('--output', default='workdir/demo')
-  parser.add_argument('--steps', type=int, default=4, help='DDIM steps per sampled video')
-  parser.add_argument('--frames', type=int, default=4, help='frames per sampled video')
-  parser.add_argument('--chunks', type=int, default=2,
+  parser.add_argument('--steps', type=int, default=STEPS, help='DDIM steps per sampled video')
+  parser.add_argument('--frames', type=int, default=FRAMES, help='frames per sampled video')
+  parser.add_argument('--chunks', type=int, default=CHUNKS,
                       help='camera control: chunks of frames - 1 new views')
   args = parser.parse_args(argv)
   # Compiled programs are kept (JAX's persistent cache) beside the outputs: a second run skips
