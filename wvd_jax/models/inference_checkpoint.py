@@ -19,7 +19,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from wvd_jax import errors, files, multihost
-from wvd_jax.models import builder, checkpoint_reader, shipped
+from wvd_jax.models import builder, checkpoint_reader
 
 
 def save(path: str | os.PathLike, config: ml_collections.ConfigDict, params) -> None:
@@ -66,7 +66,9 @@ def load(path: str, config: ml_collections.ConfigDict | None = None):
   errors); runtime settings (remat, scan_layers, dtypes) may differ. A shipped model's directory
   (models/shipped.py: manifest.json and weight parts) loads through shipped.load.
   """
-  if files.is_local(path) and shipped.is_shipped(path):
+  if files.is_local(path) and os.path.isfile(os.path.join(os.fspath(path), 'manifest.json')):
+    # Imported here: saving and reading exports never need safetensors.
+    from wvd_jax.models import shipped  # pylint: disable=import-outside-toplevel
     return shipped.load(path, config)
   stored = load_config(path)
   if config is not None:

@@ -44,10 +44,10 @@ import safetensors.numpy
 from flax import nnx
 
 from wvd_jax import errors, files
-from wvd_jax.models import builder, checkpoint_reader
+from wvd_jax.models import builder, checkpoint_reader, inference_checkpoint
 
 FORMAT, VERSION = 'wvd_jax.shipped', 1
-MANIFEST = 'manifest.json'
+MANIFEST = 'manifest.json'  # Its presence marks a shipped model (inference_checkpoint.load).
 PART_PREFIX = 'weights.safetensors.part-'
 MAX_PART_BYTES = 16 * 2 ** 20
 MAX_MODEL_BYTES = 60 * 10 ** 6  # The repository's budget for one shipped model.
@@ -108,8 +108,6 @@ def pack(export: str | os.PathLike, output: str | os.PathLike, dtype: str = 'aut
          ) -> dict:
   """Packs the exported checkpoint ``export`` (--mode=export) into the directory ``output``
   (``pack_params``); returns the manifest."""
-  # inference_checkpoint imports this module (its load reads shipped models too).
-  from wvd_jax.models import inference_checkpoint  # pylint: disable=import-outside-toplevel
   _check_output(output)
   config, _, params = inference_checkpoint.load(os.fspath(export))
   return pack_params(config, params, output, dtype, source=os.fspath(export), **kwargs)
