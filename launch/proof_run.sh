@@ -10,8 +10,8 @@
 #   launch/proof_run.sh finish RUN_DIR [OUT]     # compare the reports; pack them into OUT
 #
 # One sequence of steps, each over ALL GPUs of the machine (data parallel: config.mesh.data = -1
-# spans every visible device): train WVD, train RGB-only, then evaluate WVD and RGB-only (eval
-# samples are spread over the GPUs too). `start` detaches the sequence so that it outlives the
+# spans every visible device): train and export WVD, train and export RGB-only, then evaluate
+# WVD and RGB-only (eval samples are spread over the GPUs too). `start` detaches the sequence so that it outlives the
 # calling shell (a device call of limited length); `watch` and `finish` can then be called as
 # often as needed. Extra config overrides for every step: PROOF_OVERRIDES (e.g. a tiny CPU
 # rehearsal, or --config.train.max_minutes=...). Extra evaluations: PROOF_LANGEVIN="0 1 2"
@@ -20,7 +20,8 @@
 # evaluation RUN_DIR/NAME/eval/. Results: RUN_DIR/{wvd,rgb_only}/eval*/ (report.md, plots,
 # gallery) and RUN_DIR/comparison.md (every evaluation side by side); with OUT, archives of those
 # and of the logs are written there, also when a run is unfinished or failed (then `finish`
-# exits 1).
+# exits 1), and WVD's export packed as the repository's shipped model, OUT/wvd_small
+# (python -m wvd_jax.models.shipped pack: at most 60 MB in parts of <= 16 MiB).
 set -uo pipefail
 PHASE=${1:?phase: all, start, watch or finish}; RUN=${2:?run directory}
 PY=${PYTHON:-python3}
@@ -41,9 +42,11 @@ render() {  # every split once, before the runs read them
 }
 
 step() {  # name mode: one step of a run; its exit status goes to RUN/name.mode.rc
-  # mode: train, eval, or eval_langevinK (eval with K corrector steps, its own output directory).
+  # mode: train, export, eval, or eval_langevinK (eval with K corrector steps, its own output
+  # directory).
   local name=$1 mode=$2 rc args=(--mode=train)
   case $mode in
+    export) args=(--mode=export) ;;
     eval) args=(--mode=eval) ;;
     eval_langevin*) args=(--mode=eval "--config.sample.langevin_steps=${mode#eval_langevin}"
                           "--config.eval.output_dir=$RUN/$name/$mode") ;;
@@ -57,7 +60,7 @@ step() {  # name mode: one step of a run; its exit status goes to RUN/name.mode.
 
 sequence() {  # every model's training, then every model's evaluations; stops at a failure
   local name mode
-  for name in "${NAMES[@]}"; do step "$name" train || return 1; done
+  for name in "${NAMES[@]}"; do step "$name" train && step "$name" export || return 1; done
   for name in "${NAMES[@]}"; do
     for mode in "${EVALS[@]}"; do step "$name" "$mode" || return 1; done
   done
@@ -76,7 +79,7 @@ steps() {  # [detach]: the sequence on all GPUs
 
 state() {  # name -> done | failed | running | waiting (rc files of its steps)
   local name=$1 mode
-  for mode in train "${EVALS[@]}"; do
+  for mode in train export "${EVALS[@]}"; do
     if [ ! -f "$RUN/$name.$mode.rc" ]; then
       [ -f "$RUN/$name.$mode.log" ] && echo running || echo waiting; return
     fi
@@ -128,6 +131,10 @@ finish() {  # [OUT]: compare and pack what there is
     logs=($(ls "${logs[@]}" "$RUN"/sequence.log 2>/dev/null | sed "s|^$RUN/||"))
     [ ${#logs[@]} -gt 0 ] && tar czf "$out/logs.tgz" -C "$RUN" "${logs[@]}"
     [ -f "$RUN/comparison.md" ] && cp "$RUN/comparison.md" "$out/"
+    if [ -d "$RUN/wvd/export" ] && [ ! -d "$out/wvd_small" ]; then
+      "$PY" -m wvd_jax.models.shipped pack "--export=$RUN/wvd/export" "--output=$out/wvd_small" \
+        || ok=1
+    fi
   fi
   return $ok
 }

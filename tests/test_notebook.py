@@ -17,7 +17,8 @@ from nbclient import NotebookClient
 from tests.conftest import REPO
 
 NOTEBOOK = os.path.join(REPO, 'notebooks', 'demo.ipynb')
-PARAMETERS = {'CONFIG', 'TRAIN_STEPS', 'CHECKPOINT', 'WORKDIR', 'IMAGE_PATH', 'VIEWS_DIR', 'TINY'}
+PARAMETERS = {'CONFIG', 'TRAIN_STEPS', 'CHECKPOINT', 'SAMPLE_STEPS', 'WORKDIR', 'IMAGE_PATH',
+              'VIEWS_DIR', 'TINY'}
 
 
 def _notebook():
@@ -46,7 +47,8 @@ def test_parameters_cell_defaults():
   values = {}
   exec(nb.cells[_parameters_index(nb)].source, {}, values)  # pylint: disable=exec-used
   assert set(values) == PARAMETERS
-  assert values['TINY'] is False and values['CHECKPOINT'] == '' and values['CONFIG'] == 'demo'
+  assert values['TINY'] is False and values['CONFIG'] == 'demo'
+  assert values['CHECKPOINT'] == 'pretrained/wvd_small'  # The model `make demo` uses.
 
 
 def _setup_source():

@@ -8,3 +8,11 @@ keeps its traceback. A message names the problem (the file, key or value) and th
 
 class UserError(Exception):
   """A problem in what the user gave (a file, flag, config value, checkpoint); not a bug."""
+
+
+def print_one_line(error: UserError) -> int:
+  """Prints ``error: <the message on one line>`` to stderr, as every command line of the project
+  ends a user error; returns the exit status for it (2)."""
+  import sys  # pylint: disable=g-import-not-at-top
+  print(f'error: {" ".join(str(error).split())}', file=sys.stderr, flush=True)
+  return 2

@@ -27,7 +27,7 @@ def _step(run, name, mode, rc=None, log='step log\n'):
 
 
 def _evaluated(run, name):
-  for mode in ('train', 'eval'):
+  for mode in ('train', 'export', 'eval'):
     _step(run, name, mode, rc=0)
   (run / name / 'eval').mkdir(parents=True)
   shutil.copy(os.path.join(RESULTS, f'results_{name}.json'), run / name / 'eval' / 'results.json')
@@ -96,11 +96,16 @@ def test_unknown_phase_is_refused(tmp_path):
 
 def test_langevin_variants_are_steps_of_each_model(tmp_path):
   """PROOF_LANGEVIN adds eval_langevinK steps: a model is done only with them, and finish
-  compares and packs every evaluation."""
+  compares and packs every evaluation, and WVD's export as the shipped model."""
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from tests.conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  from wvd_jax.models import builder, inference_checkpoint  # pylint: disable=import-outside-toplevel
   run, out = tmp_path / 'run', tmp_path / 'out'
   run.mkdir()
   for name in ('wvd', 'rgb_only'):
     _evaluated(run, name)
+  inference_checkpoint.save(run / 'wvd' / 'export', tiny_config(),
+                            nnx.to_pure_dict(nnx.state(builder.build_model(tiny_config()))))
   env = dict(os.environ, PYTHON=sys.executable, PATH='/usr/bin:/bin', PROOF_LANGEVIN='1')
 
   def proof_run(*args):
@@ -122,3 +127,4 @@ def test_langevin_variants_are_steps_of_each_model(tmp_path):
     assert {'eval/results.json', 'eval_langevin1/results.json'} <= set(archive.getnames())
   with tarfile.open(out / 'logs.tgz') as archive:
     assert 'wvd.eval_langevin1.log' in archive.getnames()
+  assert (out / 'wvd_small' / 'manifest.json').is_file()

@@ -223,11 +223,12 @@ def _sample(apply_fn, params, rng, known, known_mask, cond_mask, settings, *, sc
     t = 1.0 - i.astype(jnp.float32) / num_steps.astype(jnp.float32)
     s = 1.0 - (i + 1).astype(jnp.float32) / num_steps.astype(jnp.float32)
     if schedule.per_modality:  # (2C,) levels: RGB and XYZ each at their own level of t.
-      logsnr_t, logsnr_s = schedule.channel_logsnr(t, channels), schedule.channel_logsnr(s, channels)
+      logsnr_t = schedule.channel_logsnr(t, channels)
+      logsnr_s = schedule.channel_logsnr(s, channels)
     else:
       logsnr_t, logsnr_s = schedule.logsnr(t), schedule.logsnr(s)
-    (alpha_t, sigma_t) = schedules.alpha_sigma(logsnr_t)
-    (alpha_s, sigma_s) = schedules.alpha_sigma(logsnr_s)
+    alpha_t, sigma_t = schedules.alpha_sigma(logsnr_t)
+    alpha_s, sigma_s = schedules.alpha_sigma(logsnr_s)
     impose_key, noise_key = jax.random.split(jax.random.fold_in(rng_loop, j))
     # Known parts <- a fresh forward sample at this level (clean conditions included; the
     # conditional network input swaps those for their clean value in ``denoise``).

@@ -25,7 +25,7 @@ def clip_statistics(normalized: np.ndarray, surface: np.ndarray) -> dict:
   Returns:
     dict of numbers: ``points`` (surface points), ``clipped`` (points with some |coordinate|
     > 1, which clipping moves), ``excess`` (float array, max |coordinate| - 1 of each clipped
-    point: how far outside the box, in units of the box's half-side), ``shift`` (float array,
+    point: how far outside [-1, 1], in normalized units), ``shift`` (float array,
     the distance each clipped point moves, same units), ``at_sentinel`` (points that the
     background test calls background after clipping), ``at_sentinel_unclipped`` (of those,
     the ones that were inside the box: real geometry in the sentinel's corner).

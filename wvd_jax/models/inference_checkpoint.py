@@ -7,6 +7,7 @@ It is written under a temporary name (.<name>.tmp) and renamed when complete; in
 job every process calls ``save`` with its shards of the parameters and process 0 finishes the
 directory. ``path`` may be a URI (gs://...). Loading checks that the stored model matches the
 model section of the caller's config, if one is given, and gives every process a whole copy.
+``load`` also reads a shipped model (models/shipped.py: the packed form kept in pretrained/).
 """
 from __future__ import annotations
 
@@ -62,8 +63,13 @@ def load(path: str, config: ml_collections.ConfigDict | None = None):
 
   If ``config`` is given, its architecture (checkpoint_reader.ARCHITECTURE_KEYS) must equal the
   stored one (a checkpoint of another model would otherwise fail deep inside orbax with shape
-  errors); runtime settings (remat, scan_layers, dtypes) may differ.
+  errors); runtime settings (remat, scan_layers, dtypes) may differ. A shipped model's directory
+  (models/shipped.py: manifest.json and weight parts) loads through shipped.load.
   """
+  if files.is_local(path) and os.path.isfile(os.path.join(os.fspath(path), 'manifest.json')):
+    # Imported here: saving and reading exports never need safetensors.
+    from wvd_jax.models import shipped  # pylint: disable=import-outside-toplevel
+    return shipped.load(path, config)
   stored = load_config(path)
   if config is not None:
     checkpoint_reader.check_architecture(config, stored, path)

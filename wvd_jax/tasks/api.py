@@ -210,8 +210,10 @@ class WVD:
     return result
 
   def camera_control(self, image, path='orbit', output_dir: str | None = None,
-                     num_targets: int = 12) -> wvd_tasks.CameraControlResult:
-    """``path``: a preset name ('orbit', 'dolly', 'pan'), a JSON file, or (T, 4, 4) poses."""
+                     num_targets: int = 12, first: wvd_tasks.Reconstruction | None = None
+                     ) -> wvd_tasks.CameraControlResult:
+    """``path``: a preset name ('orbit', 'dolly', 'pan'), a JSON file, or (T, 4, 4) poses.
+    ``first``: this image's image_to_3d result, reused instead of sampling it again."""
     self._require_xyz('camera_control')
     intrinsics = None
     if isinstance(path, str):
@@ -221,7 +223,8 @@ class WVD:
     result = wvd_tasks.camera_control(self.generator, self._image(image), relative,
                                       num_frames=self.num_frames, rng=self._next_rng(),
                                       intrinsics=intrinsics,
-                                      box_fill=self.config.data.get('xyz_box_fill', 1.0))
+                                      box_fill=self.config.data.get('xyz_box_fill', 1.0),
+                                      first=first)
     if output_dir:
       frames = visualize.to_uint8(result.frames)
       for t, frame in enumerate(frames):

@@ -269,7 +269,8 @@ def path_to_world(relative: np.ndarray, first_cam_to_world: np.ndarray,
 
 def camera_control(generator: Generator, image: np.ndarray, relative_path: np.ndarray, *,
                    num_frames: int, rng: jax.Array, intrinsics: np.ndarray | None = None,
-                   voxel_size: float = 2.0 / 256, box_fill: float = 1.0) -> CameraControlResult:
+                   voxel_size: float = 2.0 / 256, box_fill: float = 1.0,
+                   first: Reconstruction | None = None) -> CameraControlResult:
   """A video along a camera path from one image (paper Sec. 4.3, Fig. 3).
 
   1. Single image to 3D: sample XYZ (and RGB) of ``num_frames`` frames; post-optimize to get the
@@ -286,15 +287,17 @@ def camera_control(generator: Generator, image: np.ndarray, relative_path: np.nd
      continue: long paths are generated in chunks.
   The generator's `cameras` are (K, cam_to_world in the chunk's normalized frame, the
   anchoring.Similarity from that frame to the memory's world): models ignore them, test
-  oracles render from them.
+  oracles render from them. ``first``: step 1's result when the caller has it already (a
+  single_image_to_3d of this image with ``num_frames`` frames; sample 0 is used).
   """
   relative_path = np.asarray(relative_path, np.float64)
   if relative_path.ndim != 3 or relative_path.shape[1:] != (4, 4) or len(relative_path) < 2:
     raise UserError(f'camera path must be (T >= 2, 4, 4), got {relative_path.shape}')
   h, w, _ = image.shape
   rng, first_rng = jax.random.split(rng)
-  first = single_image_to_3d(generator, image, num_frames=num_frames, num_samples=1,
-                             rng=first_rng)
+  if first is None:
+    first = single_image_to_3d(generator, image, num_frames=num_frames, num_samples=1,
+                               rng=first_rng)
   K = first.intrinsics[0] if intrinsics is None else np.asarray(intrinsics, np.float32)
   median_depth = float(np.median(first.depth[0][first.depth[0] > 0]))
   world_path = path_to_world(relative_path, first.cam_to_world[0], median_depth)
