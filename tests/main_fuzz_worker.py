@@ -105,6 +105,17 @@ def build_fixtures(d: str) -> dict:
     p[f'path_{name}'] = os.path.join(d, f'path_{name}.json')
     with open(p[f'path_{name}'], 'wb') as f:
       f.write(text.encode() if text is not None else bytes(range(256)))
+  # Weights of another network for the learned eval metrics (a CLIP tensor where Inception's
+  # are expected, and vice versa).
+  from safetensors import numpy as safetensors_numpy  # pylint: disable=import-outside-toplevel
+  p['clip_like.safetensors'] = os.path.join(d, 'clip_like.safetensors')
+  with open(p['clip_like.safetensors'], 'wb') as f:
+    f.write(safetensors_numpy.save(
+        {'vision_model.embeddings.class_embedding': np.zeros(8, np.float32)}))
+  p['inception_like.safetensors'] = os.path.join(d, 'inception_like.safetensors')
+  with open(p['inception_like.safetensors'], 'wb') as f:
+    f.write(safetensors_numpy.save({'Conv2d_1a_3x3.conv.weight': np.zeros((32, 3, 3, 3),
+                                                                          np.float32)}))
   del jax
   return p
 
@@ -147,6 +158,12 @@ def cases(p: dict) -> list[tuple[str, list[str]]]:
       ('eval without a checkpoint', [*base, '--mode=eval']),
       ('eval of a missing dataset directory', [*base, '--mode=eval', f'--checkpoint={p["export"]}',
                                                f'--config.eval.dataset_dir={p["empty"]}/none']),
+      ('eval with FID weights of another network',
+       [*base, '--mode=eval', f'--checkpoint={p["export"]}',
+        f'--config.eval.fid_inception_weights={p["clip_like.safetensors"]}']),
+      ('eval with an FID weights file that is not safetensors',
+       [*base, '--mode=eval', f'--checkpoint={p["export"]}',
+        f'--config.eval.fid_inception_weights={p["text.png"]}']),
       ('depth without --input', task('depth')),
       ('depth of a missing file', depth(f'{p["empty"]}/missing.png')),
       ('depth of a truncated PNG', depth(p['truncated.png'])),

@@ -178,6 +178,14 @@ def base_config() -> ml_collections.ConfigDict:
   config.eval.depth_alignment = 'median'  # Scale of monocular depth; video depth: per sequence.
   config.eval.gallery_clips = 4  # Clips shown in the report's gallery.
   config.eval.output_dir = ''  # '' means <workdir>/eval.
+  # The paper's Table 1 metrics from user-supplied weights ('' skips the metric; README
+  # "Evaluation" lists the formats): FID (pytorch-fid's pt_inception-2015-12-05 .pth, or its
+  # .safetensors), Frame Consistency (a CLIP ViT image encoder: a Hugging Face model directory or
+  # .safetensors file, or an open_clip .safetensors / .bin file) and KPM with LoFTR (kornia's
+  # outdoor/indoor checkpoint; needs the optional PyTorch extra) beside the SIFT KPM.
+  config.eval.fid_inception_weights = ''
+  config.eval.clip_weights = ''
+  config.eval.loftr_weights = ''
   return config
 
 

@@ -12,7 +12,8 @@ from PIL import Image
 from tests.conftest import REPO, tiny_config
 from wvd_jax import errors
 from wvd_jax.data import storage
-from wvd_jax.evaluation import compare, report, runner
+from tests.evaluation import test_learned
+from wvd_jax.evaluation import compare, learned, report, runner
 from wvd_jax.training import train
 
 
@@ -32,7 +33,14 @@ def evaluated(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('eval'))
   config = eval_config()
   train.train_and_evaluate(config, workdir)
-  results = runner.evaluate(config, workdir)  # The training checkpoint's EMA weights.
+  # FID through the whole eval path (per-clip features, gathering, pooling, report) with a
+  # stand-in network: the real Inception at 299 px costs too much here (tests/evaluation/
+  # test_fid.py checks it against pytorch-fid).
+  with_fid = config.copy_and_resolve_references()
+  with_fid.eval.fid_inception_weights = 'stand-in'
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setitem(learned.LOADERS, 'fid', lambda path: test_learned.fake_inception)
+    results = runner.evaluate(with_fid, workdir)  # The training checkpoint's EMA weights.
   return config, workdir, results
 
 
@@ -57,6 +65,11 @@ def test_report_files(evaluated):
   with open(os.path.join(out, 'report.md')) as f:
     text = f.read()
   assert '| AbsRel ↓ |' in text and 'identity cameras' in text and '## Goals' in text
+  # FID from the stand-in: 2 clips x 2 samples x frames 1..3 against 2 clips x frames 1..3.
+  assert metrics['fid']['num_generated'] == 12 and metrics['fid']['num_true'] == 6
+  assert np.isfinite(metrics['fid']['fid']) and 'fid' not in stored['skipped_metrics']
+  assert '## Paper Table 1 metrics' in text
+  assert f"| {report.format_value(metrics['fid']['fid'])} | " in text
   assert sorted(os.listdir(os.path.join(out, 'plots'))) == [
       'keypoint_matches.png', 'mono_abs_rel.png', 'novel_view_psnr.png', 'pose_accuracy.png',
       'video_abs_rel.png']

@@ -1,0 +1,64 @@
+"""The learned Table 1 metrics in the eval: which run, which are skipped and why, how the per-clip
+features pool, the report's table, and weight files that cannot be used."""
+import numpy as np
+import pytest
+
+from wvd_jax import config_lib, errors
+from wvd_jax.evaluation import fid, learned, report
+
+TASKS = config_lib.EVAL_TASKS
+
+
+def fake_inception(images):
+  """Deterministic stand-in features: per-channel means and spreads of the images."""
+  images = np.asarray(images, np.float64)
+  return np.concatenate([images.mean(axis=(1, 2)), images.std(axis=(1, 2))], axis=1)
+
+
+def test_metrics_without_weights_are_skipped_with_the_key_to_set():
+  out = learned.load(config_lib.base_config().eval, TASKS)
+  assert out.inception is None
+  assert 'config.eval.fid_inception_weights' in out.skipped['fid']
+  out = learned.load(config_lib.base_config().eval, ('mono_depth',))
+  assert set(out.skipped) == set(learned.WEIGHT_KEYS)
+  assert all('consistency' in reason for reason in out.skipped.values())
+
+
+def test_unusable_weights_name_the_config_key(tmp_path):
+  config = config_lib.base_config()
+  config.eval.fid_inception_weights = str(tmp_path / 'missing.pth')
+  with pytest.raises(errors.UserError, match=r'^config.eval.fid_inception_weights: weights file '
+                     'not found') as info:
+    learned.load(config.eval, TASKS)
+  assert '\n' not in str(info.value)
+
+
+def test_features_pool_into_one_fid(monkeypatch):
+  monkeypatch.setitem(learned.LOADERS, 'fid', lambda path: fake_inception)
+  config = config_lib.base_config()
+  config.eval.fid_inception_weights = 'given'
+  metrics = learned.load(config.eval, TASKS)
+  assert 'fid' not in metrics.skipped
+  rng = np.random.default_rng(0)
+  clips = [(rng.uniform(-1, 1, (4, 8, 8, 3)), rng.uniform(-1, 1, (2, 4, 8, 8, 3)))
+           for _ in range(3)]
+  per_clip = [learned.clip_features(metrics, truth, generated) for truth, generated in clips]
+  assert per_clip[0]['fid/generated'].shape == (2 * 3, 6)  # Frames 1..3 of both samples.
+  assert per_clip[0]['fid/ground_truth'].shape == (3, 6)
+  np.testing.assert_allclose(per_clip[0]['fid/ground_truth'], fake_inception(clips[0][0][1:]),
+                             rtol=1e-6)
+  pooled = learned.aggregate(per_clip)['fid']
+  generated = np.concatenate([c['fid/generated'] for c in per_clip])
+  truth = np.concatenate([c['fid/ground_truth'] for c in per_clip])
+  assert pooled == {'fid': fid.fid_from_features(generated, truth), 'num_generated': 18,
+                    'num_true': 9}
+  assert learned.aggregate([]) == {}
+
+
+def test_table1_lines():
+  lines = report.table1_lines({'fid': {'fid': 12.5, 'num_generated': 18, 'num_true': 9},
+                               'kpm': {'kpm_percent': 80.0}},
+                              {'fc': 'no CLIP weights (set config.eval.clip_weights)'})
+  assert '| 12.5 | 80 | – | – |' in lines
+  assert '- fc skipped: no CLIP weights (set config.eval.clip_weights)' in lines
+  assert report.table1_lines({}, {}) == []

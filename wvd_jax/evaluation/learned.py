@@ -1,0 +1,103 @@
+"""The paper's Table 1 metrics that need pretrained networks: FID, Frame Consistency (FC) and
+KPM counted by LoFTR, each from user-supplied weights named in the config.
+
+  eval.fid_inception_weights  pytorch-fid's Inception-v3 (networks/inception.py)  -> 'fid'
+  eval.clip_weights           a CLIP ViT image encoder (networks/clip.py)         -> 'fc'
+  eval.loftr_weights          kornia's LoFTR (networks/loftr.py; PyTorch extra)   -> 'kpm_loftr'
+
+A metric whose key is empty is skipped, with the reason in the report; a weights file that cannot
+be used stops the eval before any generation with a one-line UserError naming the key.
+
+What is scored, on the videos generated from frame 0 (the ``consistency`` task; paper Table 1,
+single image to 3D), per clip with S samples of N frames:
+  FID    Inception features of the generated frames 1..N-1 of every sample against those of the
+         true frames 1..N-1 (frame 0 is the given image in both), pooled over the split: one FID.
+  FC     mean cosine similarity of the CLIP image embeddings of consecutive frames, x 100,
+         averaged over samples and clips; the true clips' FC is the reference.
+  KPM    LoFTR matches between frame 0 and each later frame, generated as % of true (as the SIFT
+         KPM of consistency.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+
+from wvd_jax import errors
+from wvd_jax.evaluation import fid
+from wvd_jax.evaluation.networks import inception
+
+# metric -> (config key under config.eval, what the file is).
+WEIGHT_KEYS = {'fid': ('fid_inception_weights', "pytorch-fid's Inception-v3")}
+
+
+def _inception_features(path: str) -> Callable:
+  return fid.InceptionFeatures(inception.load(path))
+
+
+# metric -> loader: weights path -> the network as a callable (see LearnedMetrics).
+LOADERS = {'fid': _inception_features}
+
+
+@dataclasses.dataclass
+class LearnedMetrics:
+  """The loaded networks (None when skipped) and, per skipped metric, why.
+
+  inception: images (M, H, W, 3) in [-1, 1] -> (M, D) features."""
+  inception: Callable | None = None
+  skipped: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def load(eval_config, tasks) -> LearnedMetrics:
+  """The networks whose weights the config names; the others are listed as skipped.
+
+  Raises UserError (one line, naming the config key) for a weights file that cannot be used."""
+  out = LearnedMetrics()
+  if 'consistency' not in tasks:
+    out.skipped = {m: "the 'consistency' task (its generated videos) is not in eval.tasks"
+                   for m in WEIGHT_KEYS}
+    return out
+  networks = {}
+  for metric, (key, what) in WEIGHT_KEYS.items():
+    path = eval_config[key]
+    if not path:
+      out.skipped[metric] = f'no {what} weights (set config.eval.{key})'
+      continue
+    try:
+      networks[metric] = LOADERS[metric](path)
+    except errors.UserError as e:
+      raise errors.UserError(f'config.eval.{key}: {e}') from None
+  out.inception = networks.get('fid')
+  return out
+
+
+def clip_features(learned: LearnedMetrics, true_rgb, generated_rgb) -> dict:
+  """Per-clip arrays for the learned metrics.
+
+  Args:
+    true_rgb: (N, H, W, 3) the clip's frames in [-1, 1]; generated_rgb: (S, N, H, W, 3).
+  Returns:
+    {'fid/generated': (S (N - 1), 2048), 'fid/ground_truth': (N - 1, 2048)} float32 features,
+    for the metrics whose networks are loaded.
+  """
+  out = {}
+  generated_rgb = np.asarray(generated_rgb)
+  if learned.inception is not None:
+    later = generated_rgb[:, 1:].reshape((-1,) + generated_rgb.shape[2:])
+    out['fid/generated'] = learned.inception(later).astype(np.float32)
+    out['fid/ground_truth'] = learned.inception(np.asarray(true_rgb)[1:]).astype(np.float32)
+  return out
+
+
+def aggregate(per_clip_features: list[dict]) -> dict:
+  """Pooled learned metrics over the split's clips (``clip_features`` of each)."""
+  out = {}
+  rows = [c for c in per_clip_features if 'fid/generated' in c]
+  if rows:
+    generated = np.concatenate([c['fid/generated'] for c in rows])
+    truth = np.concatenate([c['fid/ground_truth'] for c in rows])
+    if min(len(generated), len(truth)) >= 2:
+      out['fid'] = {'fid': fid.fid_from_features(generated, truth),
+                    'num_generated': int(len(generated)), 'num_true': int(len(truth))}
+  return out
