@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from wvd_jax import config_lib, errors
-from wvd_jax.evaluation import fid, learned, report
+from wvd_jax.evaluation import fid, frame_consistency, learned, report
 
 TASKS = config_lib.EVAL_TASKS
 
@@ -17,8 +17,9 @@ def fake_inception(images):
 
 def test_metrics_without_weights_are_skipped_with_the_key_to_set():
   out = learned.load(config_lib.base_config().eval, TASKS)
-  assert out.inception is None
+  assert out.inception is None and out.clip is None
   assert 'config.eval.fid_inception_weights' in out.skipped['fid']
+  assert 'config.eval.clip_weights' in out.skipped['fc']
   out = learned.load(config_lib.base_config().eval, ('mono_depth',))
   assert set(out.skipped) == set(learned.WEIGHT_KEYS)
   assert all('consistency' in reason for reason in out.skipped.values())
@@ -33,26 +34,35 @@ def test_unusable_weights_name_the_config_key(tmp_path):
   assert '\n' not in str(info.value)
 
 
-def test_features_pool_into_one_fid(monkeypatch):
+def test_features_and_scores_pool_over_clips(monkeypatch):
   monkeypatch.setitem(learned.LOADERS, 'fid', lambda path: fake_inception)
+  monkeypatch.setitem(learned.LOADERS, 'fc', lambda path: fake_inception)
   config = config_lib.base_config()
-  config.eval.fid_inception_weights = 'given'
+  config.eval.fid_inception_weights = config.eval.clip_weights = 'given'
   metrics = learned.load(config.eval, TASKS)
-  assert 'fid' not in metrics.skipped
+  assert not {'fid', 'fc'} & set(metrics.skipped)
   rng = np.random.default_rng(0)
   clips = [(rng.uniform(-1, 1, (4, 8, 8, 3)), rng.uniform(-1, 1, (2, 4, 8, 8, 3)))
            for _ in range(3)]
-  per_clip = [learned.clip_features(metrics, truth, generated) for truth, generated in clips]
-  assert per_clip[0]['fid/generated'].shape == (2 * 3, 6)  # Frames 1..3 of both samples.
-  assert per_clip[0]['fid/ground_truth'].shape == (3, 6)
-  np.testing.assert_allclose(per_clip[0]['fid/ground_truth'], fake_inception(clips[0][0][1:]),
+  results = [learned.clip_scores(metrics, truth, generated) for truth, generated in clips]
+  scores, features = [r[0] for r in results], [r[1] for r in results]
+  assert features[0]['fid/generated'].shape == (2 * 3, 6)  # Frames 1..3 of both samples.
+  assert features[0]['fid/ground_truth'].shape == (3, 6)
+  np.testing.assert_allclose(features[0]['fid/ground_truth'], fake_inception(clips[0][0][1:]),
                              rtol=1e-6)
-  pooled = learned.aggregate(per_clip)['fid']
-  generated = np.concatenate([c['fid/generated'] for c in per_clip])
-  truth = np.concatenate([c['fid/ground_truth'] for c in per_clip])
-  assert pooled == {'fid': fid.fid_from_features(generated, truth), 'num_generated': 18,
-                    'num_true': 9}
-  assert learned.aggregate([]) == {}
+  truth, generated = clips[0]
+  assert scores[0]['fc/ground_truth'] == pytest.approx(
+      frame_consistency.frame_consistency(fake_inception(truth)))
+  assert scores[0]['fc/generated'] == pytest.approx(np.mean(
+      [frame_consistency.frame_consistency(fake_inception(v)) for v in generated]))
+  pooled = learned.aggregate(scores, features)
+  all_generated = np.concatenate([c['fid/generated'] for c in features])
+  all_truth = np.concatenate([c['fid/ground_truth'] for c in features])
+  assert pooled['fid'] == {'fid': fid.fid_from_features(all_generated, all_truth),
+                           'num_generated': 18, 'num_true': 9}
+  assert pooled['fc']['fc_generated'] == pytest.approx(
+      np.mean([s['fc/generated'] for s in scores]))
+  assert learned.aggregate([], []) == {}
 
 
 def test_table1_lines():

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from wvd_jax.evaluation import _checks
-from wvd_jax.evaluation.networks import inception
+from wvd_jax.evaluation.networks import batching, inception
 
 BATCH = 16  # Images per Inception call.
 
@@ -79,14 +79,5 @@ class InceptionFeatures:
     self._apply = jax.jit(inception.features)
 
   def __call__(self, images) -> np.ndarray:
-    images = np.asarray(images, np.float32)
-    if images.ndim != 4 or images.shape[-1] != 3:
-      raise ValueError(f'images must be (M, H, W, 3), got shape {images.shape}')
-    out = []
-    for start in range(0, images.shape[0], self.batch_size):
-      chunk = images[start:start + self.batch_size]
-      padded = np.concatenate([chunk, np.zeros((self.batch_size - len(chunk),) + chunk.shape[1:],
-                                                np.float32)])
-      unit = np.clip((padded + 1.0) / 2.0, 0.0, 1.0)
-      out.append(np.asarray(self._apply(self.params, unit), np.float64)[:len(chunk)])
-    return np.concatenate(out) if out else np.zeros((0, inception.FEATURES))
+    return batching.map_images(lambda unit: self._apply(self.params, unit), images,
+                               self.batch_size)

@@ -25,27 +25,33 @@ from typing import Callable
 import numpy as np
 
 from wvd_jax import errors
-from wvd_jax.evaluation import fid
-from wvd_jax.evaluation.networks import inception
+from wvd_jax.evaluation import fid, frame_consistency
+from wvd_jax.evaluation.networks import clip, inception
 
 # metric -> (config key under config.eval, what the file is).
-WEIGHT_KEYS = {'fid': ('fid_inception_weights', "pytorch-fid's Inception-v3")}
+WEIGHT_KEYS = {'fid': ('fid_inception_weights', "pytorch-fid's Inception-v3"),
+               'fc': ('clip_weights', 'CLIP image encoder')}
 
 
 def _inception_features(path: str) -> Callable:
   return fid.InceptionFeatures(inception.load(path))
 
 
+def _clip_embedder(path: str) -> Callable:
+  return frame_consistency.ClipEmbedder(*clip.load(path))
+
+
 # metric -> loader: weights path -> the network as a callable (see LearnedMetrics).
-LOADERS = {'fid': _inception_features}
+LOADERS = {'fid': _inception_features, 'fc': _clip_embedder}
 
 
 @dataclasses.dataclass
 class LearnedMetrics:
   """The loaded networks (None when skipped) and, per skipped metric, why.
 
-  inception: images (M, H, W, 3) in [-1, 1] -> (M, D) features."""
+  inception, clip: images (M, H, W, 3) in [-1, 1] -> (M, D) features / embeddings."""
   inception: Callable | None = None
+  clip: Callable | None = None
   skipped: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
@@ -68,30 +74,37 @@ def load(eval_config, tasks) -> LearnedMetrics:
       networks[metric] = LOADERS[metric](path)
     except errors.UserError as e:
       raise errors.UserError(f'config.eval.{key}: {e}') from None
-  out.inception = networks.get('fid')
+  out.inception, out.clip = networks.get('fid'), networks.get('fc')
   return out
 
 
-def clip_features(learned: LearnedMetrics, true_rgb, generated_rgb) -> dict:
-  """Per-clip arrays for the learned metrics.
+def clip_scores(learned: LearnedMetrics, true_rgb, generated_rgb) -> tuple[dict, dict]:
+  """One clip's learned scores and the features that are pooled over the split.
 
   Args:
     true_rgb: (N, H, W, 3) the clip's frames in [-1, 1]; generated_rgb: (S, N, H, W, 3).
   Returns:
-    {'fid/generated': (S (N - 1), 2048), 'fid/ground_truth': (N - 1, 2048)} float32 features,
-    for the metrics whose networks are loaded.
+    scores: {'fc/generated': mean FC of the S videos, 'fc/ground_truth': the clip's FC};
+    features: {'fid/generated': (S (N - 1), 2048), 'fid/ground_truth': (N - 1, 2048)} float32;
+    each for the metrics whose networks are loaded.
   """
-  out = {}
-  generated_rgb = np.asarray(generated_rgb)
+  scores, features = {}, {}
+  true_rgb, generated_rgb = np.asarray(true_rgb), np.asarray(generated_rgb)
   if learned.inception is not None:
     later = generated_rgb[:, 1:].reshape((-1,) + generated_rgb.shape[2:])
-    out['fid/generated'] = learned.inception(later).astype(np.float32)
-    out['fid/ground_truth'] = learned.inception(np.asarray(true_rgb)[1:]).astype(np.float32)
-  return out
+    features['fid/generated'] = learned.inception(later).astype(np.float32)
+    features['fid/ground_truth'] = learned.inception(true_rgb[1:]).astype(np.float32)
+  if learned.clip is not None:
+    for key, videos in (('generated', generated_rgb), ('ground_truth', true_rgb[None])):
+      embeds = learned.clip(videos.reshape((-1,) + videos.shape[2:]))
+      embeds = embeds.reshape(videos.shape[:2] + embeds.shape[1:])
+      scores[f'fc/{key}'] = float(np.mean([frame_consistency.frame_consistency(e)
+                                           for e in embeds]))
+  return scores, features
 
 
-def aggregate(per_clip_features: list[dict]) -> dict:
-  """Pooled learned metrics over the split's clips (``clip_features`` of each)."""
+def aggregate(per_clip_scores: list[dict], per_clip_features: list[dict]) -> dict:
+  """Pooled learned metrics over the split's clips (``clip_scores`` of each)."""
   out = {}
   rows = [c for c in per_clip_features if 'fid/generated' in c]
   if rows:
@@ -100,4 +113,8 @@ def aggregate(per_clip_features: list[dict]) -> dict:
     if min(len(generated), len(truth)) >= 2:
       out['fid'] = {'fid': fid.fid_from_features(generated, truth),
                     'num_generated': int(len(generated)), 'num_true': int(len(truth))}
+  rows = [c for c in per_clip_scores if 'fc/generated' in c]
+  if rows:
+    out['fc'] = {f'fc_{k}': float(np.mean([c[f'fc/{k}'] for c in rows]))
+                 for k in ('generated', 'ground_truth')}
   return out

@@ -187,14 +187,15 @@ def evaluate(config, workdir: str, checkpoint: str | None = None) -> dict:
         alignment=e.depth_alignment, has_xyz=xyz_model, rng=jax.random.fold_in(rng, index))
     features = {}
     if shown.videos_rgb is not None:
-      features = learned_lib.clip_features(learned, clip.rgb, shown.videos_rgb)
+      learned_scores, features = learned_lib.clip_scores(learned, clip.rgb, shown.videos_rgb)
+      scores.update(learned_scores)
     records.append(_record(index, scores, features, clip if index < e.gallery_clips else None,
                            shown))
     seconds.append(time.time() - start)
   records = sorted(multihost.gather_records(records), key=lambda r: int(r['index']))
   per_clip = [_scalars(r, 'score') for r in records]
   metrics = aggregate(per_clip)
-  metrics.update(learned_lib.aggregate([_scalars(r, 'learned') for r in records]))
+  metrics.update(learned_lib.aggregate(per_clip, [_scalars(r, 'learned') for r in records]))
   gallery = [(int(r['index']), protocol.EvalClip(**_scalars(r, 'clip')),
               protocol.ClipOutputs(**_scalars(r, 'shown'))) for r in records if 'gallery' in r]
   results = {
