@@ -1,7 +1,7 @@
 """Writes tests/data/reference_networks.npz: the reference implementations' outputs on the seeded
 random weights of reference_weights.py, for the parity tests of wvd_jax/evaluation/networks.
 
-Needs torch, torchvision, pytorch-fid 0.3.0, transformers and scipy (not the project's
+Needs torch, torchvision, pytorch-fid 0.3.0, transformers, kornia and scipy (not the project's
 environment: run it where a CPU torch is installable, e.g. a Python 3.11 venv with the
 ``torch==2.13.0+cpu`` wheel), from the repository root:
 
@@ -10,6 +10,7 @@ environment: run it where a CPU torch is installable, e.g. a Python 3.11 venv wi
 Nothing is downloaded: pytorch-fid's weight download is replaced by the random state dict, which
 goes through its own ``fid_inception_v3`` and ``InceptionV3`` code paths (strict load).
 """
+import copy
 import json
 import os
 import sys
@@ -29,7 +30,10 @@ torch.library.register_fake = _register_fake
 
 from pytorch_fid import fid_score  # noqa: E402  pylint: disable=wrong-import-position
 from pytorch_fid import inception as fid_inception  # noqa: E402  pylint: disable=wrong-import-position
+import kornia  # noqa: E402  pylint: disable=wrong-import-position
 import transformers  # noqa: E402  pylint: disable=wrong-import-position
+from kornia.feature.loftr import loftr as kornia_loftr  # noqa: E402  pylint: disable=wrong-import-position
+from kornia.feature.loftr.utils import position_encoding  # noqa: E402  pylint: disable=wrong-import-position
 
 CLIP_TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                  num_attention_heads=4, image_size=32, patch_size=8, projection_dim=24,
@@ -122,14 +126,75 @@ def clip_outputs(out: dict):
     out[f'clip_{name}/shapes'] = json.dumps(_shapes(model))
 
 
+def loftr_images(size: int = 96, shift: int = 16) -> tuple[np.ndarray, np.ndarray]:
+  """Two (1, size, size) gray images in [0, 1]: one noise image seen shifted by ``shift``."""
+  img = np.random.default_rng(5).uniform(0, 1, (1, size, size + shift)).astype(np.float32)
+  return img[..., :size].copy(), img[..., shift:].copy()
+
+
+def loftr_outputs(out: dict):
+  config = copy.deepcopy(kornia_loftr.default_cfg)
+  config['match_coarse']['thr'] = 0.0  # Random weights give low confidences: keep every mutual NN.
+  model = kornia_loftr.LoFTR(pretrained=None, config=config)
+  shapes = _shapes(model)
+  model.load_state_dict({k: torch.from_numpy(v)
+                         for k, v in reference_weights.state_dict(shapes).items()}, strict=False)
+  model.eval()
+  image0, image1 = (torch.from_numpy(x)[:, None] for x in loftr_images())
+  captured = {}
+  model.coarse_matching.register_forward_hook(lambda m, args, o: captured.update(args[2]))
+  with torch.no_grad():
+    features0, features1 = model.extract_features(image0), model.extract_features(image1)
+    matches = model({'image0': image0, 'image1': image1})
+    flat = [f['coarse'].permute(0, 2, 3, 1).reshape(1, -1, 256) for f in (features0, features1)]
+    coarse0, coarse1 = model.loftr_coarse(*flat)
+    # The fine stage on chosen coarse pairs (cell i of image 0 with cell j of image 1).
+    i_ids, j_ids = torch.tensor([0, 13, 50, 77, 143]), torch.tensor([5, 13, 60, 70, 140])
+    data = {'stride_c': 8, 'stride_f': 2, 'b_ids': torch.zeros(5, dtype=torch.long),
+            'i_ids': i_ids, 'j_ids': j_ids, 'hw0_c': (12, 12), 'hw1_c': (12, 12),
+            'mconf': torch.ones(5),
+            'mkpts0_c': torch.stack([i_ids % 12, i_ids // 12], 1).float() * 8,
+            'mkpts1_c': torch.stack([j_ids % 12, j_ids // 12], 1).float() * 8}
+    fine0, fine1 = model.fine_preprocess(features0['fine'], features1['fine'], coarse0, coarse1,
+                                         data)
+    fine0, fine1 = model.loftr_fine(fine0, fine1)
+    model.fine_matching(fine0, fine1, data)
+    # The coarse selection rule on a planted confidence matrix (8 x 8 cells against 8 x 10).
+    rng = np.random.default_rng(6)
+    conf = rng.uniform(0, 0.1, (1, 64, 80)).astype(np.float32)
+    for i, j in ((18, 21), (19, 33), (27, 35), (36, 44), (45, 52), (9, 1), (26, 23)):
+      conf[0, i, j] = 0.5
+    conf[0, 37, 44] = 0.6  # Takes column 44 from row 36: not mutual.
+    conf[0, 42, 30] = 0.15  # Under the 0.2 threshold.
+    selected = kornia_loftr.CoarseMatching(kornia_loftr.default_cfg['match_coarse']).eval(
+    ).get_coarse_match(torch.from_numpy(conf), {'hw0_c': (8, 8), 'hw1_c': (8, 10),
+                                                'stride_c': 8})
+  out['loftr/shapes'] = json.dumps(shapes)
+  out['loftr/fine0_every4'] = features0['fine'].permute(0, 2, 3, 1).numpy()[:, ::4, ::4]
+  out['loftr/coarse_transformed0'] = coarse0.numpy()
+  out['loftr/conf_matrix'] = captured['conf_matrix'].numpy()
+  for key in ('keypoints0', 'keypoints1', 'confidence'):
+    out[f'loftr/{key}'] = matches[key].numpy()
+  out['loftr/fine_i'], out['loftr/fine_j'] = i_ids.numpy(), j_ids.numpy()
+  out['loftr/fine_keypoints1'] = data['mkpts1_f'].numpy()
+  out['loftr/fine_expectation'] = data['expec_f'].numpy()
+  out['loftr/planted_conf'] = conf
+  for key in ('i_ids', 'j_ids', 'mconf', 'mkpts0_c', 'mkpts1_c'):
+    out[f'loftr/planted_{key}'] = selected[key].numpy()
+  out['loftr/pe_fixed'] = position_encoding.PositionEncodingSine(256, temp_bug_fix=True).pe[
+      0, :, :12, :12].permute(1, 2, 0).numpy()
+
+
 def main(path: str):
   out = {}
   inception_outputs(out)
   fid_outputs(out)
   clip_outputs(out)
+  loftr_outputs(out)
   out['versions'] = json.dumps({'torch': torch.__version__,
                                 'torchvision': torchvision.__version__,
                                 'transformers': transformers.__version__,
+                                'kornia': kornia.__version__,
                                 'pytorch_fid': '0.3.0'})
   np.savez_compressed(path, **{k: np.asarray(v) for k, v in out.items()})
   print('wrote', path, {k: np.asarray(v).shape for k, v in out.items()})
