@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from wvd_jax import config_lib, errors
-from wvd_jax.evaluation import fid, frame_consistency, learned, report
+from wvd_jax.evaluation import consistency, fid, frame_consistency, learned, report
 
 TASKS = config_lib.EVAL_TASKS
 
@@ -15,11 +15,18 @@ def fake_inception(images):
   return np.concatenate([images.mean(axis=(1, 2)), images.std(axis=(1, 2))], axis=1)
 
 
+def fake_matcher(video):
+  """Stand-in match count of a video: how many later frames are brighter than frame 0."""
+  video = np.asarray(video)
+  return float(np.sum(video[1:].mean(axis=(1, 2, 3)) > video[0].mean()))
+
+
 def test_metrics_without_weights_are_skipped_with_the_key_to_set():
   out = learned.load(config_lib.base_config().eval, TASKS)
   assert out.inception is None and out.clip is None
   assert 'config.eval.fid_inception_weights' in out.skipped['fid']
   assert 'config.eval.clip_weights' in out.skipped['fc']
+  assert 'config.eval.loftr_weights' in out.skipped['kpm_loftr'] and out.matcher is None
   out = learned.load(config_lib.base_config().eval, ('mono_depth',))
   assert set(out.skipped) == set(learned.WEIGHT_KEYS)
   assert all('consistency' in reason for reason in out.skipped.values())
@@ -37,10 +44,12 @@ def test_unusable_weights_name_the_config_key(tmp_path):
 def test_features_and_scores_pool_over_clips(monkeypatch):
   monkeypatch.setitem(learned.LOADERS, 'fid', lambda path: fake_inception)
   monkeypatch.setitem(learned.LOADERS, 'fc', lambda path: fake_inception)
+  monkeypatch.setitem(learned.LOADERS, 'kpm_loftr', lambda path: fake_matcher)
   config = config_lib.base_config()
   config.eval.fid_inception_weights = config.eval.clip_weights = 'given'
+  config.eval.loftr_weights = 'given'
   metrics = learned.load(config.eval, TASKS)
-  assert not {'fid', 'fc'} & set(metrics.skipped)
+  assert not metrics.skipped
   rng = np.random.default_rng(0)
   clips = [(rng.uniform(-1, 1, (4, 8, 8, 3)), rng.uniform(-1, 1, (2, 4, 8, 8, 3)))
            for _ in range(3)]
@@ -62,6 +71,10 @@ def test_features_and_scores_pool_over_clips(monkeypatch):
                            'num_generated': 18, 'num_true': 9}
   assert pooled['fc']['fc_generated'] == pytest.approx(
       np.mean([s['fc/generated'] for s in scores]))
+  assert scores[0]['kpm_loftr/ground_truth'] == fake_matcher(truth)
+  assert scores[0]['kpm_loftr/generated'] == np.mean([fake_matcher(v) for v in generated])
+  assert pooled['kpm_loftr'] == consistency.kpm_summary(
+      [s['kpm_loftr/generated'] for s in scores], [s['kpm_loftr/ground_truth'] for s in scores])
   assert learned.aggregate([], []) == {}
 
 

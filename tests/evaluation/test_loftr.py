@@ -8,6 +8,7 @@ from safetensors import numpy as safetensors_numpy
 
 from tests.evaluation import reference_data, reference_weights
 from wvd_jax import errors
+from wvd_jax.evaluation import consistency
 from wvd_jax.evaluation.networks import loftr
 
 
@@ -56,7 +57,7 @@ def test_dense_match_matches_kornia(params, transformed):
   assert grid == (12, 12)
   close(fine0[0, ::4, ::4], ref['loftr/fine0_every4'][0])
   close(coarse0, ref['loftr/coarse_transformed0'], 1e-3)
-  dense = loftr.match(params, *images(), threshold=0.0)
+  dense = loftr.match(params, *images(), fixed_encoding=False, threshold=0.0)
   close(dense['conf_matrix'], ref['loftr/conf_matrix'], 1e-3)
   got = loftr.select(dense)
   assert len(got['confidence']) == len(ref['loftr/confidence'])  # 0 on these random weights.
@@ -101,3 +102,31 @@ def test_unusable_loftr_weights_give_one_line_user_errors(tmp_path):
     assert '\n' not in str(info.value)
   assert loftr.fixed_position_encoding('/w/loftr_indoor_ds_new.ckpt')
   assert not loftr.fixed_position_encoding('/w/loftr_outdoor.ckpt')
+
+
+def test_matcher_counts_loftr_matches_of_frame_0_with_each_later_frame(params, monkeypatch):
+  gray0, gray1 = images()
+  video = np.repeat(np.stack([gray0[0], gray1[0]])[..., None], 3, axis=-1) * 2.0 - 1.0
+  matcher = consistency.LoftrMatcher(params, upscale=1, threshold=0.0)
+  # The real network (the same compile as test_dense_match_matches_kornia): its match count.
+  want = len(loftr.select(loftr.match(params, gray0, gray1, fixed_encoding=False,
+                                          threshold=0.0))['confidence'])
+  assert matcher.video_matches(video) == want
+  # The pairing, gray conversion and upscaling, with a stand-in for the network.
+  calls = []
+
+  def fake_match(_, a, b, *, fixed_encoding, threshold):
+    calls.append((np.asarray(a), np.asarray(b), fixed_encoding, threshold))
+    return {'mask': np.arange(len(a) * 4).reshape(len(a), 4) % 3 == 0}
+
+  monkeypatch.setattr(loftr, 'match', fake_match)
+  rgb = np.random.default_rng(0).uniform(-1, 1, (3, 8, 8, 3)).astype(np.float32)
+  counts = consistency.LoftrMatcher(params, upscale=2).video_matches(rgb)
+  a, b, fixed, threshold = calls[0]
+  assert a.shape == b.shape == (2, 16, 16) and not fixed and threshold == 0.2
+  np.testing.assert_array_equal(a[0], a[1])  # Frame 0 against frames 1 and 2.
+  gray = ((rgb + 1) / 2) @ np.float32([0.299, 0.587, 0.114])
+  np.testing.assert_allclose(b[1, ::2, ::2].mean(), gray[2].mean(), atol=0.05)
+  assert counts == np.mean([2, 1])  # Rows [0..3] and [4..7] of the mask: 2 and 1 multiples of 3.
+  with pytest.raises(ValueError, match='multiples of 8'):
+    consistency.LoftrMatcher(params, upscale=1).video_matches(rgb[:, :6, :6])

@@ -3,7 +3,7 @@ KPM counted by LoFTR, each from user-supplied weights named in the config.
 
   eval.fid_inception_weights  pytorch-fid's Inception-v3 (networks/inception.py)  -> 'fid'
   eval.clip_weights           a CLIP ViT image encoder (networks/clip.py)         -> 'fc'
-  eval.loftr_weights          kornia's LoFTR (networks/loftr.py; PyTorch extra)   -> 'kpm_loftr'
+  eval.loftr_weights          kornia's LoFTR (networks/loftr.py)                  -> 'kpm_loftr'
 
 A metric whose key is empty is skipped, with the reason in the report; a weights file that cannot
 be used stops the eval before any generation with a one-line UserError naming the key.
@@ -25,12 +25,13 @@ from typing import Callable
 import numpy as np
 
 from wvd_jax import errors
-from wvd_jax.evaluation import fid, frame_consistency
-from wvd_jax.evaluation.networks import clip, inception
+from wvd_jax.evaluation import consistency, fid, frame_consistency
+from wvd_jax.evaluation.networks import clip, inception, loftr
 
 # metric -> (config key under config.eval, what the file is).
 WEIGHT_KEYS = {'fid': ('fid_inception_weights', "pytorch-fid's Inception-v3"),
-               'fc': ('clip_weights', 'CLIP image encoder')}
+               'fc': ('clip_weights', 'CLIP image encoder'),
+               'kpm_loftr': ('loftr_weights', 'LoFTR matcher')}
 
 
 def _inception_features(path: str) -> Callable:
@@ -41,17 +42,25 @@ def _clip_embedder(path: str) -> Callable:
   return frame_consistency.ClipEmbedder(*clip.load(path))
 
 
+def _loftr_counter(path: str) -> Callable:
+  matcher = consistency.LoftrMatcher(loftr.load(path),
+                                     fixed_encoding=loftr.fixed_position_encoding(path))
+  return matcher.video_matches
+
+
 # metric -> loader: weights path -> the network as a callable (see LearnedMetrics).
-LOADERS = {'fid': _inception_features, 'fc': _clip_embedder}
+LOADERS = {'fid': _inception_features, 'fc': _clip_embedder, 'kpm_loftr': _loftr_counter}
 
 
 @dataclasses.dataclass
 class LearnedMetrics:
   """The loaded networks (None when skipped) and, per skipped metric, why.
 
-  inception, clip: images (M, H, W, 3) in [-1, 1] -> (M, D) features / embeddings."""
+  inception, clip: images (M, H, W, 3) in [-1, 1] -> (M, D) features / embeddings;
+  matcher: a video (N, H, W, 3) in [-1, 1] -> mean matches of frame 0 with each later frame."""
   inception: Callable | None = None
   clip: Callable | None = None
+  matcher: Callable | None = None
   skipped: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
@@ -75,6 +84,7 @@ def load(eval_config, tasks) -> LearnedMetrics:
     except errors.UserError as e:
       raise errors.UserError(f'config.eval.{key}: {e}') from None
   out.inception, out.clip = networks.get('fid'), networks.get('fc')
+  out.matcher = networks.get('kpm_loftr')
   return out
 
 
@@ -84,7 +94,9 @@ def clip_scores(learned: LearnedMetrics, true_rgb, generated_rgb) -> tuple[dict,
   Args:
     true_rgb: (N, H, W, 3) the clip's frames in [-1, 1]; generated_rgb: (S, N, H, W, 3).
   Returns:
-    scores: {'fc/generated': mean FC of the S videos, 'fc/ground_truth': the clip's FC};
+    scores: {'fc/generated': mean FC of the S videos, 'fc/ground_truth': the clip's FC,
+      'kpm_loftr/generated': mean LoFTR matches (frame 0 vs later frames) of the S videos,
+      'kpm_loftr/ground_truth': the clip's};
     features: {'fid/generated': (S (N - 1), 2048), 'fid/ground_truth': (N - 1, 2048)} float32;
     each for the metrics whose networks are loaded.
   """
@@ -100,6 +112,9 @@ def clip_scores(learned: LearnedMetrics, true_rgb, generated_rgb) -> tuple[dict,
       embeds = embeds.reshape(videos.shape[:2] + embeds.shape[1:])
       scores[f'fc/{key}'] = float(np.mean([frame_consistency.frame_consistency(e)
                                            for e in embeds]))
+  if learned.matcher is not None:
+    scores['kpm_loftr/generated'] = float(np.mean([learned.matcher(v) for v in generated_rgb]))
+    scores['kpm_loftr/ground_truth'] = float(learned.matcher(true_rgb))
   return scores, features
 
 
@@ -117,4 +132,8 @@ def aggregate(per_clip_scores: list[dict], per_clip_features: list[dict]) -> dic
   if rows:
     out['fc'] = {f'fc_{k}': float(np.mean([c[f'fc/{k}'] for c in rows]))
                  for k in ('generated', 'ground_truth')}
+  rows = [c for c in per_clip_scores if 'kpm_loftr/generated' in c]
+  if rows:
+    out['kpm_loftr'] = consistency.kpm_summary([c['kpm_loftr/generated'] for c in rows],
+                                               [c['kpm_loftr/ground_truth'] for c in rows])
   return out

@@ -104,11 +104,8 @@ def aggregate(per_clip: list[dict]) -> dict[str, dict]:
                      for k in ('psnr', 'ssim')}
   rows = [c for c in per_clip if 'kpm/generated' in c]
   if rows:
-    generated = [c['kpm/generated'] for c in rows]
-    truth = [c['kpm/ground_truth'] for c in rows]
-    out['kpm'] = {'kpm_percent': consistency.kpm(generated, truth),
-                  'matches_generated': float(np.mean(generated)),
-                  'matches_ground_truth': float(np.mean(truth))}
+    out['kpm'] = consistency.kpm_summary([c['kpm/generated'] for c in rows],
+                                         [c['kpm/ground_truth'] for c in rows])
   for prefix in ('agreement', 'agreement_truth'):
     rows = [r for r in (_scalars(c, prefix) for c in per_clip) if r]
     if rows:
