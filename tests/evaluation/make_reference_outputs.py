@@ -28,12 +28,14 @@ torch.library.register_fake = lambda *a, **k: (lambda f: f)
 import torchvision  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
 torch.library.register_fake = _register_fake
 
-from pytorch_fid import fid_score  # noqa: E402  pylint: disable=wrong-import-position
-from pytorch_fid import inception as fid_inception  # noqa: E402  pylint: disable=wrong-import-position
-import kornia  # noqa: E402  pylint: disable=wrong-import-position
-import transformers  # noqa: E402  pylint: disable=wrong-import-position
-from kornia.feature.loftr import loftr as kornia_loftr  # noqa: E402  pylint: disable=wrong-import-position
-from kornia.feature.loftr.utils import position_encoding  # noqa: E402  pylint: disable=wrong-import-position
+# pylint: disable=wrong-import-position
+import kornia  # noqa: E402
+import transformers  # noqa: E402
+from kornia.feature.loftr import loftr as kornia_loftr  # noqa: E402
+from kornia.feature.loftr.utils import position_encoding  # noqa: E402
+from pytorch_fid import fid_score  # noqa: E402
+from pytorch_fid import inception as fid_inception  # noqa: E402
+# pylint: enable=wrong-import-position
 
 CLIP_TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                  num_attention_heads=4, image_size=32, patch_size=8, projection_dim=24,

@@ -33,9 +33,10 @@ def evaluated(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('eval'))
   config = eval_config()
   train.train_and_evaluate(config, workdir)
-  # FID, FC and LoFTR KPM through the whole eval path (per-clip features, gathering, pooling, report) with
-  # a stand-in network: the real Inception at 299 px costs too much here (test_fid.py and
-  # test_frame_consistency.py check the networks against the reference implementations).
+  # FID, FC and LoFTR KPM through the whole eval path (per-clip features, gathering, pooling,
+  # report) with stand-in networks: the real Inception at 299 px costs too much here
+  # (test_fid.py, test_frame_consistency.py, test_loftr.py check the networks against the
+  # reference implementations).
   with_learned = config.copy_and_resolve_references()
   with_learned.eval.fid_inception_weights = with_learned.eval.clip_weights = 'stand-in'
   with_learned.eval.loftr_weights = 'stand-in'

@@ -6,7 +6,9 @@ Formats:
     ``pt_inception-2015-12-05-6726825d.pth``): only with torch installed, and only through
     ``torch.load(weights_only=True)``, whose restricted unpickler builds tensors and plain
     containers and refuses any other object. Without torch, convert the file once where torch is
-    installed: ``python -m wvd_jax.evaluation.networks.weights IN.pth OUT.safetensors``.
+    installed: ``python -m wvd_jax.evaluation.networks.weights IN.pth OUT.safetensors`` (with
+    ``--trusted`` it unpickles fully: only for a file you trust whose extra objects
+    weights_only refuses; the .safetensors it writes holds tensors only).
 
 A checkpoint holding ``{'state_dict': {...}}`` (Lightning / LoFTR ``.ckpt`` style) is unwrapped.
 Every problem with a file is a one-line ``UserError`` naming the file, what was expected and the
@@ -15,6 +17,7 @@ fix.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Mapping
 
@@ -29,25 +32,34 @@ TORCH_SUFFIXES = ('.pth', '.pt', '.bin', '.ckpt')
 _MAX_NAMES = 5
 
 
+def _first_line(e: Exception, limit: int = 160) -> str:
+  """The first line of an exception's text, without terminal escape codes, at most ``limit``."""
+  text = re.sub(r'\x1b\[[0-9;]*m', '', str(e)).strip()
+  first = text.splitlines()[0] if text else type(e).__name__
+  return first if len(first) <= limit else first[:limit - 3] + '...'
+
+
 def _conversion_hint(path: str) -> str:
   stem = os.path.splitext(path)[0]
   return (f'convert it once where torch is installed: python -m '
           f'wvd_jax.evaluation.networks.weights {path} {stem}.safetensors')
 
 
-def _load_torch(path: str) -> dict[str, np.ndarray]:
-  """A PyTorch file through torch.load(weights_only=True): tensors only, no arbitrary objects."""
+def _load_torch(path: str, trusted: bool = False) -> dict[str, np.ndarray]:
+  """A PyTorch file through torch.load(weights_only=True): tensors and plain containers only.
+  ``trusted`` (the converter's --trusted flag, for a file the user vouches for) unpickles fully."""
   try:
     import torch  # pylint: disable=import-outside-toplevel
   except ImportError:
     raise errors.UserError(f'{path} is a PyTorch (pickle) file and torch is not installed; '
                            f'{_conversion_hint(path)}, or install torch') from None
   try:
-    loaded = torch.load(path, map_location='cpu', weights_only=True)
+    loaded = torch.load(path, map_location='cpu', weights_only=not trusted)
   except Exception as e:  # pylint: disable=broad-except
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    raise errors.UserError(f'{path} cannot be read as PyTorch weights (torch.load with '
-                           f'weights_only=True): {first}') from None
+    raise errors.UserError(
+        f'{path} cannot be read as PyTorch weights with torch.load(weights_only=True) '
+        f'({_first_line(e)}); if it is a checkpoint you trust that holds more than tensors, '
+        f'{_conversion_hint(path)} --trusted') from None
   if isinstance(loaded, Mapping) and isinstance(loaded.get('state_dict'), Mapping):
     loaded = loaded['state_dict']
   if not isinstance(loaded, Mapping):
@@ -72,8 +84,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
   try:
     return vae_convert.read_safetensors(path)
   except (SafetensorError, OSError, ValueError) as e:
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    raise errors.UserError(f'{path} is not a readable .safetensors file ({first}); give a '
+    raise errors.UserError(f'{path} is not a readable .safetensors file ({_first_line(e)}); give a '
                            f'.safetensors file or a PyTorch {"/".join(TORCH_SUFFIXES)} '
                            'file') from None
 
@@ -118,21 +129,28 @@ def linear_kernel(weight: np.ndarray) -> np.ndarray:
   return np.asarray(weight).T
 
 
-def convert_file(source: str, target: str) -> int:
+def convert_file(source: str, target: str, trusted: bool = False) -> int:
   """Writes the tensors of a PyTorch weights file as .safetensors (atomically); their count."""
-  tensors = {k: np.ascontiguousarray(v) for k, v in _load_torch(os.fspath(source)).items()}
+  tensors = {k: np.ascontiguousarray(v)
+             for k, v in _load_torch(os.fspath(source), trusted).items()}
   with files.atomic_write(target) as f:
     f.write(safetensors_numpy.save(tensors))
   return len(tensors)
 
 
+USAGE = ('usage: python -m wvd_jax.evaluation.networks.weights IN.pth OUT.safetensors '
+         '[--trusted]\n  --trusted: unpickle IN fully (only for a file you trust: a checkpoint '
+         'that holds more than tensors, which weights_only=True refuses)')
+
+
 def main(argv: list[str]) -> int:
-  if len(argv) != 2:
-    print('usage: python -m wvd_jax.evaluation.networks.weights IN.pth OUT.safetensors',
-          file=sys.stderr)
+  trusted = '--trusted' in argv
+  argv = [a for a in argv if a != '--trusted']
+  if len(argv) != 2 or any(a.startswith('-') for a in argv):
+    print(USAGE, file=sys.stderr)
     return 2
   try:
-    count = convert_file(argv[0], argv[1])
+    count = convert_file(argv[0], argv[1], trusted)
   except errors.UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
