@@ -127,6 +127,7 @@ def cases(p: dict) -> list[tuple[str, list[str]]]:
   task = lambda mode, *extra: [*base, f'--mode={mode}', f'--checkpoint={p["export"]}',
                                f'--output={p["out"]}/{mode}', *extra]
   depth = lambda image: task('depth', f'--input={image}')
+  eval_weights = lambda key, path: task('eval', f'--config.eval.{key}={path}')
   camera = lambda path: task('camera_control', f'--input={p["good.png"]}',
                              f'--camera_path={path}')
   return [
@@ -159,17 +160,13 @@ def cases(p: dict) -> list[tuple[str, list[str]]]:
       ('eval of a missing dataset directory', [*base, '--mode=eval', f'--checkpoint={p["export"]}',
                                                f'--config.eval.dataset_dir={p["empty"]}/none']),
       ('eval with FID weights of another network',
-       [*base, '--mode=eval', f'--checkpoint={p["export"]}',
-        f'--config.eval.fid_inception_weights={p["clip_like.safetensors"]}']),
+       eval_weights('fid_inception_weights', p['clip_like.safetensors'])),
       ('eval with an FID weights file that is not safetensors',
-       [*base, '--mode=eval', f'--checkpoint={p["export"]}',
-        f'--config.eval.fid_inception_weights={p["text.png"]}']),
+       eval_weights('fid_inception_weights', p['text.png'])),
       ('eval with CLIP weights of another network',
-       [*base, '--mode=eval', f'--checkpoint={p["export"]}',
-        f'--config.eval.clip_weights={p["inception_like.safetensors"]}']),
+       eval_weights('clip_weights', p['inception_like.safetensors'])),
       ('eval with LoFTR weights of another network',
-       [*base, '--mode=eval', f'--checkpoint={p["export"]}',
-        f'--config.eval.loftr_weights={p["inception_like.safetensors"]}']),
+       eval_weights('loftr_weights', p['inception_like.safetensors'])),
       ('depth without --input', task('depth')),
       ('depth of a missing file', depth(f'{p["empty"]}/missing.png')),
       ('depth of a truncated PNG', depth(p['truncated.png'])),

@@ -38,10 +38,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from jax import lax
 
 from wvd_jax import errors
-from wvd_jax.evaluation.networks import weights
+from wvd_jax.evaluation.networks import layers, weights
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -52,7 +51,6 @@ HINT = ('give a CLIP ViT checkpoint (e.g. openai/clip-vit-base-patch32: its dire
 HF_WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin')
 _IGNORED = re.compile(r'^(text_model\.|text_projection\.|logit_scale$|'
                       r'vision_model\.embeddings\.position_ids$)')
-_PRECISION = lax.Precision.HIGHEST
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,14 +250,8 @@ _ACTIVATIONS = {'quick_gelu': lambda x: x * jax.nn.sigmoid(1.702 * x),
                 'gelu': lambda x: jax.nn.gelu(x, approximate=False)}
 
 
-def _layer_norm(params, name, x, eps):
-  mean = jnp.mean(x, axis=-1, keepdims=True)
-  var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-  return (x - mean) * lax.rsqrt(var + eps) * params[f'{name}.weight'] + params[f'{name}.bias']
-
-
 def _linear(params, name, x):
-  return jnp.dot(x, params[f'{name}.weight'], precision=_PRECISION) + params[f'{name}.bias']
+  return jnp.dot(x, params[f'{name}.weight'], precision=layers.PRECISION) + params[f'{name}.bias']
 
 
 def _attention(params, prefix, x, heads):
@@ -268,8 +260,8 @@ def _attention(params, prefix, x, heads):
   q = split(_linear(params, f'{prefix}.q_proj', x)) * (d // heads) ** -0.5
   k = split(_linear(params, f'{prefix}.k_proj', x))
   v = split(_linear(params, f'{prefix}.v_proj', x))
-  weights_ = jax.nn.softmax(jnp.einsum('bqhd,bkhd->bhqk', q, k, precision=_PRECISION), axis=-1)
-  out = jnp.einsum('bhqk,bkhd->bqhd', weights_, v, precision=_PRECISION).reshape(b, t, d)
+  attn = jax.nn.softmax(jnp.einsum('bqhd,bkhd->bhqk', q, k, precision=layers.PRECISION), axis=-1)
+  out = jnp.einsum('bhqk,bkhd->bqhd', attn, v, precision=layers.PRECISION).reshape(b, t, d)
   return _linear(params, f'{prefix}.out_proj', out)
 
 
@@ -283,26 +275,24 @@ def encode(config: ClipVisionConfig, params, pixels) -> dict[str, jax.Array]:
      'image_embeds': (B, E) (the pooled output when there is no projection)}.
   """
   c = config
-  x = lax.conv_general_dilated(jnp.asarray(pixels, jnp.float32),
-                               params['embeddings.patch_embedding.weight'],
-                               (c.patch_size, c.patch_size), 'VALID',
-                               dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=_PRECISION)
+  x = layers.conv(jnp.asarray(pixels, jnp.float32), params['embeddings.patch_embedding.weight'],
+                  0.0, c.patch_size, (0, 0))
   b = x.shape[0]
   x = x.reshape(b, -1, c.hidden_size)
   cls = jnp.broadcast_to(params['embeddings.class_embedding'], (b, 1, c.hidden_size))
   x = jnp.concatenate([cls, x], axis=1) + params['embeddings.position_embedding.weight']
-  x = _layer_norm(params, 'pre_layrnorm', x, c.layer_norm_eps)
+  x = layers.layer_norm(params, 'pre_layrnorm', x, c.layer_norm_eps)
   act = _ACTIVATIONS[c.hidden_act]
   for i in range(c.num_hidden_layers):
     p = f'encoder.layers.{i}'
     x = x + _attention(params, f'{p}.self_attn',
-                       _layer_norm(params, f'{p}.layer_norm1', x, c.layer_norm_eps),
+                       layers.layer_norm(params, f'{p}.layer_norm1', x, c.layer_norm_eps),
                        c.num_attention_heads)
     h = act(_linear(params, f'{p}.mlp.fc1',
-                    _layer_norm(params, f'{p}.layer_norm2', x, c.layer_norm_eps)))
+                    layers.layer_norm(params, f'{p}.layer_norm2', x, c.layer_norm_eps)))
     x = x + _linear(params, f'{p}.mlp.fc2', h)
-  pooled = _layer_norm(params, 'post_layernorm', x[:, 0], c.layer_norm_eps)
-  embeds = (jnp.dot(pooled, params['visual_projection.weight'], precision=_PRECISION)
+  pooled = layers.layer_norm(params, 'post_layernorm', x[:, 0], c.layer_norm_eps)
+  embeds = (jnp.dot(pooled, params['visual_projection.weight'], precision=layers.PRECISION)
             if c.projection_dim else pooled)
   return {'last_hidden_state': x, 'pooler_output': pooled, 'image_embeds': embeds}
 

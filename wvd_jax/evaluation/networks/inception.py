@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from wvd_jax.evaluation.networks import weights
+from wvd_jax.evaluation.networks import layers, weights
 
 INPUT_SIZE = 299
 FEATURES = 2048
@@ -34,7 +34,6 @@ BN_EPS = 1e-3
 WHAT = "pytorch-fid's FID Inception-v3 weights (pt_inception-2015-12-05-6726825d.pth)"
 HINT = ('give the pt_inception-2015-12-05-6726825d.pth state dict of pytorch-fid (or its '
         '.safetensors conversion) as eval.fid_inception_weights')
-_PRECISION = lax.Precision.HIGHEST
 
 
 def _conv(cin, cout, kernel, stride=1, padding=0):
@@ -118,10 +117,7 @@ def convert(tensors, path: str = '<tensors>') -> dict[str, dict[str, jax.Array]]
   weights.check_tensors(path, WHAT, tensors, torch_shapes(), _optional_names(), HINT)
   params = {}
   for name in conv_specs():
-    get = lambda leaf, name=name: np.asarray(tensors[f'{name}.{leaf}'], np.float64)
-    scale = get('bn.weight') / np.sqrt(get('bn.running_var') + BN_EPS)
-    kernel = weights.conv_kernel(get('conv.weight')) * scale
-    bias = get('bn.bias') - get('bn.running_mean') * scale
+    kernel, bias = layers.fold_batch_norm(tensors, f'{name}.conv', f'{name}.bn', BN_EPS)
     params[name] = {'kernel': jnp.asarray(kernel, jnp.float32),
                     'bias': jnp.asarray(bias, jnp.float32)}
   return params
@@ -136,11 +132,8 @@ def load(path: str | os.PathLike) -> dict[str, dict[str, jax.Array]]:
 
 def _basic_conv(params, name: str, x):
   s = conv_specs()[name]
-  (ph, pw), stride = s['padding'], s['stride']
-  y = lax.conv_general_dilated(x, params[name]['kernel'], (stride, stride),
-                               ((ph, ph), (pw, pw)), dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-                               precision=_PRECISION)
-  return jax.nn.relu(y + params[name]['bias'])
+  return jax.nn.relu(layers.conv(x, params[name]['kernel'], params[name]['bias'], s['stride'],
+                                 s['padding']))
 
 
 def _max_pool(x, stride: int, padding: int = 0):

@@ -34,9 +34,8 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
-from wvd_jax.evaluation.networks import weights
+from wvd_jax.evaluation.networks import layers, weights
 
 WHAT = "kornia's LoFTR weights (loftr_outdoor.ckpt, loftr_indoor.ckpt or loftr_indoor_ds_new.ckpt)"
 HINT = ("give one of the LoFTR checkpoints kornia distributes (or its .safetensors conversion) "
@@ -47,7 +46,6 @@ COARSE_LAYERS, FINE_LAYERS = ('self', 'cross') * 4, ('self', 'cross')
 STRIDE_COARSE, STRIDE_FINE, WINDOW = 8, 2, 5
 THRESHOLD, BORDER, TEMPERATURE = 0.2, 2, 0.1
 BN_EPS, LN_EPS, ATTENTION_EPS = 1e-5, 1e-5, 1e-6
-_PRECISION = lax.Precision.HIGHEST
 
 
 def _conv_specs() -> dict[str, tuple]:
@@ -109,20 +107,13 @@ def convert(tensors, path: str = '<tensors>') -> dict[str, jax.Array]:
   tensors = {re.sub(r'^matcher\.', '', k): v for k, v in tensors.items()}
   optional = {k for k in tensors if k.endswith('num_batches_tracked')}
   weights.check_tensors(path, WHAT, tensors, torch_shapes(), optional, HINT)
-  get = lambda name: np.asarray(tensors[name], np.float64)
   params = {}
   for name, (*_, bn) in CONV_SPECS.items():
-    kernel = weights.conv_kernel(get(f'backbone.{name}.weight'))
-    bias = np.zeros(kernel.shape[-1])
-    if bn:
-      scale = get(f'backbone.{bn}.weight') / np.sqrt(get(f'backbone.{bn}.running_var') + BN_EPS)
-      kernel, bias = kernel * scale, get(f'backbone.{bn}.bias') - get(
-          f'backbone.{bn}.running_mean') * scale
-    params[f'backbone.{name}.kernel'] = kernel
-    params[f'backbone.{name}.bias'] = bias
+    params[f'backbone.{name}.kernel'], params[f'backbone.{name}.bias'] = layers.fold_batch_norm(
+        tensors, f'backbone.{name}', bn and f'backbone.{bn}', BN_EPS)
   for name in torch_shapes():
     if not name.startswith('backbone.'):
-      value = get(name)
+      value = np.asarray(tensors[name], np.float64)
       params[name] = weights.linear_kernel(value) if value.ndim == 2 else value
   return {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
 
@@ -142,10 +133,8 @@ def fixed_position_encoding(path: str | os.PathLike) -> bool:
 
 def _conv(params, name, x):
   _, _, _, stride, pad, _ = CONV_SPECS[name]
-  y = lax.conv_general_dilated(x, params[f'backbone.{name}.kernel'], (stride, stride),
-                               ((pad, pad), (pad, pad)), dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-                               precision=_PRECISION)
-  return y + params[f'backbone.{name}.bias']
+  return layers.conv(x, params[f'backbone.{name}.kernel'], params[f'backbone.{name}.bias'], stride,
+                     (pad, pad))
 
 
 def _block(params, prefix, x):
@@ -166,8 +155,8 @@ def _upsample2(x):
     np.add.at(m, (np.arange(2 * n), low), 1 - frac)
     np.add.at(m, (np.arange(2 * n), high), frac)
     return jnp.asarray(m, jnp.float32)
-  x = jnp.einsum('oh,bhwc->bowc', matrix(x.shape[1]), x, precision=_PRECISION)
-  return jnp.einsum('ow,bhwc->bhoc', matrix(x.shape[2]), x, precision=_PRECISION)
+  x = jnp.einsum('oh,bhwc->bowc', matrix(x.shape[1]), x, precision=layers.PRECISION)
+  return jnp.einsum('ow,bhwc->bhoc', matrix(x.shape[2]), x, precision=layers.PRECISION)
 
 
 def backbone(params, images):
@@ -205,14 +194,8 @@ def position_encoding(height: int, width: int, fixed: bool) -> np.ndarray:
 
 # -------------------------------------------------------------------------------- transformer
 
-def _layer_norm(params, name, x):
-  mean = jnp.mean(x, axis=-1, keepdims=True)
-  var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-  return (x - mean) * lax.rsqrt(var + LN_EPS) * params[f'{name}.weight'] + params[f'{name}.bias']
-
-
 def _dot(x, kernel):
-  return jnp.dot(x, kernel, precision=_PRECISION)
+  return jnp.dot(x, kernel, precision=layers.PRECISION)
 
 
 def _encoder_layer(params, p, x, source):
@@ -223,13 +206,15 @@ def _encoder_layer(params, p, x, source):
   q = jax.nn.elu(split(_dot(x, params[f'{p}.q_proj.weight']), l)) + 1
   k = jax.nn.elu(split(_dot(source, params[f'{p}.k_proj.weight']), s)) + 1
   v = split(_dot(source, params[f'{p}.v_proj.weight']), s) / s
-  kv = jnp.einsum('nshd,nshv->nhdv', k, v, precision=_PRECISION)
-  z = 1.0 / (jnp.einsum('nlhd,nhd->nlh', q, k.sum(axis=1), precision=_PRECISION) + ATTENTION_EPS)
-  message = jnp.einsum('nlhd,nhdv->nlhv', q, kv, precision=_PRECISION) * z[..., None] * s
-  message = _layer_norm(params, f'{p}.norm1', _dot(message.reshape(b, l, d),
-                                                   params[f'{p}.merge.weight']))
+  kv = jnp.einsum('nshd,nshv->nhdv', k, v, precision=layers.PRECISION)
+  z = 1.0 / (jnp.einsum('nlhd,nhd->nlh', q, k.sum(axis=1), precision=layers.PRECISION)
+             + ATTENTION_EPS)
+  message = jnp.einsum('nlhd,nhdv->nlhv', q, kv, precision=layers.PRECISION) * z[..., None] * s
+  message = _dot(message.reshape(b, l, d), params[f'{p}.merge.weight'])
+  message = layers.layer_norm(params, f'{p}.norm1', message, LN_EPS)
   message = jax.nn.relu(_dot(jnp.concatenate([x, message], axis=-1), params[f'{p}.mlp.0.weight']))
-  message = _layer_norm(params, f'{p}.norm2', _dot(message, params[f'{p}.mlp.2.weight']))
+  message = layers.layer_norm(params, f'{p}.norm2', _dot(message, params[f'{p}.mlp.2.weight']),
+                              LN_EPS)
   return x + message
 
 
@@ -253,7 +238,7 @@ def confidence_matrix(coarse0, coarse1):
   """Dual softmax of (B, L, C) x (B, S, C) features -> (B, L, S)."""
   scale = coarse0.shape[-1] ** -0.5
   sim = jnp.einsum('nlc,nsc->nls', coarse0 * scale, coarse1 * scale,
-                   precision=_PRECISION) / TEMPERATURE
+                   precision=layers.PRECISION) / TEMPERATURE
   return jax.nn.softmax(sim, axis=2) * jax.nn.softmax(sim, axis=1)
 
 
@@ -313,7 +298,7 @@ def fine_offsets(params, fine0, fine1, coarse0, coarse1, i_ids, j_ids):
       'fine_preprocess.merge_feat.bias']
   f0, f1 = transformer(params, 'loftr_fine', FINE_LAYERS, merged[:m], merged[m:])
   centre = f0[:, WINDOW * WINDOW // 2]
-  sim = jnp.einsum('mc,mrc->mr', centre, f1, precision=_PRECISION) / math.sqrt(f0.shape[-1])
+  sim = jnp.einsum('mc,mrc->mr', centre, f1, precision=layers.PRECISION) / math.sqrt(f0.shape[-1])
   heat = jax.nn.softmax(sim, axis=1)
   grid = np.linspace(-1.0, 1.0, WINDOW, dtype=np.float32)
   gx = jnp.asarray(np.tile(grid, WINDOW))       # x varies along a window row (row-major).
