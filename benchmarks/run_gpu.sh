@@ -5,6 +5,7 @@
 #   bash benchmarks/run_gpu.sh infer      # sampler latency, VAE, geometry
 #   bash benchmarks/run_gpu.sh multi      # train step on 1 and 2 GPUs (FSDP)
 #   bash benchmarks/run_gpu.sh stop_check # multi-host stop check, 2 processes x 1 GPU
+#   bash benchmarks/run_gpu.sh learned    # FID / FC / LoFTR networks of the eval
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -53,6 +54,9 @@ case "${1:-}" in
     run small_step 150 python3 benchmarks/train_step.py --config small --batch 32 --parts 0
     run mixture 300 env JAX_PLATFORMS=cpu python3 benchmarks/data_bench.py \
       --skip=render,build,pipeline --workers="$(nproc)"
+    ;;
+  learned)  # the learned eval metrics' networks (FID Inception, CLIP B/32 and L/14, LoFTR)
+    run learned_metrics 300 python3 benchmarks/learned_metrics_bench.py
     ;;
   geometry)  # post-optimization (16 views at 256 px, centre and shared principal point),
              # the principal-point modes on noisy XYZ, many views at 50/100/200

@@ -145,10 +145,12 @@ def test_unusable_clip_weights_give_one_line_user_errors(tmp_path):
   wrong_width['vision_model.encoder.layers.0.mlp.fc1.weight'] = np.zeros((100, 64), np.float32)
   bad_config = hf_checkpoint(tmp_path / 'bad_config', 'quick_gelu')
   (bad_config / 'config.json').write_text('{"vision_config": {"hidden_size": 768}}')
+  bad_type = hf_checkpoint(tmp_path / 'bad_type', 'quick_gelu')
+  (bad_type / 'config.json').write_text('{"vision_config": {"num_attention_heads": "many"}}')
   cases = {inception_like: 'no tensor',
            hf_checkpoint(tmp_path / 'missing', 'quick_gelu', no_layer): 'are missing',
            hf_checkpoint(tmp_path / 'wide', 'quick_gelu', wrong_width): 'has shape',
-           bad_config: 'config says hidden_size 768',
+           bad_config: 'config says hidden_size 768', bad_type: 'wrong type',
            tmp_path / 'empty_dir': 'no model.safetensors',
            tmp_path / 'nothing.safetensors': 'not found'}
   (tmp_path / 'empty_dir').mkdir()

@@ -8,9 +8,10 @@ which is similar to S_a S_b, symmetric and positive semi-definite (eigenvalues c
 no complex square root arises (pytorch-fid uses scipy.linalg.sqrtm of S_a S_b; the two agree to
 float64 round-off on the same statistics).
 
-The eval computes the generated frames' FID against the true frames of the same clips
-(all frames of every clip, images in [-1, 1] mapped to [0, 1]). With few images the covariance is
-rank-deficient and FID is biased upward: compare FIDs only at equal image counts.
+The eval (learned.py) computes the FID of the generated frames 1..N-1 of every sample against
+the true frames 1..N-1 of the same clips, pooled over the split (images in [-1, 1] mapped to
+[0, 1]). With fewer images than 2048 the covariance is rank-deficient and FID is biased upward:
+compare FIDs only at equal image counts.
 """
 from __future__ import annotations
 

@@ -183,24 +183,32 @@ def _config_from_tensors(path: str, tensors: dict, settings: dict) -> ClipVision
                            f"'visual.conv1.weight'); {HINT}")
   patch = np.shape(tensors[need[0]])
   positions = np.shape(tensors[need[1]])
-  layers = 1 + max([int(m[1]) for m in (re.match(r'^vision_model\.encoder\.layers\.(\d+)\.', n)
-                                        for n in tensors) if m], default=-1)
+  depth = 1 + max([int(m[1]) for m in (re.match(r'^vision_model\.encoder\.layers\.(\d+)\.', n)
+                                       for n in tensors) if m], default=-1)
   fc1 = np.shape(tensors.get('vision_model.encoder.layers.0.mlp.fc1.weight', (0, 0)))
   grid = int(round(np.sqrt(max(positions[0] - 1, 0))))
-  if len(patch) != 4 or patch[2] != patch[3] or grid * grid + 1 != positions[0] or not layers:
+  if len(patch) != 4 or patch[2] != patch[3] or grid * grid + 1 != positions[0] or not depth:
     raise errors.UserError(f'{path} is not {WHAT}: patch embedding {patch} and {positions[0]} '
                            f'positions are not a square ViT; {HINT}')
   hidden = int(patch[0])
-  config = ClipVisionConfig(
-      hidden_size=hidden, intermediate_size=int(fc1[0]), num_hidden_layers=layers,
-      num_attention_heads=int(settings.get('num_attention_heads', max(hidden // HEAD_DIM, 1))),
-      image_size=grid * int(patch[2]), patch_size=int(patch[2]),
-      projection_dim=int(np.shape(tensors['visual_projection.weight'])[0])
-      if 'visual_projection.weight' in tensors else 0,
-      hidden_act=str(settings.get('hidden_act', 'quick_gelu')),
-      layer_norm_eps=float(settings.get('layer_norm_eps', 1e-5)))
-  for key in ('hidden_size', 'patch_size', 'image_size'):
-    if key in settings and int(settings[key]) != getattr(config, key):
+  try:
+    config = ClipVisionConfig(
+        hidden_size=hidden, intermediate_size=int(fc1[0]), num_hidden_layers=depth,
+        num_attention_heads=int(settings.get('num_attention_heads', max(hidden // HEAD_DIM, 1))),
+        image_size=grid * int(patch[2]), patch_size=int(patch[2]),
+        projection_dim=int(np.shape(tensors['visual_projection.weight'])[0])
+        if 'visual_projection.weight' in tensors else 0,
+        hidden_act=str(settings.get('hidden_act', 'quick_gelu')),
+        layer_norm_eps=float(settings.get('layer_norm_eps', 1e-5)))
+    stated = {k: int(settings[k]) for k in ('hidden_size', 'patch_size', 'image_size')
+              if k in settings}
+  except (TypeError, ValueError) as e:
+    raise errors.UserError(f'{path}: its config has a value of the wrong type ({e})') from None
+  if config.num_attention_heads < 1:
+    raise errors.UserError(f'{path}: num_attention_heads must be >= 1, got '
+                           f'{config.num_attention_heads}')
+  for key in stated:
+    if stated[key] != getattr(config, key):
       raise errors.UserError(f'{path}: its config says {key} {settings[key]} but the tensors '
                              f'have {getattr(config, key)}; give the matching config.json')
   if config.hidden_act not in _ACTIVATIONS:
