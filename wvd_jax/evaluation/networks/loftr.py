@@ -303,8 +303,9 @@ def fine_offsets(params, fine0, fine1, coarse0, coarse1, i_ids, j_ids):
   grid = np.linspace(-1.0, 1.0, WINDOW, dtype=np.float32)
   gx = jnp.asarray(np.tile(grid, WINDOW))       # x varies along a window row (row-major).
   gy = jnp.asarray(np.repeat(grid, WINDOW))
-  coords = jnp.stack([heat @ gx, heat @ gy], axis=-1)
-  var = jnp.stack([heat @ gx ** 2, heat @ gy ** 2], axis=-1) - coords ** 2
+  expect = lambda g: jnp.dot(heat, g, precision=layers.PRECISION)
+  coords = jnp.stack([expect(gx), expect(gy)], axis=-1)
+  var = jnp.stack([expect(gx ** 2), expect(gy ** 2)], axis=-1) - coords ** 2
   std = jnp.sum(jnp.sqrt(jnp.where(var > 1e-10, var, 1e-10)), axis=-1)
   offset = coords * (WINDOW // 2) * STRIDE_FINE
   return offset, jnp.concatenate([coords, std[:, None]], axis=-1)
