@@ -183,6 +183,14 @@ def loftr_outputs(out: dict):
   out['loftr/planted_conf'] = conf
   for key in ('i_ids', 'j_ids', 'mconf', 'mkpts0_c', 'mkpts1_c'):
     out[f'loftr/planted_{key}'] = selected[key].numpy()
+  # End to end on weights under which matches exist (reference_weights.py says why).
+  model.load_state_dict({k: torch.from_numpy(v) for k, v in
+                         reference_weights.loftr_matching_state_dict(shapes).items()},
+                        strict=False)
+  with torch.no_grad():
+    matches = model({'image0': image0, 'image1': image1})
+  for key in ('keypoints0', 'keypoints1', 'confidence'):
+    out[f'loftr/matching_{key}'] = matches[key].numpy()
   out['loftr/pe_fixed'] = position_encoding.PositionEncodingSine(256, temp_bug_fix=True).pe[
       0, :, :12, :12].permute(1, 2, 0).numpy()
 

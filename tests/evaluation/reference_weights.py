@@ -44,3 +44,16 @@ def images(shape, seed: int = 0) -> np.ndarray:
   cols = np.minimum((np.arange(w) * 4) // w, 3)
   base = coarse[:, rows][:, :, cols]
   return np.clip(0.8 * base + 0.2 * rng.uniform(0, 1, (b, h, w, c)), 0, 1).astype(np.float32)
+
+
+def loftr_matching_state_dict(shapes: dict, seed: int = 0) -> dict[str, np.ndarray]:
+  """LoFTR random weights under which mutual matches exist: the backbone's biases and running
+  means zeroed and the coarse layers' norm2 scaled by 0.05, so the position encoding dominates
+  the coarse features (plain random weights give near-uniform confidences and no match)."""
+  out = state_dict(shapes, seed)
+  for name in out:
+    if name.startswith('backbone.') and name.endswith(('running_mean', '.bias')):
+      out[name] = np.zeros_like(out[name])
+    elif name.startswith('loftr_coarse.') and '.norm2.' in name:
+      out[name] = out[name] * np.float32(0.05)
+  return out

@@ -65,6 +65,18 @@ def test_dense_match_matches_kornia(params, transformed):
     close(got[key], ref[f'loftr/{key}'])
 
 
+def test_matches_end_to_end_match_kornia():
+  """On weights under which matches exist (64 here), every match, its confidence and its
+  fine-stage key point in image 1."""
+  ref = reference_data.load()
+  state = reference_weights.loftr_matching_state_dict(reference_data.shapes('loftr/shapes'))
+  got = loftr.select(loftr.match(loftr.convert(state), *images(), fixed_encoding=False,
+                                 threshold=0.0))
+  assert len(ref['loftr/matching_confidence']) == 64
+  for key in ('keypoints0', 'keypoints1', 'confidence'):
+    close(got[key], ref[f'loftr/matching_{key}'], 1e-4)
+
+
 def test_coarse_selection_rule_matches_kornia():
   ref = reference_data.load()
   mask, j, conf = loftr.coarse_matches(ref['loftr/planted_conf'], (8, 8), (8, 10))
