@@ -1,7 +1,7 @@
 """Writes tests/data/reference_networks.npz: the reference implementations' outputs on the seeded
 random weights of reference_weights.py, for the parity tests of wvd_jax/evaluation/networks.
 
-Needs torch, torchvision, pytorch-fid 0.3.0, transformers, kornia and scipy (not the project's
+Needs torch, torchvision, pytorch-fid 0.3.0, transformers, kornia, open-clip-torch and scipy (not the project's
 environment: run it where a CPU torch is installable, e.g. a Python 3.11 venv with the
 ``torch==2.13.0+cpu`` wheel), from the repository root:
 
@@ -33,6 +33,8 @@ import kornia  # noqa: E402
 import transformers  # noqa: E402
 from kornia.feature.loftr import loftr as kornia_loftr  # noqa: E402
 from kornia.feature.loftr.utils import position_encoding  # noqa: E402
+from open_clip import __version__ as open_clip_version  # noqa: E402
+from open_clip import transformer as open_clip_transformer  # noqa: E402
 from pytorch_fid import fid_score  # noqa: E402
 from pytorch_fid import inception as fid_inception  # noqa: E402
 # pylint: enable=wrong-import-position
@@ -120,6 +122,17 @@ def clip_outputs(out: dict):
     out[f'clip_{act}/image_embeds'] = projected.image_embeds.numpy()
     out[f'clip_{act}/last_hidden_state'] = pooled.last_hidden_state.numpy()
     out[f'clip_{act}/pooler_output'] = pooled.pooler_output.numpy()
+  # open_clip's own ViT (QuickGELU, as its '-quickgelu' and OpenAI models) on the same pixels.
+  vit = open_clip_transformer.VisionTransformer(
+      image_size=32, patch_size=8, width=64, layers=2, heads=4, mlp_ratio=2.0, output_dim=24,
+      act_layer=open_clip_transformer.QuickGELU).eval()
+  shapes = {f'visual.{k}': v for k, v in _shapes(vit).items()}
+  state = reference_weights.state_dict(shapes, gain=1.0)
+  vit.load_state_dict({k[len('visual.'):]: torch.from_numpy(v) for k, v in state.items()})
+  with torch.no_grad():
+    embeds = vit(torch.from_numpy(out['clip_quick_gelu/pixels']).permute(0, 3, 1, 2))
+  out['open_clip/shapes'] = json.dumps(shapes)
+  out['open_clip/image_embeds'] = embeds.numpy()
   for name, kwargs in CLIP_REAL.items():
     config = transformers.CLIPVisionConfig(**kwargs)
     with torch.device('meta'):
@@ -205,6 +218,7 @@ def main(path: str):
                                 'torchvision': torchvision.__version__,
                                 'transformers': transformers.__version__,
                                 'kornia': kornia.__version__,
+                                'open_clip': open_clip_version,
                                 'pytorch_fid': '0.3.0'})
   np.savez_compressed(path, **{k: np.asarray(v) for k, v in out.items()})
   print('wrote', path, {k: np.asarray(v).shape for k, v in out.items()})

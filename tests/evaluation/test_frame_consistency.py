@@ -1,6 +1,6 @@
 """Frame Consistency: the JAX CLIP image encoder against transformers' CLIPVisionModel(With-
-Projection) on random weights (Hugging Face and open_clip formats), the real ViT-B/32 and
-ViT-L/14 architectures, the FC formula, and unusable weight files."""
+Projection) and open_clip's VisionTransformer on random weights (each in its own format), the
+real ViT-B/32 and ViT-L/14 architectures, the FC formula, and unusable weight files."""
 import json
 
 import jax
@@ -32,31 +32,6 @@ def hf_checkpoint(directory, act: str, state=None):
   return directory
 
 
-def to_open_clip(state: dict) -> dict:
-  """Hugging Face names -> open_clip's (the inverse of clip._from_open_clip, written out)."""
-  out = {}
-  layers = sorted({int(k.split('.')[3]) for k in state if '.encoder.layers.' in k})
-  v = 'vision_model.'
-  out['visual.conv1.weight'] = state[f'{v}embeddings.patch_embedding.weight']
-  out['visual.class_embedding'] = state[f'{v}embeddings.class_embedding']
-  out['visual.positional_embedding'] = state[f'{v}embeddings.position_embedding.weight']
-  for ours, theirs in (('pre_layrnorm', 'ln_pre'), ('post_layernorm', 'ln_post')):
-    for leaf in ('weight', 'bias'):
-      out[f'visual.{theirs}.{leaf}'] = state[f'{v}{ours}.{leaf}']
-  for i in layers:
-    p, q = f'{v}encoder.layers.{i}.', f'visual.transformer.resblocks.{i}.'
-    for leaf in ('weight', 'bias'):
-      out[f'{q}attn.in_proj_{leaf}'] = np.concatenate(
-          [state[f'{p}self_attn.{n}_proj.{leaf}'] for n in 'qkv'])
-      for ours, theirs in (('self_attn.out_proj', 'attn.out_proj'), ('layer_norm1', 'ln_1'),
-                           ('layer_norm2', 'ln_2'), ('mlp.fc1', 'mlp.c_fc'),
-                           ('mlp.fc2', 'mlp.c_proj')):
-        out[f'{q}{theirs}.{leaf}'] = state[f'{p}{ours}.{leaf}']
-  out['visual.proj'] = np.ascontiguousarray(state['visual_projection.weight'].T)
-  out['text_projection'] = np.zeros((3, 3), np.float32)
-  return out
-
-
 def assert_matches_transformers(config, params, act):
   ref = reference_data.load()
   got = jax.jit(clip.encode, static_argnums=0)(config, params, ref[f'clip_{act}/pixels'])
@@ -75,15 +50,23 @@ def test_hugging_face_checkpoint_matches_transformers(tmp_path, act):
   assert_matches_transformers(config, params, act)
 
 
-def test_open_clip_checkpoint_matches_transformers(tmp_path):
+def test_open_clip_checkpoint_matches_open_clip(tmp_path):
+  ref = reference_data.load()
+  state = reference_weights.state_dict(reference_data.shapes('open_clip/shapes'), gain=1.0)
+  state['logit_scale'] = np.float32(2.6)[None]  # A full open_clip CLIP's extras are ignored.
+  state['text_projection'] = np.zeros((3, 3), np.float32)
   path = tmp_path / 'open_clip_model.safetensors'
-  path.write_bytes(safetensors_numpy.save(to_open_clip(random_state('quick_gelu'))))
+  path.write_bytes(safetensors_numpy.save(state))
   (tmp_path / 'open_clip_config.json').write_text(json.dumps(
       {'model_cfg': {'embed_dim': 24, 'quick_gelu': True,
                      'vision_cfg': {'width': 64, 'head_width': 16, 'layers': 2}}}))
   config, params = clip.load(path)
-  assert config.hidden_act == 'quick_gelu' and config.num_attention_heads == 4
-  assert_matches_transformers(config, params, 'quick_gelu')
+  assert (config.hidden_act, config.num_attention_heads, config.projection_dim) == (
+      'quick_gelu', 4, 24)
+  got = jax.jit(clip.encode, static_argnums=0)(config, params, ref['clip_quick_gelu/pixels'])
+  want = ref['open_clip/image_embeds']
+  np.testing.assert_allclose(np.asarray(got['image_embeds']), want, rtol=1e-4,
+                             atol=1e-4 * np.abs(want).max())
 
 
 @pytest.mark.parametrize('name, embed_dim', [('vit_b32', 512), ('vit_l14', 768)])
