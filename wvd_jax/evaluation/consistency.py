@@ -4,7 +4,8 @@ KPM (4DiM, Watson et al. 2024; WVD Table 1) counts key-point matches between gen
 as a percentage of the count on ground-truth frames. The default matcher needs no weights
 (REFERENCES.md, "Consistency metrics"): OpenCV SIFT + Lowe's ratio test + RANSAC on the
 fundamental matrix, counting the RANSAC inliers. With user-supplied weights, ``LoftrMatcher``
-counts the matches of LoFTR, the pretrained matcher the paper names.
+counts the matches of LoFTR, a pretrained matcher as the paper uses (its reference [50]; LoFTR is
+the one issue 21 asks for).
 
 XYZ-RGB agreement checks that a generated 6D video is one scene: each frame's XYZ points are
 reprojected into the other frames, and where the point is visible there, the two frames'

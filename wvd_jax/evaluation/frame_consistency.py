@@ -1,5 +1,5 @@
-"""Frame Consistency (FC; Esser et al. 2023, used in WVD Table 1): how alike a video's frames are
-to CLIP.
+"""Frame Consistency (FC; WVD Table 1, its reference [23]; the definition of Esser et al. 2023,
+Gen-1): how alike a video's frames are to CLIP.
 
 FC = 100 * mean over consecutive frame pairs (i, i + 1) of the cosine similarity of their CLIP
 image embeddings (networks/clip.py: the visual projection of the pooled class token), in percent
