@@ -6,6 +6,7 @@
 #   bash benchmarks/run_gpu.sh multi      # train step on 1 and 2 GPUs (FSDP)
 #   bash benchmarks/run_gpu.sh stop_check # multi-host stop check, 2 processes x 1 GPU
 #   bash benchmarks/run_gpu.sh latents    # train step from latents vs pixels, encode throughput
+#   bash benchmarks/run_gpu.sh learned    # FID / FC / LoFTR networks of the eval
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -54,6 +55,9 @@ case "${1:-}" in
     run small_step 150 python3 benchmarks/train_step.py --config small --batch 32 --parts 0
     run mixture 300 env JAX_PLATFORMS=cpu python3 benchmarks/data_bench.py \
       --skip=render,build,pipeline --workers="$(nproc)"
+    ;;
+  learned)  # the learned eval metrics' networks (FID Inception, CLIP B/32 and L/14, LoFTR)
+    run learned_metrics 300 python3 benchmarks/learned_metrics_bench.py
     ;;
   geometry)  # post-optimization (16 views at 256 px, centre and shared principal point),
              # the principal-point modes on noisy XYZ, many views at 50/100/200
@@ -110,5 +114,5 @@ case "${1:-}" in
     run encode_4 120 python3 benchmarks/encode_bench.py --batch_per_device 4
     run encode_16 150 python3 benchmarks/encode_bench.py --batch_per_device 16
     ;;
-  *) echo "usage: $0 train|infer|multi|data|geometry|stop_check|optim|ablate|final|sampling_multi|speed|speed_infer|latents"; exit 2 ;;
+  *) echo "usage: $0 train|infer|multi|data|geometry|stop_check|optim|ablate|final|sampling_multi|speed|speed_infer|latents|learned"; exit 2 ;;
 esac

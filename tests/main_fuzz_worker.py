@@ -111,6 +111,17 @@ def build_fixtures(d: str) -> dict:
     p[f'path_{name}'] = os.path.join(d, f'path_{name}.json')
     with open(p[f'path_{name}'], 'wb') as f:
       f.write(text.encode() if text is not None else bytes(range(256)))
+  # Weights of another network for the learned eval metrics (a CLIP tensor where Inception's
+  # are expected, and vice versa).
+  from safetensors import numpy as safetensors_numpy  # pylint: disable=import-outside-toplevel
+  p['clip_like.safetensors'] = os.path.join(d, 'clip_like.safetensors')
+  with open(p['clip_like.safetensors'], 'wb') as f:
+    f.write(safetensors_numpy.save(
+        {'vision_model.embeddings.class_embedding': np.zeros(8, np.float32)}))
+  p['inception_like.safetensors'] = os.path.join(d, 'inception_like.safetensors')
+  with open(p['inception_like.safetensors'], 'wb') as f:
+    f.write(safetensors_numpy.save({'Conv2d_1a_3x3.conv.weight': np.zeros((32, 3, 3, 3),
+                                                                          np.float32)}))
   del jax
   return p
 
@@ -122,6 +133,7 @@ def cases(p: dict) -> list[tuple[str, list[str]]]:
   task = lambda mode, *extra: [*base, f'--mode={mode}', f'--checkpoint={p["export"]}',
                                f'--output={p["out"]}/{mode}', *extra]
   depth = lambda image: task('depth', f'--input={image}')
+  eval_weights = lambda key, path: task('eval', f'--config.eval.{key}={path}')
   camera = lambda path: task('camera_control', f'--input={p["good.png"]}',
                              f'--camera_path={path}')
   return [
@@ -153,6 +165,14 @@ def cases(p: dict) -> list[tuple[str, list[str]]]:
       ('eval without a checkpoint', [*base, '--mode=eval']),
       ('eval of a missing dataset directory', [*base, '--mode=eval', f'--checkpoint={p["export"]}',
                                                f'--config.eval.dataset_dir={p["empty"]}/none']),
+      ('eval with FID weights of another network',
+       eval_weights('fid_inception_weights', p['clip_like.safetensors'])),
+      ('eval with an FID weights file that is not safetensors',
+       eval_weights('fid_inception_weights', p['text.png'])),
+      ('eval with CLIP weights of another network',
+       eval_weights('clip_weights', p['inception_like.safetensors'])),
+      ('eval with LoFTR weights of another network',
+       eval_weights('loftr_weights', p['inception_like.safetensors'])),
       ('depth without --input', task('depth')),
       ('depth of a missing file', depth(f'{p["empty"]}/missing.png')),
       ('depth of a truncated PNG', depth(p['truncated.png'])),

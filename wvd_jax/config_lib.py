@@ -204,6 +204,14 @@ def base_config() -> ml_collections.ConfigDict:
   config.eval.depth_alignment = 'median'  # Scale of monocular depth; video depth: per sequence.
   config.eval.gallery_clips = 4  # Clips shown in the report's gallery.
   config.eval.output_dir = ''  # '' means <workdir>/eval.
+  # The paper's Table 1 metrics from user-supplied weights ('' skips the metric; README
+  # "Evaluation" lists the formats; .pth / .bin / .ckpt files need torch, else convert them once
+  # to .safetensors): FID (pytorch-fid's pt_inception-2015-12-05 state dict), Frame Consistency
+  # (a CLIP ViT image encoder: Hugging Face model directory or file, or open_clip file) and KPM
+  # counted by LoFTR (kornia's loftr_outdoor / loftr_indoor(_ds_new) checkpoint) beside SIFT's.
+  config.eval.fid_inception_weights = ''
+  config.eval.clip_weights = ''
+  config.eval.loftr_weights = ''
   return config
 
 

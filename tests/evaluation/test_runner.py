@@ -12,7 +12,8 @@ from PIL import Image
 from tests.conftest import REPO, tiny_config
 from wvd_jax import errors
 from wvd_jax.data import storage
-from wvd_jax.evaluation import compare, report, runner
+from tests.evaluation import test_learned
+from wvd_jax.evaluation import compare, learned, report, runner
 from wvd_jax.training import train
 
 
@@ -32,7 +33,18 @@ def evaluated(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('eval'))
   config = eval_config()
   train.train_and_evaluate(config, workdir)
-  results = runner.evaluate(config, workdir)  # The training checkpoint's EMA weights.
+  # FID, FC and LoFTR KPM through the whole eval path (per-clip features, gathering, pooling,
+  # report) with stand-in networks: the real Inception at 299 px costs too much here
+  # (test_fid.py, test_frame_consistency.py, test_loftr.py check the networks against the
+  # reference implementations).
+  with_learned = config.copy_and_resolve_references()
+  with_learned.eval.fid_inception_weights = with_learned.eval.clip_weights = 'stand-in'
+  with_learned.eval.loftr_weights = 'stand-in'
+  with pytest.MonkeyPatch.context() as patch:
+    for metric in ('fid', 'fc'):
+      patch.setitem(learned.LOADERS, metric, lambda path: test_learned.fake_inception)
+    patch.setitem(learned.LOADERS, 'kpm_loftr', lambda path: test_learned.fake_matcher)
+    results = runner.evaluate(with_learned, workdir)  # The training checkpoint's EMA weights.
   return config, workdir, results
 
 
@@ -57,6 +69,14 @@ def test_report_files(evaluated):
   with open(os.path.join(out, 'report.md')) as f:
     text = f.read()
   assert '| AbsRel ↓ |' in text and 'identity cameras' in text and '## Goals' in text
+  # FID from the stand-in: 2 clips x 2 samples x frames 1..3 against 2 clips x frames 1..3.
+  assert metrics['fid']['num_generated'] == 12 and metrics['fid']['num_true'] == 6
+  assert np.isfinite(metrics['fid']['fid']) and 0 < metrics['fc']['fc_ground_truth'] <= 100
+  assert all(-100 <= r['fc/generated'] <= 100 for r in rows)
+  assert stored['skipped_metrics'] == {} and 'kpm_percent' in metrics['kpm_loftr']
+  assert all(0 <= r['kpm_loftr/ground_truth'] <= 3 for r in rows)  # 3 later frames a clip.
+  assert '## Paper Table 1 metrics' in text
+  assert f"| {report.format_value(metrics['fid']['fid'])} | " in text
   assert sorted(os.listdir(os.path.join(out, 'plots'))) == [
       'keypoint_matches.png', 'mono_abs_rel.png', 'novel_view_psnr.png', 'pose_accuracy.png',
       'video_abs_rel.png']

@@ -79,6 +79,28 @@ def goal_status(metrics: dict) -> list[tuple[str, str, float | None, bool | None
   return rows
 
 
+def table1_lines(metrics: dict, skipped: dict) -> list[str]:
+  """The paper's Table 1 columns (FID, KPM, FC) with the matchers and networks behind them;
+  metrics whose weights were not given show '–' and are listed with the reason."""
+  names = ('fid', 'kpm', 'kpm_loftr', 'fc')
+  if not any(n in metrics for n in names) and not skipped:
+    return []
+  get = lambda section, key: metrics.get(section, {}).get(key)
+  fc = (f"{format_value(get('fc', 'fc_generated'))} / {format_value(get('fc', 'fc_ground_truth'))}"
+        if 'fc' in metrics else '–')
+  lines = ['## Paper Table 1 metrics (videos generated from frame 0)', '',
+           '| FID ↓ | KPM, SIFT (%) ↑ | KPM, LoFTR (%) ↑ | FC, generated / true ↑ |',
+           '|---|---|---|---|',
+           f"| {format_value(get('fid', 'fid'))} | {format_value(get('kpm', 'kpm_percent'))} | "
+           f"{format_value(get('kpm_loftr', 'kpm_percent'))} | {fc} |", '']
+  if 'fid' in metrics:
+    lines.append(f"FID: {metrics['fid']['num_generated']} generated frames (frames 1..N-1 of "
+                 f"every sample) against {metrics['fid']['num_true']} true frames; pytorch-fid's "
+                 'Inception-v3. Few frames bias FID upward: compare at equal counts.')
+  lines += [f'- {name} skipped: {reason}' for name, reason in skipped.items()]
+  return lines + ([''] if skipped or 'fid' in metrics else [])
+
+
 def markdown(results: dict) -> str:
   """report.md's text."""
   m = results['metrics']
@@ -107,6 +129,7 @@ def markdown(results: dict) -> str:
               '|---|---|---|',
               f"| {format_value(k['kpm_percent'])} | {format_value(k['matches_generated'])} | "
               f"{format_value(k['matches_ground_truth'])} |", '']
+  lines += table1_lines(m, results.get('skipped_metrics', {}))
   goals = goal_status(m)
   if any(value is not None for _, _, value, _ in goals):
     lines += ['## Goals', '', '| goal | value | met |', '|---|---|---|']

@@ -27,7 +27,8 @@ from absl import logging
 
 from wvd_jax import config_lib, files, multihost
 from wvd_jax.data import pipeline, storage
-from wvd_jax.evaluation import consistency, depth_metrics, pose_metrics, protocol, report
+from wvd_jax.evaluation import (consistency, depth_metrics, learned as learned_lib, pose_metrics,
+                                protocol, report)
 from wvd_jax.models import checkpoint_reader
 
 DEPTH_PREFIXES = ('mono', 'mono_baseline', 'video', 'video_baseline')
@@ -103,11 +104,8 @@ def aggregate(per_clip: list[dict]) -> dict[str, dict]:
                      for k in ('psnr', 'ssim')}
   rows = [c for c in per_clip if 'kpm/generated' in c]
   if rows:
-    generated = [c['kpm/generated'] for c in rows]
-    truth = [c['kpm/ground_truth'] for c in rows]
-    out['kpm'] = {'kpm_percent': consistency.kpm(generated, truth),
-                  'matches_generated': float(np.mean(generated)),
-                  'matches_ground_truth': float(np.mean(truth))}
+    out['kpm'] = consistency.kpm_summary([c['kpm/generated'] for c in rows],
+                                         [c['kpm/ground_truth'] for c in rows])
   for prefix in ('agreement', 'agreement_truth'):
     rows = [r for r in (_scalars(c, prefix) for c in per_clip) if r]
     if rows:
@@ -137,10 +135,11 @@ def output_dir(config, workdir: str) -> str:
   return config.eval.output_dir or os.fspath(files.as_path(workdir) / 'eval')
 
 
-def _record(index: int, scores: dict, clip, shown) -> dict:
+def _record(index: int, scores: dict, features: dict, clip, shown) -> dict:
   """One clip's results as a flat dict for multihost.gather_records (gallery fields with a
   clip; None fields left out)."""
-  record = {'index': index, **{f'score/{k}': v for k, v in scores.items()}}
+  record = {'index': index, **{f'score/{k}': v for k, v in scores.items()},
+            **{f'learned/{k}': v for k, v in features.items()}}
   if clip is not None:
     record['gallery'] = True
     for prefix, value in (('clip', clip), ('shown', shown)):
@@ -159,6 +158,9 @@ def evaluate(config, workdir: str, checkpoint: str | None = None) -> dict:
     return _evaluate_sources(config, workdir, checkpoint, sources)
   e = config.eval
   tasks = tuple(t for t in e.tasks.split(',') if t)
+  learned = learned_lib.load(e, tasks)  # Bad weight files stop here, before any generation.
+  for metric, reason in learned.skipped.items():
+    logging.info('%s skipped: %s', metric, reason)
   path, model = _load_model(config, workdir, checkpoint)
   xyz_model = not config_lib.rgb_only(model.config)  # False for the RGB-only ablation.
   if not xyz_model:
@@ -182,10 +184,17 @@ def evaluate(config, workdir: str, checkpoint: str | None = None) -> dict:
         model.generator, clip, tasks=tasks, num_samples=config.sample.num_samples,
         alignment=e.depth_alignment, has_xyz=xyz_model, rng=jax.random.fold_in(rng, index),
         box_fill=config.data.xyz_box_fill)
-    records.append(_record(index, scores, clip if index < e.gallery_clips else None, shown))
+    features = {}
+    if shown.videos_rgb is not None:
+      learned_scores, features = learned_lib.clip_scores(learned, clip.rgb, shown.videos_rgb)
+      scores.update(learned_scores)
+    records.append(_record(index, scores, features, clip if index < e.gallery_clips else None,
+                           shown))
     seconds.append(time.time() - start)
   records = sorted(multihost.gather_records(records), key=lambda r: int(r['index']))
   per_clip = [_scalars(r, 'score') for r in records]
+  metrics = aggregate(per_clip)
+  metrics.update(learned_lib.aggregate(per_clip, [_scalars(r, 'learned') for r in records]))
   gallery = [(int(r['index']), protocol.EvalClip(**_scalars(r, 'clip')),
               protocol.ClipOutputs(**_scalars(r, 'shown'))) for r in records if 'gallery' in r]
   results = {
@@ -195,7 +204,7 @@ def evaluate(config, workdir: str, checkpoint: str | None = None) -> dict:
       'sampler_steps': config.sample.num_steps, 'langevin_steps': config.sample.langevin_steps,
       'seconds_per_clip': float(np.mean(seconds[1:] if len(seconds) > 1 else seconds)),
       'device': str(jax.devices()[0].device_kind), 'date': time.strftime('%Y-%m-%d'),
-      'metrics': aggregate(per_clip),
+      'metrics': metrics, 'skipped_metrics': learned.skipped,
   }
   if multihost.is_primary():
     report.write_report(output, results, [_json_ready(s) for s in per_clip], gallery)
