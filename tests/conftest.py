@@ -42,3 +42,16 @@ def tiny_config():
 @pytest.fixture
 def config():
   return tiny_config()
+
+
+# The multi-process and kill tests take minutes each: started first, the other worker of
+# `pytest -n 2` runs the rest beside them instead of after them (the suite's critical path).
+SLOW_FIRST = ('tests/training/test_multihost.py', 'tests/training/test_resume.py',
+              'tests/training/test_distributed.py')
+
+
+def pytest_collection_modifyitems(items):
+  def rank(item):
+    path = item.nodeid.split('::')[0]
+    return SLOW_FIRST.index(path) if path in SLOW_FIRST else len(SLOW_FIRST)
+  items.sort(key=rank)  # Stable: the order inside each group is kept.

@@ -122,26 +122,6 @@ def case_topology(outdir):
   np.savez(os.path.join(outdir, 'topology.npz'), **results)
 
 
-def case_multihost(outdir, process_id, port):
-  """Two processes x 2 CPU devices (gloo) vs. the parent's single process on the same batch."""
-  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-  jax.distributed.initialize(f'127.0.0.1:{port}', num_processes=2, process_id=process_id)
-  config = tiny_config()
-  config.mesh.data, config.mesh.fsdp = 2, 2
-  batch = _fixed_global_batch(config, os.path.join(outdir, f'data{process_id}'))
-  rows = config.data.batch_size // 2
-  local = {k: v[process_id * rows:(process_id + 1) * rows] for k, v in batch.items()}
-  mesh = sharding.make_mesh(config)
-  assert mesh.devices.size == 4 and jax.process_count() == 2
-  state, _, losses = _run_steps(config, mesh, local)
-  if process_id == 0:
-    np.savez(os.path.join(outdir, 'multihost.npz'), losses=losses,
-             **{f'param{i}': p for i, p in enumerate(_gather(state.params))})
-  else:
-    _gather(state.params)  # Collective: every process takes part.
-  jax.distributed.shutdown()
-
-
 if __name__ == '__main__':
   case, out = sys.argv[1], sys.argv[2]
   if case == 'mesh':
@@ -150,7 +130,5 @@ if __name__ == '__main__':
     case_sampling(out)
   elif case == 'topology':
     case_topology(out)
-  elif case == 'multihost':
-    case_multihost(out, int(sys.argv[3]), int(sys.argv[4]))
   else:
     raise SystemExit(f'unknown case {case}')
