@@ -144,19 +144,16 @@ def main():
       config.autoencoder.downsample = 2
     config.model.width, config.model.depth, config.model.num_heads = 64, 2, 4
     config.model.compute_dtype = 'float32'
-  for key, value in (('optim.mu_dtype', args.mu_dtype), ('optim.ema_every', args.ema_every)):
-    if value is not None:
-      group, name = key.split('.')
-      config[group][name] = type(config[group][name])(value)
-  for item in args.set:
+  # The older single-purpose flags are shorthands for --set.
+  shorthands = {'optim.mu_dtype': args.mu_dtype, 'optim.ema_every': args.ema_every,
+                'model.remat': args.remat, 'model.scan_layers': args.scan_layers}
+  overrides = [f'{k}={v}' for k, v in shorthands.items() if v is not None] + args.set
+  for item in overrides:
     key, _, value = item.partition('=')
     group, name = key.split('.')
     old = config[group][name]
-    config[group][name] = (value.lower() in ('1', 'true')) if isinstance(old, bool) else type(old)(value)
-  if args.remat is not None:
-    config.model.remat = args.remat
-  if args.scan_layers is not None and 'scan_layers' in config.model:
-    config.model.scan_layers = bool(args.scan_layers)
+    config[group][name] = (value.lower() in ('1', 'true')) if isinstance(old, bool) else (
+        type(old)(value))
   latent = config.data.image_size // config.autoencoder.downsample
   b, n = config.data.batch_size, config.data.num_frames
 
