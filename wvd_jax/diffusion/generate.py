@@ -59,8 +59,9 @@ def generate_video(config, graphdef, params, rgb: jax.Array, rgb_mask: jax.Array
   known_mask = jnp.concatenate(
       [_latent_mask(rgb_mask, autoencoder.downsample, channels),
        _latent_mask(xyz_mask, autoencoder.downsample, channels)], axis=-1)
+  params = builder.inference_params(params, config.model.compute_dtype)  # Cast once, not per step.
   known, known_mask, cond_mask, params = _spread_over_devices(
-      known, known_mask, cond_mask.astype(jnp.float32), builder.inference_params(params, config.model.compute_dtype))
+      known, known_mask, cond_mask.astype(jnp.float32), params)
   latents = samplers.sample(
       _apply_fn(graphdef), params, rng, known, known_mask, cond_mask,
       schedule=schedules.CosineSchedule.from_config(config),
