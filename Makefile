@@ -27,7 +27,7 @@ $(BIN)/.installed-test: $(BIN)/.installed requirements-test.txt
 install: $(BIN)/.installed
 install-test: $(BIN)/.installed-test
 
-# Until a pretrained model ships in pretrained/ (issue 20), make demo trains the demo model.
+# The shipped model (pretrained/wvd_small); without it (a clone that dropped it), the demo model is trained.
 demo: install
 	@if [ -f $(PRETRAINED)/manifest.json ]; then \
 	  $(BIN)/python -m wvd_jax.tasks.demo --model=$(PRETRAINED) --output=$(DEMO_OUTPUT) && \

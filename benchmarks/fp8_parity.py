@@ -27,7 +27,8 @@ def train(workdir, config, overrides, fp8):
   cmd = [sys.executable, '-m', 'wvd_jax.main', f'--config={config}', f'--workdir={run_dir}',
          f'--config.model.fp8={fp8}', *overrides]
   proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False,
-                        env=dict(os.environ, PYTHONPATH=REPO))
+                        env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+                            p for p in (REPO, os.environ.get('PYTHONPATH', '')) if p)))
   if proc.returncode:
     raise SystemExit(f'error: {" ".join(cmd)} failed:\n{proc.stderr[-3000:]}')
   with open(os.path.join(run_dir, 'metrics.jsonl')) as f:

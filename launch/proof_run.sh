@@ -8,6 +8,8 @@
 #   launch/proof_run.sh watch RUN_DIR SECONDS    # progress until both runs are evaluated or
 #                                                # SECONDS pass; exits 1 as soon as a step failed
 #   launch/proof_run.sh finish RUN_DIR [OUT]     # compare the reports; pack them into OUT
+#   launch/proof_run.sh ship RUN_DIR OUT         # copy WVD's packed model to OUT/wvd_small as
+#                                                # soon as it exists (before the evaluations end)
 #
 # One sequence of steps, each over ALL GPUs of the machine (data parallel: config.mesh.data = -1
 # spans every visible device): train and export WVD, train and export RGB-only, then evaluate
@@ -17,10 +19,14 @@
 # rehearsal, or --config.train.max_minutes=...). Extra evaluations: PROOF_LANGEVIN="0 1 2"
 # evaluates each model again with that many Langevin corrector steps per level
 # (--config.sample.langevin_steps=K) into RUN_DIR/NAME/eval_langevinK/, next to the default
-# evaluation RUN_DIR/NAME/eval/. Results: RUN_DIR/{wvd,rgb_only}/eval*/ (report.md, plots,
+# evaluation RUN_DIR/NAME/eval/. PROOF_MODELS="wvd" trains and evaluates WVD alone.
+# Every evaluation is of the packed model that would ship (RUN_DIR/NAME/shipped, bfloat16, made
+# from the export); PROOF_FORMAT_CLIPS=N adds WVD evaluations of the float32 export, the bf16
+# and an int8 pack on the first N test clips (eval_fp32, eval_bf16, eval_int8): what the
+# shipped format costs. Results: RUN_DIR/{wvd,rgb_only}/eval*/ (report.md, plots,
 # gallery) and RUN_DIR/comparison.md (every evaluation side by side); with OUT, archives of those
 # and of the logs are written there, also when a run is unfinished or failed (then `finish`
-# exits 1), and WVD's export packed as the repository's shipped model, OUT/wvd_small
+# exits 1), and WVD's packed model as the repository's shipped model, OUT/wvd_small
 # (python -m wvd_jax.models.shipped pack: at most 60 MB in parts of <= 16 MiB).
 set -uo pipefail
 PHASE=${1:?phase: all, start, watch or finish}; RUN=${2:?run directory}
@@ -29,11 +35,20 @@ export PYTHONUNBUFFERED=1
 mkdir -p "$RUN"
 RUN=$(cd "$RUN" && pwd)
 COMMON=(--config=configs/small.py "--config.data.data_dir=$RUN/data" ${PROOF_OVERRIDES:-})
-NAMES=(wvd rgb_only)
+NAMES=(${PROOF_MODELS:-wvd rgb_only})
 declare -A EXTRA=([wvd]="" [rgb_only]="--config.diffusion.modalities=rgb")
-EVALS=(eval)  # The evaluation steps of each model: the default one, then the variants.
-for k in ${PROOF_LANGEVIN:-}; do EVALS+=("eval_langevin$k"); done
+for name in "${NAMES[@]}"; do
+  [ -n "${EXTRA[$name]+set}" ] || { echo "unknown model $name in PROOF_MODELS (wvd, rgb_only)"; exit 2; }
+done
+FORMAT_CLIPS=${PROOF_FORMAT_CLIPS:-0}
 GPUS=$( (nvidia-smi -L 2>/dev/null || true) | grep -c '^GPU')
+
+evals() {  # name -> its evaluation steps: the default one, then the variants
+  local out=(eval)
+  if [ "$1" = wvd ] && [ "$FORMAT_CLIPS" -gt 0 ]; then out+=(eval_fp32 eval_bf16 eval_int8); fi
+  for k in ${PROOF_LANGEVIN:-}; do out+=("eval_langevin$k"); done
+  echo "${out[@]}"
+}
 
 render() {  # every split once, before the runs read them
   # CPU only: the render pool's workers must not initialize the GPUs.
@@ -42,17 +57,32 @@ render() {  # every split once, before the runs read them
 }
 
 step() {  # name mode: one step of a run; its exit status goes to RUN/name.mode.rc
-  # mode: train, export, eval, or eval_langevinK (eval with K corrector steps, its own output
-  # directory).
-  local name=$1 mode=$2 rc args=(--mode=train)
+  # mode: train, export, ship (pack the export: bf16, and int8 for the format comparison),
+  # eval, eval_langevinK (eval with K corrector steps), eval_fp32 / eval_bf16 / eval_int8 (the
+  # export and the packs on the first FORMAT_CLIPS clips); each eval its own output directory.
+  local name=$1 mode=$2 rc args=(--mode=train) shipped=$RUN/$1/shipped
+  local evaluate=(--mode=eval "--checkpoint=$shipped" "--config.eval.output_dir=$RUN/$name/$mode")
+  [ "$mode" = eval ] || evaluate+=(--config.eval.gallery_clips=0)  # One gallery is enough.
+  local few=("--config.eval.num_clips=$FORMAT_CLIPS" "--config.eval.output_dir=$RUN/$name/$mode"
+             --config.eval.gallery_clips=0)
   case $mode in
     export) args=(--mode=export) ;;
-    eval) args=(--mode=eval) ;;
-    eval_langevin*) args=(--mode=eval "--config.sample.langevin_steps=${mode#eval_langevin}"
-                          "--config.eval.output_dir=$RUN/$name/$mode") ;;
+    eval) args=("${evaluate[@]}") ;;
+    eval_langevin*) args=("${evaluate[@]}" "--config.sample.langevin_steps=${mode#eval_langevin}") ;;
+    eval_fp32) args=(--mode=eval "--checkpoint=$RUN/$name/export" "${few[@]}") ;;
+    eval_bf16) args=(--mode=eval "--checkpoint=$shipped" "${few[@]}") ;;
+    eval_int8) args=(--mode=eval "--checkpoint=${shipped}_int8" "${few[@]}") ;;
   esac
-  "$PY" -m wvd_jax.main "${COMMON[@]}" ${EXTRA[$name]} "--workdir=$RUN/$name" "${args[@]}" \
-    > "$RUN/$name.$mode.log" 2>&1
+  if [ "$mode" = ship ]; then
+    rm -rf "$shipped" "${shipped}_int8"
+    "$PY" -m wvd_jax.models.shipped pack "--export=$RUN/$name/export" "--output=$shipped" \
+      --dtype=bfloat16 > "$RUN/$name.$mode.log" 2>&1 && { [ "$FORMAT_CLIPS" = 0 ] || \
+      "$PY" -m wvd_jax.models.shipped pack "--export=$RUN/$name/export" \
+        "--output=${shipped}_int8" --dtype=int8 >> "$RUN/$name.$mode.log" 2>&1; }
+  else
+    "$PY" -m wvd_jax.main "${COMMON[@]}" ${EXTRA[$name]} "--workdir=$RUN/$name" "${args[@]}" \
+      > "$RUN/$name.$mode.log" 2>&1
+  fi
   rc=$?
   echo $rc > "$RUN/$name.$mode.rc"
   return $rc
@@ -60,9 +90,11 @@ step() {  # name mode: one step of a run; its exit status goes to RUN/name.mode.
 
 sequence() {  # every model's training, then every model's evaluations; stops at a failure
   local name mode
-  for name in "${NAMES[@]}"; do step "$name" train && step "$name" export || return 1; done
   for name in "${NAMES[@]}"; do
-    for mode in "${EVALS[@]}"; do step "$name" "$mode" || return 1; done
+    step "$name" train && step "$name" export && step "$name" ship || return 1
+  done
+  for name in "${NAMES[@]}"; do
+    for mode in $(evals "$name"); do step "$name" "$mode" || return 1; done
   done
 }
 
@@ -70,7 +102,8 @@ steps() {  # [detach]: the sequence on all GPUs
   rm -f "$RUN"/*.rc  # An earlier start's exit statuses would read as this one's.
   echo "training and evaluating ${NAMES[*]} in turn, each on all $GPUS GPU(s) (data parallel)"
   if [ "${1:-}" = detach ]; then  # setsid: survives the calling shell
-    setsid bash -c "$(declare -f step sequence); $(declare -p COMMON EXTRA EVALS NAMES RUN PY); \
+    setsid bash -c "$(declare -f evals step sequence); \
+      $(declare -p COMMON EXTRA NAMES RUN PY FORMAT_CLIPS); export PROOF_LANGEVIN='${PROOF_LANGEVIN:-}'; \
       sequence" > "$RUN/sequence.log" 2>&1 < /dev/null &
   else
     sequence
@@ -79,7 +112,7 @@ steps() {  # [detach]: the sequence on all GPUs
 
 state() {  # name -> done | failed | running | waiting (rc files of its steps)
   local name=$1 mode
-  for mode in train export "${EVALS[@]}"; do
+  for mode in train export ship $(evals "$name"); do
     if [ ! -f "$RUN/$name.$mode.rc" ]; then
       [ -f "$RUN/$name.$mode.log" ] && echo running || echo waiting; return
     fi
@@ -114,7 +147,7 @@ finish() {  # [OUT]: compare and pack what there is
   if [ $ok = 0 ]; then
     local runs=() mode
     for name in "${NAMES[@]}"; do
-      for mode in "${EVALS[@]}"; do
+      for mode in $(evals "$name"); do
         runs+=("$name${mode#eval}=$RUN/$name/$mode/results.json")
       done
     done
@@ -124,25 +157,30 @@ finish() {  # [OUT]: compare and pack what there is
   if [ -n "$out" ]; then
     mkdir -p "$out"
     for name in "${NAMES[@]}"; do
-      local evals=($(cd "$RUN/$name" 2>/dev/null && ls -d eval eval_langevin* 2>/dev/null))
-      [ ${#evals[@]} -gt 0 ] && tar czf "$out/eval_$name.tgz" -C "$RUN/$name" "${evals[@]}"
+      local done_evals=($(cd "$RUN/$name" 2>/dev/null && ls -d eval eval_* 2>/dev/null))
+      [ ${#done_evals[@]} -gt 0 ] && tar czf "$out/eval_$name.tgz" -C "$RUN/$name" "${done_evals[@]}"
       logs+=("$RUN/$name".*.log "$RUN/$name/metrics.jsonl")
     done
     logs=($(ls "${logs[@]}" "$RUN"/sequence.log 2>/dev/null | sed "s|^$RUN/||"))
     [ ${#logs[@]} -gt 0 ] && tar czf "$out/logs.tgz" -C "$RUN" "${logs[@]}"
     [ -f "$RUN/comparison.md" ] && cp "$RUN/comparison.md" "$out/"
-    if [ -d "$RUN/wvd/export" ] && [ ! -d "$out/wvd_small" ]; then
-      "$PY" -m wvd_jax.models.shipped pack "--export=$RUN/wvd/export" "--output=$out/wvd_small" \
-        || ok=1
-    fi
+    [[ " ${NAMES[*]} " == *" wvd "* ]] && { ship "$out" || ok=1; }
   fi
   return $ok
+}
+
+ship() {  # OUT: WVD's packed model as OUT/wvd_small (once; fails while it does not exist yet)
+  local out=${1:?output directory}
+  [ -d "$out/wvd_small" ] && return 0
+  [ -f "$RUN/wvd/shipped/manifest.json" ] || { echo "no packed WVD model yet"; return 1; }
+  mkdir -p "$out" && cp -r "$RUN/wvd/shipped" "$out/wvd_small" && echo "copied to $out/wvd_small"
 }
 
 case "$PHASE" in
   start) render && steps detach ;;
   watch) watch "${3:-60}" ;;
   finish) finish "${3:-}" ;;
+  ship) ship "${3:-}" ;;
   all) render && steps; finish "${3:-}" ;;
-  *) echo "unknown phase $PHASE (all, start, watch, finish)"; exit 2 ;;
+  *) echo "unknown phase $PHASE (all, start, watch, finish, ship)"; exit 2 ;;
 esac

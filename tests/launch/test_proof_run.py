@@ -27,7 +27,7 @@ def _step(run, name, mode, rc=None, log='step log\n'):
 
 
 def _evaluated(run, name):
-  for mode in ('train', 'export', 'eval'):
+  for mode in ('train', 'export', 'ship', 'eval'):
     _step(run, name, mode, rc=0)
   (run / name / 'eval').mkdir(parents=True)
   shutil.copy(os.path.join(RESULTS, f'results_{name}.json'), run / name / 'eval' / 'results.json')
@@ -40,6 +40,7 @@ def test_finish_compares_and_packs_two_evaluated_runs(tmp_path):
   run.mkdir()
   for name in ('wvd', 'rgb_only'):
     _evaluated(run, name)
+  _packed(run)
   result = _proof_run('finish', run, out)
   assert result.returncode == 0, result.stdout + result.stderr
   comparison = (out / 'comparison.md').read_text()
@@ -94,31 +95,44 @@ def test_unknown_phase_is_refused(tmp_path):
   assert result.returncode == 2 and 'unknown phase begin' in result.stdout
 
 
-def test_langevin_variants_are_steps_of_each_model(tmp_path):
-  """PROOF_LANGEVIN adds eval_langevinK steps: a model is done only with them, and finish
-  compares and packs every evaluation, and WVD's export as the shipped model."""
+def _packed(run, name='wvd'):
+  """A packed tiny model where the ship step leaves it (RUN/NAME/shipped)."""
   from flax import nnx  # pylint: disable=import-outside-toplevel
   from tests.conftest import tiny_config  # pylint: disable=import-outside-toplevel
-  from wvd_jax.models import builder, inference_checkpoint  # pylint: disable=import-outside-toplevel
-  run, out = tmp_path / 'run', tmp_path / 'out'
-  run.mkdir()
-  for name in ('wvd', 'rgb_only'):
-    _evaluated(run, name)
-  inference_checkpoint.save(run / 'wvd' / 'export', tiny_config(),
-                            nnx.to_pure_dict(nnx.state(builder.build_model(tiny_config()))))
-  env = dict(os.environ, PYTHON=sys.executable, PATH='/usr/bin:/bin', PROOF_LANGEVIN='1')
+  from wvd_jax.models import builder, shipped  # pylint: disable=import-outside-toplevel
+  config = tiny_config()
+  shipped.pack_params(config, nnx.to_pure_dict(nnx.state(builder.build_model(config))),
+                      str(run / name / 'shipped'))
+
+
+def _with_env(**env):
+  env = dict(os.environ, PYTHON=sys.executable, PATH='/usr/bin:/bin', **env)
 
   def proof_run(*args):
     return subprocess.run(['bash', SCRIPT, *map(str, args)], cwd=REPO, env=env, text=True,
                           capture_output=True, timeout=60, check=False)
+  return proof_run
 
+
+def _variant(run, name, mode):
+  _step(run, name, mode, rc=0)
+  (run / name / mode).mkdir()
+  shutil.copy(os.path.join(RESULTS, f'results_{name}.json'), run / name / mode / 'results.json')
+
+
+def test_langevin_variants_are_steps_of_each_model(tmp_path):
+  """PROOF_LANGEVIN adds eval_langevinK steps: a model is done only with them, and finish
+  compares and packs every evaluation, and WVD's packed model as the shipped model."""
+  run, out = tmp_path / 'run', tmp_path / 'out'
+  run.mkdir()
+  for name in ('wvd', 'rgb_only'):
+    _evaluated(run, name)
+  _packed(run)
+  proof_run = _with_env(PROOF_LANGEVIN='1')
   result = proof_run('watch', run, 0)
   assert 'wvd: waiting' in result.stdout and 'time is up' in result.stdout  # No variant yet.
   for name in ('wvd', 'rgb_only'):
-    _step(run, name, 'eval_langevin1', rc=0)
-    (run / name / 'eval_langevin1').mkdir()
-    shutil.copy(os.path.join(RESULTS, f'results_{name}.json'),
-                run / name / 'eval_langevin1' / 'results.json')
+    _variant(run, name, 'eval_langevin1')
   result = proof_run('finish', run, out)
   assert result.returncode == 0, result.stdout + result.stderr
   header = (out / 'comparison.md').read_text().splitlines()[0]
@@ -128,3 +142,43 @@ def test_langevin_variants_are_steps_of_each_model(tmp_path):
   with tarfile.open(out / 'logs.tgz') as archive:
     assert 'wvd.eval_langevin1.log' in archive.getnames()
   assert (out / 'wvd_small' / 'manifest.json').is_file()
+
+
+def test_wvd_alone_with_the_format_comparison(tmp_path):
+  """PROOF_MODELS=wvd: RGB-only is neither waited for nor compared; PROOF_FORMAT_CLIPS adds the
+  float32 / bf16 / int8 evaluations to WVD's steps."""
+  run, out = tmp_path / 'run', tmp_path / 'out'
+  run.mkdir()
+  _evaluated(run, 'wvd')
+  proof_run = _with_env(PROOF_MODELS='wvd', PROOF_FORMAT_CLIPS='16')
+  result = proof_run('watch', run, 0)
+  assert result.stdout.splitlines()[0] == 'wvd: waiting' and 'rgb_only' not in result.stdout
+  for mode in ('eval_fp32', 'eval_bf16', 'eval_int8'):
+    _variant(run, 'wvd', mode)
+  result = proof_run('finish', run, out)
+  assert result.returncode == 1  # Everything evaluated, but no packed model to ship.
+  assert 'no packed WVD model yet' in result.stdout
+  header = (out / 'comparison.md').read_text().splitlines()[0]
+  assert header == '| metric | wvd | wvd_fp32 | wvd_bf16 | wvd_int8 |'
+  _packed(run)
+  assert proof_run('finish', run, out).returncode == 0
+  assert (out / 'wvd_small' / 'manifest.json').is_file()
+
+
+def test_ship_copies_the_packed_model_once_it_exists(tmp_path):
+  run, out = tmp_path / 'run', tmp_path / 'out'
+  (run / 'wvd').mkdir(parents=True)
+  proof_run = _with_env()
+  result = proof_run('ship', run, out)
+  assert result.returncode == 1 and 'no packed WVD model yet' in result.stdout
+  _packed(run)
+  result = proof_run('ship', run, out)
+  assert result.returncode == 0, result.stdout + result.stderr
+  from wvd_jax.models import shipped  # pylint: disable=import-outside-toplevel
+  manifest = shipped.read_manifest(str(out / 'wvd_small'))
+  shipped.read_weights(str(out / 'wvd_small'), manifest)  # Checksums of the copy.
+
+
+def test_unknown_model_is_refused(tmp_path):
+  result = _with_env(PROOF_MODELS='wvd rgb')('watch', tmp_path, 0)
+  assert result.returncode == 2 and 'unknown model rgb in PROOF_MODELS' in result.stdout
