@@ -29,7 +29,7 @@
 # exits 1), and WVD's packed model as the repository's shipped model, OUT/wvd_small
 # (python -m wvd_jax.models.shipped pack: at most 60 MB in parts of <= 16 MiB).
 set -uo pipefail
-PHASE=${1:?phase: all, start, watch or finish}; RUN=${2:?run directory}
+PHASE=${1:?phase: all, start, watch, finish or ship}; RUN=${2:?run directory}
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 mkdir -p "$RUN"
