@@ -100,6 +100,23 @@ case "${1:-}" in
     run small_b64 100 $T --profile /tmp/prof_small
     run small_b64_fp8_fused 100 $T --set model.fp8=True --set optim.fused_update=True
     ;;
+  speed2)  # issue 19, the items left open: FP8 and the fused update apart (peer before and
+           # after), the small config with head dim 128 and at batch 128, sampling with the
+           # while loop in a CUDA graph (command buffers), wvd_2b with remat at batch 8
+    B="python3 benchmarks/train_step.py --batch 4 --parts 0 --steps 6 --data latents"
+    run peer_1 150 python3 benchmarks/vs_peer.py --peer_only
+    run step_fp8 90 $B --set model.fp8=True
+    run step_fused 90 $B --set optim.fused_update=True
+    run peer_2 80 python3 benchmarks/vs_peer.py --peer_only
+    T="python3 benchmarks/train_step.py --config small --parts 0 --steps 20"
+    run small_b64_hd128 60 $T --batch 64 --set model.num_heads=3
+    run small_b128 60 $T --batch 128
+    S="python3 benchmarks/sampler_bench.py --langevin 0 --repeats 2"
+    run sampler 90 $S
+    run sampler_cmdbuf 90 env XLA_FLAGS=--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,CONDITIONAL,WHILE $S
+    run step_remat_b8 90 python3 benchmarks/train_step.py --batch 8 --parts 0 --steps 6 \
+      --data latents --set model.remat=dots_saveable
+    ;;
   speed_infer)  # issue 19, sampling (profile of the batch-1 forward; FP8), FP8 loss parity
     S="python3 benchmarks/sampler_bench.py --langevin 0 --repeats 2"
     run sampler 150 $S --profile /tmp/prof_sampler
@@ -114,5 +131,5 @@ case "${1:-}" in
     run encode_4 120 python3 benchmarks/encode_bench.py --batch_per_device 4
     run encode_16 150 python3 benchmarks/encode_bench.py --batch_per_device 16
     ;;
-  *) echo "usage: $0 train|infer|multi|data|geometry|stop_check|optim|ablate|final|sampling_multi|speed|speed_infer|latents|learned"; exit 2 ;;
+  *) echo "usage: $0 train|infer|multi|data|geometry|stop_check|optim|ablate|final|sampling_multi|speed|speed2|speed_infer|latents|learned"; exit 2 ;;
 esac
