@@ -117,6 +117,21 @@ case "${1:-}" in
     run step_remat_b8 90 python3 benchmarks/train_step.py --batch 8 --parts 0 --steps 6 \
       --data latents --set model.remat=dots_saveable
     ;;
+  fused)  # issue 19: the fused RMSNorm + modulation kernel (model.norm_kernel=pallas): its GPU
+          # parity and time alone, then the whole wvd_2b step (peer before and after) and the
+          # small config's step with and without it
+    run norm_kernel 120 python3 benchmarks/norm_kernel_bench.py
+    B="python3 benchmarks/train_step.py --batch 4 --parts 0 --steps 6 --data latents"
+    run peer_1 150 python3 benchmarks/vs_peer.py --peer_only
+    run step_plain 90 $B
+    run step_norm_kernel 90 $B --set model.norm_kernel=pallas
+    run step_fp8_norm_kernel 90 $B --set model.fp8=True --set model.norm_kernel=pallas
+    run peer_2 80 python3 benchmarks/vs_peer.py --peer_only
+    T="python3 benchmarks/train_step.py --config small --parts 0 --steps 20 --batch 64"
+    run small_plain 60 $T
+    run small_norm_kernel 60 $T --set model.norm_kernel=pallas
+    run small_hd128_norm_kernel 60 $T --set model.num_heads=3 --set model.norm_kernel=pallas
+    ;;
   speed_infer)  # issue 19, sampling (profile of the batch-1 forward; FP8), FP8 loss parity
     S="python3 benchmarks/sampler_bench.py --langevin 0 --repeats 2"
     run sampler 150 $S --profile /tmp/prof_sampler
@@ -131,5 +146,5 @@ case "${1:-}" in
     run encode_4 120 python3 benchmarks/encode_bench.py --batch_per_device 4
     run encode_16 150 python3 benchmarks/encode_bench.py --batch_per_device 16
     ;;
-  *) echo "usage: $0 train|infer|multi|data|geometry|stop_check|optim|ablate|final|sampling_multi|speed|speed2|speed_infer|latents|learned"; exit 2 ;;
+  *) echo "usage: $0 train|infer|multi|data|geometry|stop_check|optim|ablate|final|sampling_multi|speed|speed2|fused|speed_infer|latents|learned"; exit 2 ;;
 esac

@@ -20,6 +20,7 @@ EVAL_TASKS = ('mono_depth', 'video_depth', 'novel_view', 'consistency')
 DEPTH_ALIGNMENTS = ('median', 'lstsq', 'lstsq_disparity')
 # 'splash': the Pallas TPU kernel; 'splash_interpret' runs it in the Pallas interpreter (tests).
 ATTENTION_IMPLEMENTATIONS = ('auto', 'xla', 'cudnn', 'splash', 'splash_interpret')
+NORM_KERNELS = ('xla', 'pallas', 'pallas_interpret')  # models/fused_norm.IMPLEMENTATIONS
 REMAT_POLICIES = ('none', 'full', 'dots_saveable', 'minimal')  # See models/dit.py REMAT_POLICIES.
 DTYPES = ('float32', 'bfloat16')
 MODALITIES = ('rgb_xyz', 'rgb')  # 'rgb': the RGB-only ablation (config.diffusion.modalities).
@@ -111,6 +112,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Attention and MLP projections as FP8 matmuls with delayed scaling (models/layers.py); adds
   # scaling state to the parameters, so a checkpoint is FP8 or not.
   config.model.fp8 = False
+  # RMSNorm + adaLN modulation in the blocks: 'xla', or one Pallas kernel forward and backward
+  # ('pallas': Triton, GPU; 'pallas_interpret': the same kernel interpreted, CPU tests).
+  config.model.norm_kernel = 'xla'
 
   config.diffusion = ml_collections.ConfigDict()
   config.diffusion.prediction = 'v'  # 'v', 'epsilon' or 'x0'.
@@ -330,6 +334,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            f'head dim {head_dim} too small for 3D rotary embedding (needs >= 6, even)')
   _require(m.compute_dtype in DTYPES, 'model.compute_dtype', f'one of {DTYPES}')
   _require(m.residual_dtype in DTYPES, 'model.residual_dtype', f'one of {DTYPES}')
+  _require(m.norm_kernel in NORM_KERNELS, 'model.norm_kernel',
+           f'one of {NORM_KERNELS}, got {m.norm_kernel!r}')
   _require(m.attention in ATTENTION_IMPLEMENTATIONS, 'model.attention',
            f'one of {ATTENTION_IMPLEMENTATIONS}, got {m.attention!r}')
   _require(m.remat in REMAT_POLICIES, 'model.remat', f'one of {REMAT_POLICIES}, got {m.remat!r}')

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from wvd_jax.models import fused_norm
 from wvd_jax.models import layers
 
 
@@ -72,6 +73,9 @@ class DiTConfig:
   scan_layers: bool = False  # lax.scan over the stacked blocks instead of an unrolled loop.
   residual_dtype: str = 'float32'  # dtype of the residual stream between blocks.
   fp8: bool = False  # Attention and MLP projections as FP8 matmuls (layers.Fp8DotGeneral).
+  # RMSNorm + adaLN modulation before attention and MLP: 'xla' (plain jax.numpy), 'pallas' (one
+  # Triton kernel forward and backward, GPU; models/fused_norm.py) or 'pallas_interpret' (CPU).
+  norm_kernel: str = 'xla'
 
   def __post_init__(self):
     if self.width % self.num_heads:
@@ -82,6 +86,9 @@ class DiTConfig:
       if getattr(self, name) not in ('float32', 'bfloat16', 'float16'):
         raise ValueError(f'{name} must be float32, bfloat16 or float16, got '
                          f'{getattr(self, name)!r}')
+    if self.norm_kernel not in fused_norm.IMPLEMENTATIONS:
+      raise ValueError(f'norm_kernel must be one of {fused_norm.IMPLEMENTATIONS}, got '
+                       f'{self.norm_kernel!r}')
     if self.depth < 1 or self.patch_size < 1:
       raise ValueError(f'depth and patch_size must be positive, got {self.depth}, '
                        f'{self.patch_size}')
@@ -102,7 +109,8 @@ class DiTConfig:
                compute_dtype=m.compute_dtype,
                # Exported configs from before the key existed ran float32 residuals.
                residual_dtype=m.get('residual_dtype', 'float32'), attention=m.attention,
-               remat=m.remat, scan_layers=bool(m.scan_layers), fp8=bool(m.get('fp8', False)))
+               remat=m.remat, scan_layers=bool(m.scan_layers), fp8=bool(m.get('fp8', False)),
+               norm_kernel=m.get('norm_kernel', 'xla'))
 
 
 def _modulate(x, shift, scale):
@@ -115,6 +123,11 @@ class Block(nnx.Module):
   def __init__(self, cfg: DiTConfig, *, rngs: nnx.Rngs):
     dtype = jnp.dtype(cfg.compute_dtype)
     impl = layers.resolve_attention_implementation(cfg.attention, dtype)
+    if cfg.norm_kernel == 'pallas' and jax.default_backend() != 'gpu':
+      raise ValueError("model.norm_kernel='pallas' is a Triton kernel and needs a GPU (backend "
+                       f"here: {jax.default_backend()}); use 'xla' or 'pallas_interpret'")
+    self.norm_kernel = cfg.norm_kernel
+    self.compute_dtype = dtype
     self.norm1 = nnx.RMSNorm(cfg.width, epsilon=1e-6, use_scale=False, dtype=dtype, rngs=rngs)
     self.attn = layers.Attention(cfg.width, cfg.num_heads, implementation=impl, dtype=dtype,
                                  fp8=cfg.fp8, rngs=rngs)
@@ -128,10 +141,18 @@ class Block(nnx.Module):
     """x (B, T, width) residual stream, c (B, width) conditioning, rope (cos, sin) tables."""
     mod = self.modulation(jax.nn.silu(c))
     shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(mod, 6, axis=-1)
-    x = x + gate1[:, None, :] * self.attn(_modulate(self.norm1(x), shift1, scale1), rope)
+    h = self._norm_modulate(self.norm1, x, shift1, scale1)
+    x = x + gate1[:, None, :] * self.attn(h, rope)
     x = layers.constrain(x, layers.TOKENS)
-    x = x + gate2[:, None, :] * self.mlp(_modulate(self.norm2(x), shift2, scale2))
+    x = x + gate2[:, None, :] * self.mlp(self._norm_modulate(self.norm2, x, shift2, scale2))
     return layers.constrain(x, layers.TOKENS)
+
+
+  def _norm_modulate(self, norm, x, shift, scale):
+    if self.norm_kernel == 'xla':
+      return _modulate(norm(x), shift, scale)
+    return fused_norm.norm_modulate(x, shift, scale, eps=norm.epsilon,
+                                    out_dtype=self.compute_dtype, implementation=self.norm_kernel)
 
 
 def _stacked_blocks(cfg: DiTConfig, rngs: nnx.Rngs) -> Block:
