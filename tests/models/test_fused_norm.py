@@ -1,4 +1,5 @@
-"""The fused RMSNorm + adaLN modulation kernel (models/fused_norm.py) against the plain formula.
+"""The fused kernels of models/fused_norm.py (RMSNorm + adaLN modulation, QK RMSNorm + RoPE)
+against the plain formulas.
 
 The Pallas kernels run interpreted on CPU ('pallas_interpret'): the same kernel bodies, masks and
 tiling as the Triton build on the GPU (whose own check is the benchmark's, benchmarks/RESULTS.md).
@@ -20,7 +21,7 @@ from flax import nnx
 from tests.conftest import REPO
 from tests.models.test_dit import TINY, _inputs, random_params
 from wvd_jax import config_lib
-from wvd_jax.models import dit, fused_norm
+from wvd_jax.models import dit, fused_norm, layers
 
 
 def _arrays(b=2, t=300, w=48, dtype=jnp.float32, seed=0):
@@ -120,6 +121,22 @@ def test_kernels_lower_to_triton_for_a_hopper_gpu(monkeypatch, b, t, w):
       lowering_platforms=('cuda',)).as_text()
   assert hlo.count('__gpu$xla.gpu.triton') == 2  # The forward and the backward kernel.
 
+  heads = 16 if w == 2048 else 6 if w == 384 else 4
+  d = w // heads
+  frames = t // 256 if t % 256 == 0 else 3
+  side = 16 if t % 256 == 0 else 10
+  cos, sin = layers.rope_3d(frames, side, side, d)
+
+  def qk_forward_backward(q, weight, dq):
+    f = lambda q, weight: fused_norm.qk_norm_rope(q, weight, cos, sin, implementation='pallas')
+    y, pullback = jax.vjp(f, q, weight)
+    return y, pullback(dq)
+
+  q = jax.ShapeDtypeStruct((b, frames * side * side, heads, d), jnp.bfloat16)
+  hlo = jax.jit(qk_forward_backward).trace(
+      q, jax.ShapeDtypeStruct((d,), jnp.float32), q).lower(lowering_platforms=('cuda',)).as_text()
+  assert hlo.count('__gpu$xla.gpu.triton') == 2
+
 
 def test_bad_inputs_and_settings_raise():
   x, shift, scale, _ = _arrays(t=8)
@@ -141,53 +158,126 @@ def test_bad_inputs_and_settings_raise():
     config_lib.validate_config(config)
 
 
-def test_the_benchmark_parity_check_holds_the_kernel_to_float32():
+@pytest.mark.parametrize('kernel', ['norm_modulate', 'qk_norm_rope'])
+def test_the_benchmark_parity_check_holds_the_kernels_to_float32(kernel):
   from benchmarks import norm_kernel_bench
-  r = norm_kernel_bench.measure('tiny', 2, 96, 48, 'pallas_interpret', iters=1)
+  r = norm_kernel_bench.measure(kernel, 'tiny', 2, (2, 4, 12), 48, 4, 'pallas_interpret',
+                                iters=1)
   assert r['parity_ok'], r
   errors = r['max_rel_error_vs_float32']
-  assert set(errors['kernel']) == {'y', 'dx', 'dshift', 'dscale'}
-  # Rounding once (the kernel) is at least as close to float32 as XLA's bf16 steps.
+  assert set(errors['kernel']) == set(errors['xla']) and 'y' in errors['kernel']
+  # Rounding once (the kernels) is at least as close to float32 as XLA's bf16 steps.
   assert errors['kernel']['dscale'] <= errors['xla']['dscale'] + 1e-6, errors
   assert r['xla_fwd_bwd_ms'] > 0 and r['kernel_fwd_bwd_ms'] > 0
 
 
+def _heads(b=2, frames=3, side=4, heads=3, d=12, dtype=jnp.float32, seed=1):
+  """q (B, T, H, D) with T = frames * side^2 (2 tiles, the last partial), scale, tables, dy."""
+  k = jax.random.split(jax.random.PRNGKey(seed), 3)
+  t = frames * side * side
+  x = (jax.random.normal(k[0], (b, t, heads, d)) * 2.0 + 0.3).astype(dtype)
+  weight = 1.0 + 0.2 * jax.random.normal(k[1], (d,))
+  cos, sin = layers.rope_3d(frames, side, side, d)
+  return x, weight, cos, sin, jax.random.normal(k[2], x.shape)
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_qk_norm_rope_equals_the_model_path(dtype):
+  """Against what Attention computes without the kernel: nnx.RMSNorm, then apply_rope."""
+  x, weight, cos, sin, _ = _heads(dtype=dtype)
+  norm = nnx.RMSNorm(x.shape[-1], epsilon=1e-6, dtype=dtype, rngs=nnx.Rngs(0))
+  norm.scale.value = weight
+  plain = layers.apply_rope(norm(x), (cos, sin))
+  out = fused_norm.qk_norm_rope(x, weight, cos, sin, implementation='pallas_interpret')
+  assert out.dtype == dtype
+  tol = 1e-5 if dtype == jnp.float32 else 1e-2
+  np.testing.assert_allclose(out.astype(jnp.float32), plain.astype(jnp.float32), rtol=tol,
+                             atol=tol)
+  # A rotation keeps each pair's length: |y|^2 per head equals |normalized * weight|^2.
+  if dtype == jnp.float32:
+    scaled = norm(x)
+    np.testing.assert_allclose(jnp.sum(out ** 2, -1), jnp.sum(scaled ** 2, -1), rtol=1e-5)
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_qk_norm_rope_gradients_equal_autodiff(dtype):
+  x, weight, cos, sin, dy = _heads(dtype=dtype)
+
+  def grads(implementation):
+    f = lambda x, w: jnp.sum(fused_norm.qk_norm_rope(
+        x, w, cos, sin, implementation=implementation).astype(jnp.float32) * dy)
+    return jax.grad(f, argnums=(0, 1))(x, weight)
+
+  tol = 1e-4 if dtype == jnp.float32 else 3e-2
+  for name, got, want in zip(('dx', 'dweight'), grads('pallas_interpret'), grads('xla')):
+    assert got.dtype == want.dtype, name
+    size = float(jnp.max(jnp.abs(want.astype(jnp.float32))))
+    err = float(jnp.max(jnp.abs(got.astype(jnp.float32) - want.astype(jnp.float32))))
+    assert size > 0.1 and err <= tol * size, (name, err, size)
+
+
+def test_qk_norm_rope_bad_inputs_raise():
+  x, weight, cos, sin, _ = _heads()
+  with pytest.raises(ValueError, match=r'cos, sin \(T, D/2\)'):
+    fused_norm.qk_norm_rope(x, weight, cos[:-1], sin[:-1], implementation='pallas_interpret')
+  with pytest.raises(ValueError, match=r'weight \(D,\)'):
+    fused_norm.qk_norm_rope(x, weight[:4], cos, sin)
+  with pytest.raises(ValueError, match='implementation must be one of'):
+    fused_norm.qk_norm_rope(x, weight, cos, sin, implementation='fused')
+
+
 def _two_device_worker() -> dict:
-  """Batch sharded over 2 CPU devices: the kernel runs per shard (shard_map) and agrees."""
+  """2 CPU devices: each kernel runs per shard (shard_map) and agrees with one device."""
   from wvd_jax.training import sharding
-  config = config_lib.base_config()
-  config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 2, 1, 1
-  mesh = sharding.make_mesh(config)  # Auto axes, as training uses.
+
+  def mesh_of(data, tensor):
+    config = config_lib.base_config()
+    config.mesh.data, config.mesh.fsdp, config.mesh.tensor = data, 1, tensor
+    return sharding.make_mesh(config)  # Auto axes, as training uses.
+
+  def run(fn, args, mesh, specs):
+    """(value, grads) of sum(fn(*args) * dy) on one device and under the mesh; max diffs."""
+    *inputs, dy = args
+    loss = lambda impl: jax.jit(jax.value_and_grad(
+        lambda *a: jnp.sum(fn(*a, impl).astype(jnp.float32) * dy),
+        argnums=tuple(range(len(inputs)))))
+    plain = loss('xla')(*inputs)
+    with sharding.use_mesh(mesh):
+      placed = [jax.device_put(a, jax.sharding.NamedSharding(mesh, s))
+                for a, s in zip(inputs, specs)]
+      hlo = loss('pallas_interpret').lower(*placed).as_text()
+      fused = loss('pallas_interpret')(*placed)
+    return dict(diffs=[float(jnp.max(jnp.abs(a - b))) for a, b in
+                       zip(jax.tree.leaves(fused), jax.tree.leaves(plain))],
+                per_shard='shard_map' in hlo or 'manual' in hlo.lower(),
+                dx_spec=str(fused[1][0].sharding.spec))
+
+  P = jax.sharding.PartitionSpec
   x, shift, scale, dy = _arrays(b=4, t=40)
-
-  def loss(implementation):
-    def f(x, s, c):
-      return jnp.sum(fused_norm.norm_modulate(x, s, c, implementation=implementation) * dy)
-    return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2)))
-
-  with sharding.use_mesh(mesh):
-    batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
-    xs, ss, cs = (jax.device_put(a, batch) for a in (x, shift, scale))
-    hlo = loss('pallas_interpret').lower(xs, ss, cs).as_text()
-    fused = loss('pallas_interpret')(xs, ss, cs)
-  plain = loss('xla')(x, shift, scale)
-  diffs = [float(jnp.max(jnp.abs(a - b))) for a, b in
-           zip(jax.tree.leaves(fused), jax.tree.leaves(plain))]
-  return dict(devices=len(jax.devices()), diffs=diffs, shard_map='shard_map' in hlo or
-              'manual' in hlo.lower(),
-              dx_spec=str(fused[1][0].sharding.spec))
+  result = {'devices': len(jax.devices())}
+  result['norm_modulate'] = run(
+      lambda x, s, c, impl: fused_norm.norm_modulate(x, s, c, implementation=impl),
+      (x, shift, scale, dy), mesh_of(2, 1), (P('data'), P('data'), P('data')))
+  q, weight, cos, sin, dq = _heads(b=4, heads=4)
+  qk = lambda q, w, impl: fused_norm.qk_norm_rope(q, w, cos, sin, implementation=impl)
+  result['qk_batch'] = run(qk, (q, weight, dq), mesh_of(2, 1), (P('data'), P()))
+  result['qk_heads'] = run(qk, (q, weight, dq), mesh_of(1, 2), (P(None, None, 'tensor'), P()))
+  return result
 
 
-def test_batch_sharded_runs_per_shard_and_agrees():
+def test_sharded_kernels_run_per_shard_and_agree():
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
              JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
   proc = subprocess.run([sys.executable, os.path.abspath(__file__)], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-4000:]
   r = json.loads(proc.stdout.strip().splitlines()[-1])
-  assert r['devices'] == 2 and r['shard_map'], r
-  assert max(r['diffs']) < 1e-3, r
-  assert 'data' in r['dx_spec'], r  # dx stays batch-sharded.
+  assert r['devices'] == 2, r
+  for case, sharded_dim in (('norm_modulate', 'data'), ('qk_batch', 'data'),
+                            ('qk_heads', 'tensor')):
+    assert r[case]['per_shard'], (case, r[case])
+    assert max(r[case]['diffs']) < 1e-3, (case, r[case])
+    assert sharded_dim in r[case]['dx_spec'], (case, r[case])  # dx keeps the input's layout.
 
 
 if __name__ == '__main__':

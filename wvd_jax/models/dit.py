@@ -130,7 +130,7 @@ class Block(nnx.Module):
     self.compute_dtype = dtype
     self.norm1 = nnx.RMSNorm(cfg.width, epsilon=1e-6, use_scale=False, dtype=dtype, rngs=rngs)
     self.attn = layers.Attention(cfg.width, cfg.num_heads, implementation=impl, dtype=dtype,
-                                 fp8=cfg.fp8, rngs=rngs)
+                                 fp8=cfg.fp8, norm_kernel=cfg.norm_kernel, rngs=rngs)
     self.norm2 = nnx.RMSNorm(cfg.width, epsilon=1e-6, use_scale=False, dtype=dtype, rngs=rngs)
     self.mlp = layers.Mlp(cfg.width, cfg.mlp_hidden, dtype=dtype, fp8=cfg.fp8, rngs=rngs)
     self.modulation = nnx.Linear(cfg.width, 6 * cfg.width, dtype=dtype,

@@ -1,4 +1,4 @@
-"""RMSNorm + adaLN modulation in one Pallas (Triton) kernel, forward and backward.
+"""RMSNorm + adaLN modulation, and QK RMSNorm + RoPE, as Pallas (Triton) kernels with backward.
 
     y = x / sqrt(mean(x^2, axis=-1) + eps) * (1 + scale) + shift
 
@@ -9,6 +9,11 @@ reductions over tokens that give d(shift) and d(scale). Here one kernel instance
 ``block_rows`` tokens of one sample with its whole (power-of-two padded, masked) width, and the
 backward writes dx and that tile's partial d(shift), d(scale) in the same pass, so x and dy are
 read once; the partials (B, tiles, W) are summed by XLA (tiny).
+
+The second pair of kernels, :func:`qk_norm_rope`, normalizes each head's query or key (B, T, H, D)
+with the norm's scale and rotates its feature pairs by the 3D RoPE tables in the same pass (XLA:
+a row reduction, the float32 rotation, and in the backward a reduction over every row for the
+scale's gradient); its backward writes dx and per-tile partial d(scale).
 
 Implementations: 'xla' (the plain jax.numpy formula, also the reference of the tests), 'pallas'
 (Triton, GPU only), 'pallas_interpret' (the same kernels interpreted: CPU tests). Under a device
@@ -26,7 +31,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 from jax.sharding import PartitionSpec as P
 
-from wvd_jax.models.layers import TOKENS, logical_to_mesh_spec
+from wvd_jax.models.logical_axes import HEADS, TOKENS, logical_to_mesh_spec
 
 IMPLEMENTATIONS = ('xla', 'pallas', 'pallas_interpret')
 
@@ -192,3 +197,204 @@ def norm_modulate(x: jax.Array, shift: jax.Array, scale: jax.Array, *, eps: floa
   shift, scale = (jax.lax.with_sharding_constraint(a, bw_spec) for a in (shift, scale))
   return jax.shard_map(fn, in_specs=(x_spec, bw_spec, bw_spec), out_specs=x_spec,
                        check_vma=False)(x, shift, scale)
+
+
+# ---------------------------------------------------------------------------------------------
+# QK RMSNorm + 3D RoPE: the per-head normalization of queries / keys and their rotation.
+
+
+def qk_norm_rope_reference(x, weight, cos, sin, *, eps: float = 1e-6):
+  """The plain path (nnx.RMSNorm with scale, then layers.apply_rope), in x's dtype.
+
+  x (B, T, H, D); weight (D,) the norm's scale; cos, sin (T, D/2) float32 rotation tables of
+  feature pairs (i, i + D/2).
+  """
+  xf = x.astype(jnp.float32)
+  rstd = jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
+  normed = (xf * rstd * weight.astype(jnp.float32)).astype(x.dtype).astype(jnp.float32)
+  half = x.shape[-1] // 2
+  c, s = cos[:, None, :], sin[:, None, :]
+  x1, x2 = normed[..., :half], normed[..., half:]
+  return jnp.concatenate([x1 * c - x2 * s, x1 * s + x2 * c], axis=-1).astype(x.dtype)
+
+
+def _rope_tables(t_index, cols, d, cos_ref, sin_ref, row_ok, col_ok):
+  """cos / sin of each (row, column), the partner column and the rotation sign."""
+  half = d // 2
+  pair = jnp.where(cols < half, cols, cols - half)
+  partner = jnp.where(cols < half, cols + half, cols - half)
+  sign = jnp.where(cols < half, -1.0, 1.0)
+  index = t_index[:, None] * half + pair[None, :]
+  mask = row_ok[:, None] & col_ok[None, :]
+  c = plgpu.load(cos_ref.at[index], mask=mask, other=0.0)
+  s = plgpu.load(sin_ref.at[index], mask=mask, other=0.0)
+  return c, s, partner, sign
+
+
+def _qk_rows(i, block_rows, num_rows, heads, t, dp, d):
+  rows = i * block_rows + jnp.arange(block_rows)
+  cols = jnp.arange(dp)
+  row_ok, col_ok = rows < num_rows, cols < d
+  return rows, cols, row_ok, col_ok, (rows // heads) % t  # Token index of each (b, t, h) row.
+
+
+def _qk_forward_kernel(x_ref, w_ref, cos_ref, sin_ref, y_ref, rstd_ref, *, num_rows, heads, t,
+                       d, eps, block_rows, dp):
+  """Rows of x_ref (B*T*H, D): normalize, scale, round to x's dtype, rotate pairs."""
+  rows, cols, row_ok, col_ok, t_index = _qk_rows(pl.program_id(0), block_rows, num_rows, heads,
+                                                 t, dp, d)
+  mask = row_ok[:, None] & col_ok[None, :]
+  c, s, partner, sign = _rope_tables(t_index, cols, d, cos_ref, sin_ref, row_ok, col_ok)
+  x = plgpu.load(x_ref.at[rows[:, None], cols[None, :]], mask=mask, other=0.0)
+  xp = plgpu.load(x_ref.at[rows[:, None], partner[None, :]], mask=mask, other=0.0)
+  x, xp = x.astype(jnp.float32), xp.astype(jnp.float32)
+  w = plgpu.load(w_ref.at[cols], mask=col_ok, other=0.0).astype(jnp.float32)
+  wp = plgpu.load(w_ref.at[partner], mask=col_ok, other=0.0).astype(jnp.float32)
+  rstd = jax.lax.rsqrt(jnp.sum(x * x, axis=1) / d + eps)
+  to_dtype = lambda a: a.astype(y_ref.dtype).astype(jnp.float32)  # The norm's output dtype.
+  n = to_dtype(x * rstd[:, None] * w[None, :])
+  n_partner = to_dtype(xp * rstd[:, None] * wp[None, :])
+  y = n * c + sign[None, :] * n_partner * s
+  plgpu.store(y_ref.at[rows[:, None], cols[None, :]], y.astype(y_ref.dtype), mask=mask)
+  plgpu.store(rstd_ref.at[rows], rstd, mask=row_ok)
+
+
+def _qk_backward_kernel(x_ref, w_ref, cos_ref, sin_ref, rstd_ref, dy_ref, dx_ref, dw_ref, *,
+                        num_rows, heads, t, d, block_rows, dp):
+  """dx of the tile's rows and the tile's partial d(weight) (sum over its rows)."""
+  i = pl.program_id(0)
+  rows, cols, row_ok, col_ok, t_index = _qk_rows(i, block_rows, num_rows, heads, t, dp, d)
+  mask = row_ok[:, None] & col_ok[None, :]
+  c, s, partner, sign = _rope_tables(t_index, cols, d, cos_ref, sin_ref, row_ok, col_ok)
+  dy = plgpu.load(dy_ref.at[rows[:, None], cols[None, :]], mask=mask, other=0.0)
+  dy_partner = plgpu.load(dy_ref.at[rows[:, None], partner[None, :]], mask=mask, other=0.0)
+  # y_k = n_k c_k + sign_k n_p(k) s_k, and p(k) has the opposite sign and the same c, s:
+  # dn_k = dy_k c_k - sign_k dy_p(k) s_k.
+  dn = dy.astype(jnp.float32) * c - sign[None, :] * dy_partner.astype(jnp.float32) * s
+  x = plgpu.load(x_ref.at[rows[:, None], cols[None, :]], mask=mask, other=0.0)
+  rstd = plgpu.load(rstd_ref.at[rows], mask=row_ok, other=0.0)
+  w = plgpu.load(w_ref.at[cols], mask=col_ok, other=0.0).astype(jnp.float32)
+  x_hat = x.astype(jnp.float32) * rstd[:, None]
+  plgpu.store(dw_ref.at[i * d + cols], jnp.sum(dn * x_hat, axis=0), mask=col_ok)
+  g = dn * w[None, :]
+  dx = rstd[:, None] * (g - x_hat * (jnp.sum(g * x_hat, axis=1) / d)[:, None])
+  plgpu.store(dx_ref.at[rows[:, None], cols[None, :]], dx.astype(dx_ref.dtype), mask=mask)
+
+
+def _qk_tiles(num_rows: int, d: int) -> tuple[int, int]:
+  dp = pl.next_power_of_2(d)
+  return max(1, min(pl.next_power_of_2(num_rows), 8192 // dp)), dp
+
+
+def _qk_forward_local(x, weight, cos, sin, eps, interpret):
+  bsz, t, heads, d = x.shape  # Per device under shard_map.
+  if x.size >= 2**31:
+    raise ValueError(f'qk_norm_rope kernel indexes with int32: x {x.shape} has {x.size} '
+                     'elements on one device; shard the batch or use the xla implementation')
+  num_rows = bsz * t * heads
+  block_rows, dp = _qk_tiles(num_rows, d)
+  kernel = functools.partial(_qk_forward_kernel, num_rows=num_rows, heads=heads, t=t, d=d,
+                             eps=eps, block_rows=block_rows, dp=dp)
+  y, rstd = pl.pallas_call(
+      kernel, grid=(pl.cdiv(num_rows, block_rows),), interpret=interpret,
+      name='qk_norm_rope_fwd',
+      out_shape=(jax.ShapeDtypeStruct((num_rows, d), x.dtype),
+                 jax.ShapeDtypeStruct((num_rows,), jnp.float32)),
+      compiler_params=plgpu.CompilerParams(num_warps=_num_warps(block_rows, dp)),
+  )(x.reshape(num_rows, d), weight, cos.reshape(-1), sin.reshape(-1))
+  return y.reshape(x.shape), rstd
+
+
+def _qk_backward_local(x, weight, cos, sin, rstd, dy, interpret):
+  bsz, t, heads, d = x.shape
+  num_rows = bsz * t * heads
+  block_rows, dp = _qk_tiles(num_rows, d)
+  num_tiles = pl.cdiv(num_rows, block_rows)
+  kernel = functools.partial(_qk_backward_kernel, num_rows=num_rows, heads=heads, t=t, d=d,
+                             block_rows=block_rows, dp=dp)
+  dx, dw = pl.pallas_call(
+      kernel, grid=(num_tiles,), interpret=interpret, name='qk_norm_rope_bwd',
+      out_shape=(jax.ShapeDtypeStruct((num_rows, d), x.dtype),
+                 jax.ShapeDtypeStruct((num_tiles * d,), jnp.float32)),
+      compiler_params=plgpu.CompilerParams(num_warps=_num_warps(block_rows, dp)),
+  )(x.reshape(num_rows, d), weight, cos.reshape(-1), sin.reshape(-1), rstd,
+    dy.reshape(num_rows, d))
+  return dx.reshape(x.shape), dw.reshape(num_tiles, d)  # d(weight) partials, one row a tile.
+
+
+def _qk_specs(x_shape):
+  """(x spec, rows spec) under a mesh sharding only batch and heads; 'local' without a mesh;
+  (None, None) for any other layout."""
+  mesh = jax.sharding.get_abstract_mesh()
+  rules = flax_spmd.get_logical_axis_rules()
+  if mesh.empty or not rules or mesh.size == 1:
+    return 'local', None
+  spec = logical_to_mesh_spec(tuple(x_shape), HEADS, rules, dict(mesh.shape))
+  if spec[1] is not None or spec[3] is not None:
+    return None, None
+  mapped = tuple(a for part in (spec[0], spec[2]) if part is not None
+                 for a in ((part,) if isinstance(part, str) else part))
+  return spec, P(mapped or None)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _qk_norm_rope_pallas(x, weight, cos, sin, eps, interpret):
+  return _qk_forward(x, weight, cos, sin, eps, interpret)[0]
+
+
+def _qk_forward(x, weight, cos, sin, eps, interpret):
+  x_spec, rows_spec = _qk_specs(x.shape)
+  fn = functools.partial(_qk_forward_local, eps=eps, interpret=interpret)
+  if x_spec == 'local':
+    return fn(x, weight, cos, sin)
+  x = jax.lax.with_sharding_constraint(x, x_spec)
+  # rstd (rows of each shard): its global layout only has to round-trip to the backward.
+  return jax.shard_map(fn, in_specs=(x_spec, P(), P(), P()), out_specs=(x_spec, rows_spec),
+                       check_vma=False)(x, weight, cos, sin)
+
+
+def _qk_vjp_forward(x, weight, cos, sin, eps, interpret):
+  y, rstd = _qk_forward(x, weight, cos, sin, eps, interpret)
+  return y, (x, weight, cos, sin, rstd)
+
+
+def _qk_vjp_backward(eps, interpret, residuals, dy):
+  del eps
+  x, weight, cos, sin, rstd = residuals
+  x_spec, rows_spec = _qk_specs(x.shape)
+  fn = functools.partial(_qk_backward_local, interpret=interpret)
+  if x_spec == 'local':
+    dx, dw_partials = fn(x, weight, cos, sin, rstd, dy)
+  else:
+    dx, dw_partials = jax.shard_map(
+        fn, in_specs=(x_spec, P(), P(), P(), rows_spec, x_spec),
+        out_specs=(x_spec, rows_spec), check_vma=False)(x, weight, cos, sin, rstd, dy)
+  # Summed outside shard_map: over tiles and, through XLA's all-reduce, over shards.
+  dw = jnp.sum(dw_partials, axis=0).astype(weight.dtype)
+  return dx, dw, jnp.zeros_like(cos), jnp.zeros_like(sin)
+
+
+_qk_norm_rope_pallas.defvjp(_qk_vjp_forward, _qk_vjp_backward)
+
+
+def qk_norm_rope(x: jax.Array, weight: jax.Array, cos: jax.Array, sin: jax.Array, *,
+                 eps: float = 1e-6, implementation: str = 'xla') -> jax.Array:
+  """RMSNorm over the head dim with scale ``weight``, then 3D RoPE; x (B, T, H, D) -> same.
+
+  cos, sin: (T, D/2) float32 (layers.rope_3d); they are constants of the model (no gradient
+  flows to them through the kernel). Gradients flow to x and weight.
+  """
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f'qk_norm_rope implementation must be one of {IMPLEMENTATIONS}, '
+                     f'got {implementation!r}')
+  if x.ndim != 4 or x.shape[-1] % 2 or weight.shape != (x.shape[-1],) or \
+      cos.shape != (x.shape[1], x.shape[-1] // 2) or sin.shape != cos.shape:
+    raise ValueError(f'qk_norm_rope expects x (B, T, H, D) with even D, weight (D,) and cos, '
+                     f'sin (T, D/2); got {x.shape}, {weight.shape}, {cos.shape}, {sin.shape}')
+  if implementation == 'xla':
+    return qk_norm_rope_reference(x, weight, cos, sin, eps=eps)
+  x_spec, _ = _qk_specs(x.shape)
+  if x_spec is None:  # Tokens or head dim sharded: leave it to the SPMD partitioner.
+    return qk_norm_rope_reference(x, weight, cos, sin, eps=eps)
+  return _qk_norm_rope_pallas(x, weight, cos.astype(jnp.float32), sin.astype(jnp.float32),
+                              float(eps), implementation == 'pallas_interpret')

@@ -7,9 +7,9 @@ Logical axis names (mapped onto the (data, fsdp, tensor) device mesh by the rule
                'patch' flattened patch features, 'freq' timestep features, 'cond' condition rows.
   activations: 'activation_batch', 'activation_length' (tokens), 'activation_embed',
                'activation_heads', 'activation_kv', 'activation_mlp'.
-Activations are pinned with :func:`constrain`, a no-op unless a mesh (``jax.set_mesh``) and
-logical axis rules (``nnx.logical_axis_rules``) are both active while tracing; the training code
-enters both with ``training.sharding.use_mesh(mesh)``.
+Activations are pinned with :func:`constrain` (models/logical_axes.py, re-exported here), a no-op
+unless a mesh (``jax.set_mesh``) and logical axis rules (``nnx.logical_axis_rules``) are both
+active while tracing; the training code enters both with ``training.sharding.use_mesh(mesh)``.
 """
 from __future__ import annotations
 
@@ -19,16 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from flax.core import spmd as flax_spmd
 from flax.linen import fp8_ops
-from jax.sharding import PartitionSpec as P
 
-from wvd_jax.models import splash
-
-# Activation logical axes of the (B, T, width) residual stream.
-TOKENS = ('activation_batch', 'activation_length', 'activation_embed')
-# Of per-head tensors (B, T, heads, head_dim).
-HEADS = ('activation_batch', 'activation_length', 'activation_heads', 'activation_kv')
+from wvd_jax.models import fused_norm, splash
+# Re-exported: the model and the sharding code use them as layers.*.
+from wvd_jax.models.logical_axes import HEADS, TOKENS, constrain, logical_to_mesh_spec  # noqa: F401
 
 
 def dense_init(axes: tuple[str | None, ...], init=nnx.initializers.xavier_uniform()):
@@ -42,45 +37,6 @@ def zeros_init(axes: tuple[str | None, ...]):
 
 def ones_init(axes: tuple[str | None, ...]):
   return nnx.with_partitioning(nnx.initializers.ones_init(), axes)
-
-
-def logical_to_mesh_spec(shape: tuple[int, ...], logical_axes, rules, mesh_shape) -> P:
-  """PartitionSpec for an array of ``shape`` whose dims carry ``logical_axes``.
-
-  ``rules``: pairs (logical name, mesh axis | tuple of mesh axes | None); names without a rule
-  are replicated. ``mesh_shape``: {mesh axis: size}. Mesh axes missing from the mesh are dropped,
-  and a dim whose size the chosen axes do not divide is left unsharded (replicated) rather than
-  padded, so tiny or odd shapes still run on any mesh.
-  """
-  if len(logical_axes) != len(shape):
-    raise ValueError(f'{len(logical_axes)} logical axes {logical_axes} for shape {shape}')
-  table = dict(rules)
-  spec, used = [], set()
-  for size, name in zip(shape, logical_axes):
-    target = table.get(name) if name is not None else None
-    axes = () if target is None else (target,) if isinstance(target, str) else tuple(target)
-    axes = tuple(a for a in axes if a in mesh_shape and a not in used)
-    if not axes or size % int(np.prod([mesh_shape[a] for a in axes])):
-      spec.append(None)
-      continue
-    used.update(axes)
-    spec.append(axes[0] if len(axes) == 1 else axes)
-  return P(*spec)
-
-
-def constrain(x: jax.Array, logical_axes: tuple[str | None, ...]) -> jax.Array:
-  """Pins the sharding of activation ``x`` by logical axis names; a no-op without a mesh context.
-
-  Active only while tracing under both ``jax.set_mesh(mesh)`` and ``nnx.logical_axis_rules``
-  (``training.sharding.use_mesh`` enters both), so single-device code, tests and eval_shape
-  are unaffected.
-  """
-  mesh = jax.sharding.get_abstract_mesh()
-  rules = flax_spmd.get_logical_axis_rules()
-  if mesh.empty or not rules:
-    return x
-  spec = logical_to_mesh_spec(x.shape, logical_axes, rules, dict(mesh.shape))
-  return jax.lax.with_sharding_constraint(x, spec)
 
 
 def rope_3d_angles(num_frames: int, rows: int, cols: int, head_dim: int,
@@ -210,8 +166,9 @@ class Attention(nnx.Module):
   """
 
   def __init__(self, width: int, num_heads: int, *, implementation: str, dtype, rngs: nnx.Rngs,
-               fp8: bool = False):
+               fp8: bool = False, norm_kernel: str = 'xla'):
     self.num_heads = num_heads
+    self.norm_kernel = norm_kernel  # fused_norm.IMPLEMENTATIONS: QK norm + RoPE as one kernel.
     self.head_dim = width // num_heads
     self.implementation = implementation
     self.qkv = projection(width, 3 * width, axes=('embed', 'heads'), use_bias=False, dtype=dtype,
@@ -227,14 +184,20 @@ class Attention(nnx.Module):
     b, t, _ = x.shape
     qkv = self.qkv(x).reshape(b, t, self.num_heads, 3, self.head_dim)
     q, k, v = (constrain(qkv[:, :, :, i], HEADS) for i in range(3))
-    q = apply_rope(self.q_norm(q), rope)
-    k = apply_rope(self.k_norm(k), rope)
+    q, k = self._norm_rope(self.q_norm, q, rope), self._norm_rope(self.k_norm, k, rope)
     if self.implementation.startswith('splash'):
       y = splash.splash_attention(q, k, v, interpret=self.implementation == 'splash_interpret')
     else:
       y = jax.nn.dot_product_attention(q, k, v, implementation=self.implementation)
     y = constrain(y, HEADS)
     return self.out(y.reshape(b, t, -1))
+
+
+  def _norm_rope(self, norm, x, rope):
+    if self.norm_kernel == 'xla':
+      return apply_rope(norm(x), rope)
+    return fused_norm.qk_norm_rope(x, norm.scale[...], rope[0], rope[1], eps=norm.epsilon,
+                                   implementation=self.norm_kernel)
 
 
 class Mlp(nnx.Module):
