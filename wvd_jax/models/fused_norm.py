@@ -157,13 +157,21 @@ def _vjp_backward(eps, out_dtype, interpret, residuals, dy):
 _norm_modulate_pallas.defvjp(_vjp_forward, _vjp_backward)
 
 
-def _batch_only_specs(x_shape):
-  """(x spec, (B, W) spec) when the context mesh shards x's batch dim alone, else None."""
+def _context_spec(shape, logical_axes):
+  """'local' without a multi-device mesh and rules in context, else the array's PartitionSpec."""
   mesh = jax.sharding.get_abstract_mesh()
   rules = flax_spmd.get_logical_axis_rules()
   if mesh.empty or not rules or mesh.size == 1:
+    return 'local'
+  return logical_to_mesh_spec(tuple(shape), logical_axes, rules, dict(mesh.shape))
+
+
+def _batch_only_specs(x_shape):
+  """(x spec, (B, W) spec) when the context mesh shards x's batch dim alone; ('local', None)
+  without a mesh; (None, None) for any other layout."""
+  spec = _context_spec(x_shape, TOKENS)
+  if spec == 'local':
     return 'local', None
-  spec = logical_to_mesh_spec(tuple(x_shape), TOKENS, rules, dict(mesh.shape))
   if spec[1] is not None or spec[2] is not None:
     return None, None
   return P(spec[0], None, None), P(spec[0], None)
@@ -325,11 +333,9 @@ def _qk_backward_local(x, weight, cos, sin, rstd, dy, interpret):
 def _qk_specs(x_shape):
   """(x spec, rows spec) under a mesh sharding only batch and heads; 'local' without a mesh;
   (None, None) for any other layout."""
-  mesh = jax.sharding.get_abstract_mesh()
-  rules = flax_spmd.get_logical_axis_rules()
-  if mesh.empty or not rules or mesh.size == 1:
+  spec = _context_spec(x_shape, HEADS)
+  if spec == 'local':
     return 'local', None
-  spec = logical_to_mesh_spec(tuple(x_shape), HEADS, rules, dict(mesh.shape))
   if spec[1] is not None or spec[3] is not None:
     return None, None
   mapped = tuple(a for part in (spec[0], spec[2]) if part is not None
