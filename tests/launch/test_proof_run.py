@@ -182,3 +182,48 @@ def test_ship_copies_the_packed_model_once_it_exists(tmp_path):
 def test_unknown_model_is_refused(tmp_path):
   result = _with_env(PROOF_MODELS='wvd rgb')('watch', tmp_path, 0)
   assert result.returncode == 2 and 'unknown model rgb in PROOF_MODELS' in result.stdout
+
+
+def _fake_machine(tmp_path, gpus):
+  """A PATH with an nvidia-smi listing `gpus` GPUs, and a python that only records each call's
+  CUDA_VISIBLE_DEVICES and arguments (every step then succeeds at once)."""
+  bin_dir = tmp_path / 'bin'
+  bin_dir.mkdir()
+  smi = bin_dir / 'nvidia-smi'
+  smi.write_text('#!/bin/sh\n' + ''.join(f'echo "GPU {i}: NVIDIA H200 (UUID: GPU-{i})"\n'
+                                           for i in range(gpus)))
+  python = bin_dir / 'python'
+  python.write_text('#!/bin/sh\necho "gpu=${CUDA_VISIBLE_DEVICES-unset} $*" >> '
+                    f'{tmp_path}/calls.txt\n')
+  for tool in (smi, python):
+    tool.chmod(0o755)
+  env = dict(os.environ, PYTHON=str(python), PATH=f'{bin_dir}:/usr/bin:/bin')
+
+  def proof_run(*args, **extra):
+    return subprocess.run(['bash', SCRIPT, *map(str, args)], cwd=REPO, env=dict(env, **extra),
+                          text=True, capture_output=True, timeout=60, check=False)
+  return proof_run
+
+
+def test_parallel_runs_each_model_on_its_own_gpu(tmp_path):
+  run = tmp_path / 'run'
+  proof_run = _fake_machine(tmp_path, gpus=2)
+  result = proof_run('start', run, PROOF_PARALLEL='1', PROOF_MODELS='wvd_hd128 rgb_only')
+  assert result.returncode == 0, result.stdout + result.stderr
+  assert 'at the same time, one GPU each' in result.stdout
+  result = proof_run('watch', run, 30, PROOF_PARALLEL='1', PROOF_MODELS='wvd_hd128 rgb_only')
+  assert result.stdout.splitlines()[-2:] == ['wvd_hd128: done', 'rgb_only: done'], result.stdout
+  calls = (tmp_path / 'calls.txt').read_text().splitlines()
+  train = {line.split()[0]: line for line in calls if '--mode=train' in line}
+  assert set(train) == {'gpu=0', 'gpu=1'}, calls  # One model a GPU.
+  assert '--config.model.num_heads=3' in train['gpu=0'] and '--workdir=' in train['gpu=0']
+  assert 'modalities=rgb' in train['gpu=1'] and 'num_heads' not in train['gpu=1']
+  evals = [line for line in calls if '--mode=eval' in line]
+  assert sorted(line.split()[0] for line in evals) == ['gpu=0', 'gpu=1']
+  assert (run / 'sequence_wvd_hd128.log').exists() and (run / 'sequence_rgb_only.log').exists()
+
+
+def test_parallel_needs_a_gpu_per_model(tmp_path):
+  result = _fake_machine(tmp_path, gpus=1)('start', tmp_path / 'run', PROOF_PARALLEL='1')
+  assert result.returncode == 2
+  assert 'needs a GPU per model: 2 models, 1 GPU(s)' in result.stdout
