@@ -17,8 +17,9 @@ scale's gradient); its backward writes dx and per-tile partial d(scale).
 
 Implementations: 'xla' (the plain jax.numpy formula, also the reference of the tests), 'pallas'
 (Triton, GPU only), 'pallas_interpret' (the same kernels interpreted: CPU tests). Under a device
-mesh the kernel runs per shard through shard_map when only the batch dimension is sharded; any
-other layout (tokens or width sharded) uses the XLA formula, which the SPMD partitioner handles.
+mesh the kernels run per shard through shard_map when only the batch dimension (and, for the QK
+kernel, the heads) is sharded; any other layout (tokens, width or head dim sharded) uses the XLA
+formula, which the SPMD partitioner handles.
 """
 from __future__ import annotations
 
