@@ -11,6 +11,21 @@ import time
 from typing import Any, Callable
 
 
+def load_config_file(path: str, cpu: bool = True):
+  """get_config() of an ml_collections config file; with ``cpu``, JAX on the CPU (unless
+  JAX_PLATFORMS says otherwise) and absl logging at warnings (rendering logs every clip)."""
+  import importlib.util
+  import os
+  if cpu:
+    os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)
+  spec = importlib.util.spec_from_file_location('config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
 def block(tree):
   import jax
   return jax.block_until_ready(tree)

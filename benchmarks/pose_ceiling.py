@@ -18,7 +18,6 @@ video AbsRel places it. Prints one JSON object: per case, video AbsRel and pose 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -28,6 +27,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import common  # noqa: E402  pylint: disable=wrong-import-position
 
 
 ERRORS = ('iid', 'frame_affine')
@@ -57,17 +58,10 @@ def main():
                       help='comma-separated kind:sigma')
   parser.add_argument('--data_dir', default='', help='rendered data (default: a temp dir)')
   args = parser.parse_args()
-  os.environ.setdefault('JAX_PLATFORMS', 'cpu')
-  from absl import logging
-  logging.set_verbosity(logging.WARNING)
+  config = common.load_config_file(args.config)
   from wvd_jax.data import pipeline, transforms
   from wvd_jax.evaluation import pose_metrics, protocol
   from wvd_jax.tasks import wvd_tasks
-
-  spec = importlib.util.spec_from_file_location('config', args.config)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
   # Test clips are seeded by (seed, split, index) alone: render only those measured.
   config.data.num_train_scenes = config.data.num_validation_scenes = 1
   config.data.num_test_scenes = args.clips

@@ -23,6 +23,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks import common  # noqa: E402  pylint: disable=wrong-import-position
+
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -32,17 +34,10 @@ def main():
   parser.add_argument('--fills', default='1,0.9,0.8', help='box fills compared')
   parser.add_argument('--small', action='store_true', help='CPU smoke: 16 clips')
   args = parser.parse_args()
-  os.environ.setdefault('JAX_PLATFORMS', 'cpu')
-  from absl import logging
-  logging.set_verbosity(logging.WARNING)
-  import importlib.util  # pylint: disable=g-import-not-at-top
+  config = common.load_config_file(args.config)
   from wvd_jax.data import clips as clips_lib, pipeline, transforms
   from wvd_jax.evaluation import xyz_box
   from wvd_jax.geometry import normalization
-  spec = importlib.util.spec_from_file_location('config', args.config)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
   count = 16 if args.small else args.clips
   # Only the scenes measured are rendered (the world's scenes depend on the seed and index).
   config.data.num_train_scenes = count
