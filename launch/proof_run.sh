@@ -121,8 +121,8 @@ steps() {  # [detach]: the sequence on all GPUs, or (PROOF_PARALLEL=1) one seque
     echo "training and evaluating ${NAMES[*]} at the same time, one GPU each"
     local i=0 name
     for name in "${NAMES[@]}"; do
-      if [ "$GPUS" -gt 0 ]; then CUDA_VISIBLE_DEVICES=$i detach "sequence_$name.log" "$name"
-      else detach "sequence_$name.log" "$name"; fi  # CPU rehearsal: they share the cores.
+      # Without GPUs (a CPU rehearsal) the setting is inert and the runs share the cores.
+      CUDA_VISIBLE_DEVICES=$i detach "sequence_$name.log" "$name"
       i=$((i + 1))
     done
     [ "${1:-}" = detach ] || watch 1000000

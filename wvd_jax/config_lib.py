@@ -112,8 +112,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Attention and MLP projections as FP8 matmuls with delayed scaling (models/layers.py); adds
   # scaling state to the parameters, so a checkpoint is FP8 or not.
   config.model.fp8 = False
-  # RMSNorm + adaLN modulation in the blocks: 'xla', or one Pallas kernel forward and backward
-  # ('pallas': Triton, GPU; 'pallas_interpret': the same kernel interpreted, CPU tests).
+  # RMSNorm + adaLN modulation and QK RMSNorm + RoPE in the blocks: 'xla', or Pallas kernels with
+  # their own backward ('pallas': Triton, GPU; 'pallas_interpret': interpreted, CPU tests). A
+  # runtime choice: a checkpoint loads with the loading config's value (or 'xla').
   config.model.norm_kernel = 'xla'
 
   config.diffusion = ml_collections.ConfigDict()

@@ -125,3 +125,28 @@ def test_cli_and_architecture_check(tiny_export, tmp_path, capsys):
   other.model.width = 64
   with pytest.raises(errors.UserError, match='model.width: config 64 vs checkpoint 48'):
     shipped.load(output, other)
+
+
+def test_the_kernel_choice_follows_the_loading_machine(tiny_export, tmp_path):
+  """A model trained with the GPU-only kernels (model.norm_kernel='pallas') loads on a CPU: the
+  kernel choice is the caller's (or the portable 'xla'), not the stored config's."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  export = str(tmp_path / 'gpu_trained')
+  shutil.copytree(tiny_export[0], export)
+  path = os.path.join(export, 'config.json')
+  with open(path) as f:
+    stored = json.load(f)
+  stored['model']['norm_kernel'] = 'pallas'
+  with open(path, 'w') as f:
+    json.dump(stored, f)
+  config, graphdef, params = inference_checkpoint.load(export)
+  assert config.model.norm_kernel == 'xla'
+  mine = tiny_config()
+  mine.model.norm_kernel = 'pallas_interpret'
+  config, graphdef_interpreted, _ = inference_checkpoint.load(export, mine)
+  assert config.model.norm_kernel == 'pallas_interpret'
+  z = jnp.asarray(np.random.default_rng(0).normal(size=(1, 4, 16, 16, 6)).astype(np.float32))
+  t, cond = jnp.array([0.5]), jnp.zeros((1, 4, 2))
+  np.testing.assert_allclose(builder.apply_model(graphdef_interpreted, params, z, t, cond),
+                             builder.apply_model(graphdef, params, z, t, cond),
+                             rtol=1e-4, atol=1e-5)

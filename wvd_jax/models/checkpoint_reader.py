@@ -38,6 +38,10 @@ ARCHITECTURE_KEYS = {
 _DEFAULTS = {'diffusion.modalities': 'rgb_xyz', 'diffusion.xyz_schedule_shift': 1.0,
              'data.xyz_box_fill': 1.0, 'model.fp8': False}
 CONFIG_FILE = 'config.json'
+# Runtime choices of the machine that trained a model, not part of it: a loaded checkpoint takes
+# them from the caller's config, or these portable defaults (a GPU-only kernel would otherwise
+# make a GPU-trained export unloadable on a CPU).
+_RUNTIME_DEFAULTS = {'norm_kernel': 'xla'}
 
 
 def training_dir(workdir: str | os.PathLike) -> epath.Path:
@@ -62,6 +66,18 @@ def read_config(directory: str | os.PathLike) -> ml_collections.ConfigDict | Non
   except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError) as e:
     raise errors.UserError(f'{path} is not a readable config ({e}); the checkpoint beside it '
                            'is damaged: train again or restore that file') from e
+
+
+def with_runtime_settings(stored: ml_collections.ConfigDict,
+                          config: ml_collections.ConfigDict | None
+                          ) -> ml_collections.ConfigDict:
+  """A copy of a checkpoint's stored config with the runtime model settings of ``config`` (or
+  the portable defaults when it is None)."""
+  stored = ml_collections.ConfigDict(stored.to_dict())
+  with stored.unlocked():
+    for key, default in _RUNTIME_DEFAULTS.items():
+      stored.model[key] = default if config is None else config.model.get(key, default)
+  return stored
 
 
 def check_architecture(config: ml_collections.ConfigDict, stored: ml_collections.ConfigDict,

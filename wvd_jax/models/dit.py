@@ -73,8 +73,9 @@ class DiTConfig:
   scan_layers: bool = False  # lax.scan over the stacked blocks instead of an unrolled loop.
   residual_dtype: str = 'float32'  # dtype of the residual stream between blocks.
   fp8: bool = False  # Attention and MLP projections as FP8 matmuls (layers.Fp8DotGeneral).
-  # RMSNorm + adaLN modulation before attention and MLP: 'xla' (plain jax.numpy), 'pallas' (one
-  # Triton kernel forward and backward, GPU; models/fused_norm.py) or 'pallas_interpret' (CPU).
+  # The norms with what surrounds them (RMSNorm + adaLN modulation before attention and MLP, QK
+  # RMSNorm + RoPE): 'xla' (plain jax.numpy), 'pallas' (Triton kernels with their own backward,
+  # GPU; models/fused_norm.py) or 'pallas_interpret' (the same kernels interpreted, CPU).
   norm_kernel: str = 'xla'
 
   def __post_init__(self):
@@ -127,7 +128,6 @@ class Block(nnx.Module):
       raise ValueError("model.norm_kernel='pallas' is a Triton kernel and needs a GPU (backend "
                        f"here: {jax.default_backend()}); use 'xla' or 'pallas_interpret'")
     self.norm_kernel = cfg.norm_kernel
-    self.compute_dtype = dtype
     self.norm1 = nnx.RMSNorm(cfg.width, epsilon=1e-6, use_scale=False, dtype=dtype, rngs=rngs)
     self.attn = layers.Attention(cfg.width, cfg.num_heads, implementation=impl, dtype=dtype,
                                  fp8=cfg.fp8, norm_kernel=cfg.norm_kernel, rngs=rngs)
@@ -147,12 +147,11 @@ class Block(nnx.Module):
     x = x + gate2[:, None, :] * self.mlp(self._norm_modulate(self.norm2, x, shift2, scale2))
     return layers.constrain(x, layers.TOKENS)
 
-
   def _norm_modulate(self, norm, x, shift, scale):
     if self.norm_kernel == 'xla':
       return _modulate(norm(x), shift, scale)
-    return fused_norm.norm_modulate(x, shift, scale, eps=norm.epsilon,
-                                    out_dtype=self.compute_dtype, implementation=self.norm_kernel)
+    return fused_norm.norm_modulate(x, shift, scale, eps=norm.epsilon, out_dtype=norm.dtype,
+                                    implementation=self.norm_kernel)
 
 
 def _stacked_blocks(cfg: DiTConfig, rngs: nnx.Rngs) -> Block:

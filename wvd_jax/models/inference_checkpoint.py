@@ -73,6 +73,7 @@ def load(path: str, config: ml_collections.ConfigDict | None = None):
   stored = load_config(path)
   if config is not None:
     checkpoint_reader.check_architecture(config, stored, path)
+  stored = checkpoint_reader.with_runtime_settings(stored, config)
   graphdef, abstract_state = builder.abstract_model(stored)
   # A whole copy on this process's first device (in a multi-host job: on every process).
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])

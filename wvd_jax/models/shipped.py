@@ -221,6 +221,7 @@ def load(path: str | os.PathLike, config: ml_collections.ConfigDict | None = Non
   stored = ml_collections.ConfigDict(manifest['config'])
   if config is not None:
     checkpoint_reader.check_architecture(config, stored, os.fspath(path))
+  stored = checkpoint_reader.with_runtime_settings(stored, config)
   weights = _decode(read_weights(path, manifest), os.fspath(path))
   graphdef, abstract_state = builder.abstract_model(stored)
   abstract = nnx.to_pure_dict(abstract_state)
