@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+from benchmarks import profile_attribution
+
 
 def load_config_file(path: str, cpu: bool = True):
   """get_config() of an ml_collections config file; with ``cpu``, JAX on the CPU (unless
@@ -208,6 +210,7 @@ def profile_calls(fn, args, calls: int, trace_dir: str, carry: bool = False) -> 
       args[0] = out[0]
 
   call()
+  hlo_text = _hlo_text(fn, args)
   os.makedirs(trace_dir, exist_ok=True)
   with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
     for _ in range(calls):
@@ -247,5 +250,21 @@ def profile_calls(fn, args, calls: int, trace_dir: str, carry: bool = False) -> 
       'top_kernels': [{'name': n[:120], 'ms': round(v[0], 3), 'launches': v[1] // calls}
                       for n, v in top],
       'kernels_per_call': len(kernels) // calls,
+      # Which lines of our code the time comes from (pass, file:line, primitive).
+      **(profile_attribution.attribute(
+          [(e['name'], e.get('args'), e.get('dur', 0) / 1e3 / calls) for e in kernels],
+          hlo_text, calls) if hlo_text else {}),
       **({'carry': args[0]} if carry else {}),
   }
+
+
+def _hlo_text(fn, args) -> str | None:
+  """The optimized HLO of a compiled or jitted fn (for the profile's source attribution)."""
+  try:
+    if hasattr(fn, 'as_text'):
+      return fn.as_text()
+    if hasattr(fn, 'lower'):
+      return fn.lower(*args).compile().as_text()
+  except Exception as e:  # pylint: disable=broad-except
+    print(f'profile: no HLO text for source attribution ({type(e).__name__}: {e})')
+  return None

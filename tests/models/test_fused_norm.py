@@ -199,6 +199,23 @@ def test_qk_norm_rope_equals_the_model_path(dtype):
     np.testing.assert_allclose(jnp.sum(out ** 2, -1), jnp.sum(scaled ** 2, -1), rtol=1e-5)
 
 
+def test_qk_norm_rope_rounds_once_in_bfloat16():
+  """bf16 output within half a bf16 ulp (2^-8 relative) of the float32 formula, per element.
+
+  Rounding the normalized value before the rotation too (the plain formula) can miss this
+  bound; the GPU benchmark measured it twice as far from float32 as XLA's fused path.
+  """
+  x, weight, cos, sin, _ = _heads(b=4, frames=4, side=6, heads=4, d=32, dtype=jnp.bfloat16)
+  out = fused_norm.qk_norm_rope(x, weight, cos, sin, implementation='pallas_interpret')
+  exact = fused_norm.qk_norm_rope_reference(x.astype(jnp.float32), weight, cos, sin)
+  err = jnp.abs(out.astype(jnp.float32) - exact)
+  bound = 2.0 ** -8 * jnp.abs(exact) + 1e-6 * float(jnp.max(jnp.abs(exact)))
+  assert bool(jnp.all(err <= bound)), float(jnp.max(err / (jnp.abs(exact) + 1e-6)))
+  # The two-rounding formula does miss it on these inputs: the test tells them apart.
+  twice = fused_norm.qk_norm_rope_reference(x, weight, cos, sin).astype(jnp.float32)
+  assert not bool(jnp.all(jnp.abs(twice - exact) <= bound))
+
+
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
 def test_qk_norm_rope_gradients_equal_autodiff(dtype):
   x, weight, cos, sin, dy = _heads(dtype=dtype)

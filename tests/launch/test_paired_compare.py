@@ -1,0 +1,61 @@
+"""benchmarks/paired_compare.py: two evaluations compared clip by clip."""
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import paired_compare
+
+
+def _write(path, records, compress=False):
+  text = ''.join(json.dumps(r) + '\n' for r in records)
+  if compress:
+    with gzip.open(path, 'wt') as f:
+      f.write(text)
+  else:
+    path.write_text(text)
+  return str(path)
+
+
+def test_kpm_is_the_ratio_of_means_and_the_interval_brackets_a_clear_difference(tmp_path):
+  rng = np.random.default_rng(1)
+  truth = rng.uniform(10, 20, 40)
+  a = [{'clip': i, 'kpm/generated': 0.5 * t, 'kpm/ground_truth': t} for i, t in enumerate(truth)]
+  b = [{'clip': i, 'kpm/generated': 0.25 * t, 'kpm/ground_truth': t} for i, t in enumerate(truth)]
+  b.append({'clip': 99, 'kpm/generated': 1000.0, 'kpm/ground_truth': 1.0})  # Not in A: ignored.
+  out = paired_compare.main([_write(tmp_path / 'a.jsonl.gz', a, compress=True),
+                             _write(tmp_path / 'b.jsonl', b), '--resamples', '500'])
+  assert out['clips'] == 40
+  assert out['a'] == pytest.approx(50.0) and out['b'] == pytest.approx(25.0)
+  assert out['difference'] == pytest.approx(25.0)
+  # Every clip has the same ratio: every resample gives the same difference.
+  assert out['interval_95'] == pytest.approx([25.0, 25.0])
+  assert out['a_better_clips'] == 40 and out['b_better_clips'] == 0
+
+
+def test_noise_alone_gives_an_interval_around_zero():
+  rng = np.random.default_rng(2)
+  a = {i: {'clip': i, 'mono/abs_rel': v} for i, v in enumerate(rng.normal(0.2, 0.05, 200))}
+  b = {i: {'clip': i, 'mono/abs_rel': v} for i, v in enumerate(rng.normal(0.2, 0.05, 200))}
+  out = paired_compare.compare(a, b, 'mono/abs_rel', resamples=2000)
+  low, high = out['interval_95']
+  assert low < out['difference'] < high and low < 0 < high
+  assert high - low < 0.03  # About 4 standard errors of a 200-clip mean difference (0.005).
+
+
+def test_bad_inputs_name_the_problem(tmp_path):
+  good = _write(tmp_path / 'good.jsonl', [{'clip': 0, 'kpm/generated': 1.0,
+                                           'kpm/ground_truth': 2.0}])
+  broken = tmp_path / 'broken.jsonl'
+  broken.write_text('{"clip": 0}\nnot json\n')
+  with pytest.raises(ValueError, match='broken.jsonl:2: not a JSON line'):
+    paired_compare.load_clips(str(broken))
+  other = _write(tmp_path / 'other.jsonl', [{'clip': 5, 'kpm/generated': 1.0}])
+  with pytest.raises(ValueError, match='share no clip'):
+    paired_compare.main([good, other])
+  lacking = _write(tmp_path / 'lacking.jsonl', [{'clip': 0, 'pose/ate': 1.0}])
+  with pytest.raises(ValueError, match="lack 'mono/abs_rel'"):
+    paired_compare.main([good, lacking, '--metric', 'mono/abs_rel'])
+  with pytest.raises(ValueError, match='no clips'):
+    paired_compare.load_clips(_write(tmp_path / 'empty.jsonl', []))

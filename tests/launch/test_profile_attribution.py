@@ -1,0 +1,90 @@
+"""benchmarks/profile_attribution.py: profiled kernels -> the source lines that made them."""
+import inspect
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from benchmarks import common, profile_attribution
+
+# A GPU-style module: the fusion's kernel is named with '_' where HLO has '.', the cuBLAS call
+# is found through the trace event's hlo_op argument, and the stack tables print each parent
+# as id + 1 (as XLA's printer does), a root frame naming itself.
+GPU_HLO = '''HloModule jit_step
+
+FileNames
+1 "/site-packages/flax/nnx/nn/normalization.py"
+2 "/repo/wvd_jax/models/dit.py"
+3 "/repo/wvd_jax/training/optimizer.py"
+
+FunctionNames
+1 "_normalize"
+2 "Block.__call__"
+3 "update"
+
+FileLocations
+1 {file_name_id=2 function_name_id=2 line=120 end_line=120 column=4 end_column=30}
+2 {file_name_id=1 function_name_id=1 line=171 end_line=171 column=8 end_column=32}
+3 {file_name_id=3 function_name_id=3 line=81 end_line=81 column=2 end_column=9}
+
+StackFrames
+1 {file_location_id=1 parent_frame_id=1}
+2 {file_location_id=2 parent_frame_id=2}
+3 {file_location_id=3 parent_frame_id=3}
+
+ENTRY %main {
+  %input_add_reduce_fusion.31 = f32[] fusion(%p), kind=kInput, calls=%c, metadata={op_name="jit(step)/transpose(jvp(DiT))/reduce_sum" stack_frame_id=2}
+  %custom-call.7 = (bf16[8,8]{1,0}, s8[0]{0}) custom-call(%a, %b), custom_call_target="__cublas$gemm", metadata={op_name="jit(step)/jvp(DiT)/dot_general" stack_frame_id=1}
+  ROOT %loop_select_fusion = f32[8] fusion(%q), kind=kLoop, calls=%d, metadata={op_name="jit(step)/select_n" stack_frame_id=3}
+}
+'''
+
+
+def test_gpu_kernel_names_map_to_our_source_lines():
+  sources = profile_attribution.HloSources(GPU_HLO)
+  assert sources.lookup(['input_add_reduce_fusion_31']) == (
+      'bwd wvd_jax/models/dit.py:120 Block.__call__ via _normalize [reduce_sum]')
+  assert sources.lookup(['', 'loop_select_fusion']) == (
+      'fwd wvd_jax/training/optimizer.py:81 update [select_n]')
+  # A library kernel's name is not in the module; its hlo_op argument is.
+  assert sources.lookup(['custom-call.7', 'nvjet_sm90_tst_128x128']) == (
+      'fwd wvd_jax/models/dit.py:120 Block.__call__ [dot_general]')
+  assert sources.lookup(['nvjet_sm90_tst_128x128']) is None
+
+
+def test_attribute_sums_time_by_source_and_counts_the_rest():
+  kernels = [('input_add_reduce_fusion_31', {}, 2.0), ('input_add_reduce_fusion_31', {}, 1.0),
+             ('loop_select_fusion', None, 0.5), ('nvjet_x', {'hlo_op': 'custom-call.7'}, 4.0),
+             ('memcpy', {}, 0.25)]
+  out = profile_attribution.attribute(kernels, GPU_HLO, calls=1)
+  assert [r['ms'] for r in out['by_source']] == [4.0, 3.0, 0.5]
+  assert out['by_source'][1]['launches'] == 2
+  assert out['attributed_ms'] == 7.5 and out['unattributed_ms'] == 0.25
+
+
+def _layer(w, x):
+  h = jnp.tanh(x @ w)
+  scale = jnp.sqrt(jnp.mean(h * h) + 1.0)
+  return scale * jnp.sum(h)
+
+
+def test_a_compiled_module_names_the_lines_of_this_file():
+  lines, first = inspect.getsourcelines(_layer)
+  sqrt_line = first + next(i for i, l in enumerate(lines) if 'jnp.sqrt' in l)
+  w, x = jnp.ones((16, 16)) * 0.1, jnp.ones((4, 16))
+  step = jax.jit(jax.value_and_grad(_layer)).lower(w, x).compile()
+  sources = profile_attribution.HloSources(step.as_text())
+  labels = {sources.describe(*entry) for entry in sources._instructions.values()}  # pylint: disable=protected-access
+  here = 'tests/launch/test_profile_attribution.py'
+  assert any(l.startswith('fwd') and f'{here}:{sqrt_line} _layer' in l for l in labels), labels
+  assert any(l.startswith('bwd') and here in l for l in labels), labels
+
+
+def test_profile_calls_reports_sources_on_cpu(tmp_path):
+  w, x = jnp.ones((64, 64)) * 0.1, jnp.ones((32, 64))
+  step = jax.jit(jax.value_and_grad(_layer)).lower(w, x).compile()
+  profile = common.profile_calls(step, (w, x), 2, str(tmp_path))
+  assert {'by_source', 'attributed_ms', 'unattributed_ms'} <= set(profile)
+  assert profile['attributed_ms'] + profile['unattributed_ms'] == pytest.approx(
+      profile['kernel_ms_per_call'], abs=0.01)
+  assert all(r['source'].split()[0] in ('fwd', 'bwd') for r in profile['by_source'])
