@@ -132,6 +132,17 @@ case "${1:-}" in
     run small_norm_kernel 60 $T --set model.norm_kernel=pallas
     run small_hd128_norm_kernel 60 $T --set model.num_heads=3 --set model.norm_kernel=pallas
     ;;
+  attrib)  # issue 19: where the time goes by source line (each profile attributes its kernels
+           # to our code through the compiled HLO: benchmarks/profile_attribution.py)
+    B="python3 benchmarks/train_step.py --batch 4 --parts 0 --steps 4 --data latents"
+    run prof_wvd2b_fp8_norm 150 $B --set model.fp8=True --set model.norm_kernel=pallas \
+      --profile /tmp/prof_a
+    run prof_wvd2b_plain 120 $B --profile /tmp/prof_b
+    run prof_small 90 python3 benchmarks/train_step.py --config small --parts 0 --steps 10 \
+      --batch 64 --profile /tmp/prof_c
+    run prof_sampler 150 python3 benchmarks/sampler_bench.py --langevin 0 --repeats 1 \
+      --profile /tmp/prof_d
+    ;;
   speed_infer)  # issue 19, sampling (profile of the batch-1 forward; FP8), FP8 loss parity
     S="python3 benchmarks/sampler_bench.py --langevin 0 --repeats 2"
     run sampler 150 $S --profile /tmp/prof_sampler
@@ -146,5 +157,5 @@ case "${1:-}" in
     run encode_4 120 python3 benchmarks/encode_bench.py --batch_per_device 4
     run encode_16 150 python3 benchmarks/encode_bench.py --batch_per_device 16
     ;;
-  *) echo "usage: $0 train|infer|multi|data|geometry|stop_check|optim|ablate|final|sampling_multi|speed|speed2|fused|speed_infer|latents|learned"; exit 2 ;;
+  *) echo "usage: $0 train|infer|multi|data|geometry|stop_check|optim|ablate|final|sampling_multi|speed|speed2|fused|attrib|speed_infer|latents|learned"; exit 2 ;;
 esac

@@ -227,3 +227,21 @@ def test_parallel_needs_a_gpu_per_model(tmp_path):
   result = _fake_machine(tmp_path, gpus=1)('start', tmp_path / 'run', PROOF_PARALLEL='1')
   assert result.returncode == 2
   assert 'needs a GPU per model: 2 models, 1 GPU(s)' in result.stdout
+
+
+def test_each_model_variant_trains_with_its_own_override(tmp_path):
+  """One GPU, in turn: the variants' overrides reach their own train step and no other."""
+  run = tmp_path / 'run'
+  proof_run = _fake_machine(tmp_path, gpus=1)
+  models = 'wvd wvd_xyz_shift2 wvd_hd128'
+  assert proof_run('start', run, PROOF_MODELS=models).returncode == 0
+  result = proof_run('watch', run, 30, PROOF_MODELS=models)
+  assert result.stdout.splitlines()[-3:] == [f'{m}: done' for m in models.split()], result.stdout
+  calls = (tmp_path / 'calls.txt').read_text().splitlines()
+  train = {next(a.split('/')[-1] for a in line.split() if a.startswith('--workdir=')): line
+           for line in calls if '--mode=train' in line}
+  assert set(train) == set(models.split()), calls
+  assert 'xyz_schedule_shift=2.0' in train['wvd_xyz_shift2']
+  assert 'num_heads=3' in train['wvd_hd128']
+  assert 'xyz_schedule_shift' not in train['wvd'] + train['wvd_hd128']
+  assert 'num_heads' not in train['wvd'] + train['wvd_xyz_shift2']
