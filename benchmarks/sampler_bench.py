@@ -53,7 +53,8 @@ def _parse(argv=None) -> argparse.Namespace:
                  help='keep the block weights float32 (the tasks cast them once: '
                       'models/builder.inference_params)')
   p.add_argument('--profile', default='',
-                 help='a directory: also profile the lone forward pass (kernel time breakdown)')
+                 help='a directory: also profile the lone forward pass and one whole sampler '
+                      'call (kernel time by category and by source line)')
   common.add_model_args(p)
   return p.parse_args(argv)
 
@@ -124,7 +125,7 @@ def main(argv=None) -> dict:
              if args.profile else None)
   forward_flops = flops.dit_forward_flops(cfg, batch, tokens)
   runs = {}
-  compile_s = None
+  compile_s = sampler_profile = None
   for k, config in configs.items():
     def run(params, rng, config=config):
       return samplers.sample(apply_fn, params, rng, known, known_mask, cond_mask,
@@ -132,6 +133,10 @@ def main(argv=None) -> dict:
 
     timing = common.time_calls(run, params, jax.random.PRNGKey(3), iters=args.iters, warmup=1,
                                repeats=args.repeats)
+    if args.profile and sampler_profile is None:
+      # The whole loop (one call), whose kernels beyond the forward's are the loop's overhead.
+      sampler_profile = common.profile_calls(jax.jit(run), (params, jax.random.PRNGKey(3)), 1,
+                                             os.path.join(args.profile, 'sampler'))
     if compile_s is None:
       compile_s = timing['first_call_s'] - timing['mean_s']
     evals = config.network_evals
@@ -167,6 +172,7 @@ def main(argv=None) -> dict:
       'forward_floor_ms': 1e3 * forward_flops / (matmul['tflops'] * 1e12),
       'sampler_compile_s': compile_s,
       'forward_profile': profile,
+      'sampler_profile': sampler_profile,
       'runs': runs,
       'peak_memory_bytes': common.peak_memory_bytes(),
   }

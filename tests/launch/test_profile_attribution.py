@@ -88,3 +88,14 @@ def test_profile_calls_reports_sources_on_cpu(tmp_path):
   assert profile['attributed_ms'] + profile['unattributed_ms'] == pytest.approx(
       profile['kernel_ms_per_call'], abs=0.01)
   assert all(r['source'].split()[0] in ('fwd', 'bwd') for r in profile['by_source'])
+
+
+def test_the_sampler_benchmark_attributes_the_forward_and_the_loop(tmp_path):
+  from benchmarks import sampler_bench  # pylint: disable=import-outside-toplevel
+  result = sampler_bench.main(['--small', '--langevin', '0', '--repeats', '1',
+                               '--profile', str(tmp_path)])
+  for name in ('forward_profile', 'sampler_profile'):
+    profile = result[name]
+    assert profile['kernel_ms_per_call'] > 0 and 'by_source' in profile, name
+  sources = [r['source'] for r in result['forward_profile']['by_source']]
+  assert any('wvd_jax/models/' in s for s in sources), sources
