@@ -322,3 +322,21 @@ def test_langevin_reduces_the_bias_of_replacement(replacement_problem):
         f'|cov error| {cov_err_0:.3f} -> {cov_err:.3f}')
   assert mean_err_0 > 20 * se_mean  # Replacement alone is visibly biased.
   assert mean_err < 0.5 * mean_err_0 and cov_err < 0.5 * cov_err_0
+
+
+@pytest.mark.parametrize('num_steps, langevin_steps', [(9, 0), (5, 2)])
+def test_the_loop_trip_count_is_known_to_xla(num_steps, langevin_steps):
+  """A static step count: XLA knows the loop's trip count, so XLA:GPU runs it without copying
+  the loop condition to the host and blocking on it at every network evaluation."""
+  params = _params(*_gaussian(0.8))
+  known = jnp.zeros((2,) + SHAPE)
+  settings = dict(eta=jnp.float32(0.0), guidance=jnp.float32(1.0), snr=jnp.float32(0.16))
+  text = samplers._sample.lower(  # pylint: disable=protected-access
+      GaussianDenoiser('v'), params, jax.random.PRNGKey(0), known, known, jnp.zeros((2, 2, 2)),
+      settings, schedule=SCHEDULE, prediction='v', kind='ddim', guided=False, clip_x0=False,
+      num_steps=num_steps, langevin_steps=langevin_steps).compile().as_text()
+  latents = 'f32[2,' + ','.join(map(str, SHAPE)) + ']'
+  loops = [line for line in text.splitlines() if ' while(' in line and latents in line]
+  assert len(loops) == 1, loops  # The sampler's loop carries the latents.
+  evaluations = num_steps * (1 + langevin_steps)
+  assert f'"known_trip_count":{{"n":"{evaluations}"}}' in loops[0], loops[0]

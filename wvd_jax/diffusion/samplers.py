@@ -20,9 +20,12 @@ Network evaluations: num_steps * (1 + langevin_steps), doubled (one batch of 2B)
 Implementation: the whole loop is one jit, one ``lax.fori_loop`` over the num_steps * (1 +
 langevin_steps) network evaluations (fixed shapes, no host round trips). Each iteration imposes
 the known values, calls the network once and applies the corrector or predictor update, so the
-network appears once in the compiled program. Only (apply_fn, schedule, prediction, kind,
-guidance on/off, clip_x0) are static: num_steps, eta, guidance, langevin_steps and snr are traced,
-so changing them does not recompile.
+network appears once in the compiled program. num_steps and langevin_steps are static (a new
+value compiles the sampler again), so that XLA knows the loop's trip count: a loop it cannot
+count (a traced bound) copies its condition to the host and blocks on it every iteration
+(XLA:GPU's WhileThunk), which empties the GPU's queue before each network evaluation; with a
+known count the host enqueues every iteration ahead. apply_fn, schedule, prediction, kind,
+guidance on/off and clip_x0 are static too; eta, the guidance weight and snr are traced.
 
 Known values (inpainting). ``known`` and ``known_mask`` have the latents' shape (B, N, h, w, 2C)
 (RGB latents then XYZ latents on channels; in the VAE case they are latent-resolution tensors:
@@ -141,15 +144,14 @@ def sample(apply_fn, params, rng: jax.Array, known: jax.Array, known_mask: jax.A
   Returns:
     (B, N, h, w, 2C) float32 samples, equal to ``known`` where known_mask is 1.
   """
-  settings = dict(num_steps=jnp.asarray(config.num_steps, jnp.int32),
-                  langevin_steps=jnp.asarray(config.langevin_steps, jnp.int32),
-                  eta=jnp.asarray(config.eta, jnp.float32),
+  settings = dict(eta=jnp.asarray(config.eta, jnp.float32),
                   guidance=jnp.asarray(config.guidance, jnp.float32),
                   snr=jnp.asarray(config.snr, jnp.float32))
   return _sample(apply_fn, params, rng, known, known_mask, cond_mask, settings,
                  schedule=schedule, prediction=prediction, kind=config.kind,
                  guided=config.guided, clip_x0=config.clip_x0,
-                 xyz_always_known=config.xyz_always_known)
+                 xyz_always_known=config.xyz_always_known, num_steps=int(config.num_steps),
+                 langevin_steps=int(config.langevin_steps))
 
 
 def _check_inputs(known, known_mask, cond_mask, prediction):
@@ -169,10 +171,12 @@ def _check_inputs(known, known_mask, cond_mask, prediction):
 
 
 @functools.partial(jax.jit, static_argnames=('apply_fn', 'schedule', 'prediction', 'kind',
-                                             'guided', 'clip_x0', 'xyz_always_known'))
+                                             'guided', 'clip_x0', 'xyz_always_known',
+                                             'num_steps', 'langevin_steps'))
 def _sample(apply_fn, params, rng, known, known_mask, cond_mask, settings, *, schedule,
-            prediction, kind, guided, clip_x0, xyz_always_known=False):
-  """``sample`` with the traced settings (num_steps, langevin_steps, eta, guidance, snr)."""
+            prediction, kind, guided, clip_x0, num_steps: int, langevin_steps: int,
+            xyz_always_known=False):
+  """``sample`` with the traced settings (eta, guidance, snr) and a static step count."""
   _check_inputs(known, known_mask, cond_mask, prediction)
   known = known.astype(jnp.float32)
   known_mask = jnp.broadcast_to(known_mask.astype(jnp.float32), known.shape)
@@ -184,7 +188,7 @@ def _sample(apply_fn, params, rng, known, known_mask, cond_mask, settings, *, sc
   else:
     cond_u, clean_u = jnp.zeros_like(cond_mask), None
   batch, channels = known.shape[0], known.shape[-1] // 2
-  num_steps, substeps = settings['num_steps'], settings['langevin_steps'] + 1
+  substeps = langevin_steps + 1
   w = settings['guidance']
   rng_init, rng_loop = jax.random.split(rng)
 
@@ -217,11 +221,26 @@ def _sample(apply_fn, params, rng, known, known_mask, cond_mask, settings, *, sc
     return (alpha_s * x0 + jnp.sqrt(jnp.maximum(jnp.square(sigma_s) - jnp.square(noise_std), 0.0))
             * eps + noise_std * noise), x0
 
+  def corrector(z, eps, noise, alpha_t, alpha_s, sigma_t):
+    """One Langevin step at level t (a = 1 - beta of the step t -> s)."""
+    score = langevin.score_from_eps(eps, sigma_t)
+    a = jnp.square(alpha_t / alpha_s)
+    if schedule.per_modality:  # One step size per modality, from its own norms and level.
+      rgb = jnp.arange(2 * channels) < channels
+      step_rgb, step_xyz = (
+          langevin.signal_to_noise_step(score, noise, (1.0 - known_mask) * part, settings['snr'],
+                                        a[index])
+          for part, index in ((rgb, 0), (~rgb, channels)))
+      step = jnp.where(rgb, step_rgb, step_xyz)
+    else:
+      step = langevin.signal_to_noise_step(score, noise, 1.0 - known_mask, settings['snr'], a)
+    return langevin.langevin_step(z, score, noise, step)
+
   def body(j, z):
     """Network evaluation j: level i = j // substeps, corrector unless the last substep."""
     i, sub = j // substeps, j % substeps
-    t = 1.0 - i.astype(jnp.float32) / num_steps.astype(jnp.float32)
-    s = 1.0 - (i + 1).astype(jnp.float32) / num_steps.astype(jnp.float32)
+    t = 1.0 - i.astype(jnp.float32) / num_steps
+    s = 1.0 - (i + 1).astype(jnp.float32) / num_steps
     if schedule.per_modality:  # (2C,) levels: RGB and XYZ each at their own level of t.
       logsnr_t = schedule.channel_logsnr(t, channels)
       logsnr_s = schedule.channel_logsnr(s, channels)
@@ -236,24 +255,14 @@ def _sample(apply_fn, params, rng, known, known_mask, cond_mask, settings, *, sc
     z = (1.0 - known_mask) * z + known_mask * noised
     z_c, x0, eps = denoise(z, t, alpha_t, sigma_t)
     noise = jax.random.normal(noise_key, z.shape)
-    # Corrector: one Langevin step at level t (a = 1 - beta of the step t -> s).
-    score = langevin.score_from_eps(eps, sigma_t)
-    a = jnp.square(alpha_t / alpha_s)
-    if schedule.per_modality:  # One step size per modality, from its own norms and level.
-      rgb = jnp.arange(2 * channels) < channels
-      step_rgb, step_xyz = (
-          langevin.signal_to_noise_step(score, noise, (1.0 - known_mask) * part, settings['snr'],
-                                        a[index])
-          for part, index in ((rgb, 0), (~rgb, channels)))
-      step = jnp.where(rgb, step_rgb, step_xyz)
-    else:
-      step = langevin.signal_to_noise_step(score, noise, 1.0 - known_mask, settings['snr'], a)
-    corrected = langevin.langevin_step(z, score, noise, step)
     # Predictor: t -> s; the last level lands on t = 0 and returns x0_hat itself, not its
     # tiny-noise version.
     predicted, x0 = predictor(z_c, x0, eps, noise, alpha_s, sigma_s, logsnr_t, logsnr_s,
                               alpha_t, sigma_t)
     predicted = jnp.where(i == num_steps - 1, x0, predicted)
+    if substeps == 1:  # No corrector: every evaluation is a predictor step.
+      return predicted
+    corrected = corrector(z, eps, noise, alpha_t, alpha_s, sigma_t)
     return jnp.where(sub == substeps - 1, predicted, corrected)
 
   z = jax.random.normal(rng_init, known.shape)
