@@ -132,8 +132,12 @@ case "${1:-}" in
     run small_norm_kernel 60 $T --set model.norm_kernel=pallas
     run small_hd128_norm_kernel 60 $T --set model.num_heads=3 --set model.norm_kernel=pallas
     ;;
-  attrib)  # issue 19: where the time goes by source line (each profile attributes its kernels
-           # to our code through the compiled HLO: benchmarks/profile_attribution.py)
+  attrib)  # issue 19: sampling with the static step count (the loop's trip count known to XLA),
+           # plain and FP8; then where the time goes by source line (each profile attributes
+           # its kernels to our code through the compiled HLO: benchmarks/profile_attribution.py)
+    S="python3 benchmarks/sampler_bench.py --langevin 0 --repeats 2"
+    run sampler_static 120 $S
+    run sampler_static_fp8 120 $S --fp8
     B="python3 benchmarks/train_step.py --batch 4 --parts 0 --steps 4 --data latents"
     run prof_wvd2b_fp8_norm 150 $B --set model.fp8=True --set model.norm_kernel=pallas \
       --profile /tmp/prof_a
