@@ -29,7 +29,8 @@
 # from the export); PROOF_FORMAT_CLIPS=N adds WVD evaluations of the float32 export, the bf16
 # and an int8 pack on the first N test clips (eval_fp32, eval_bf16, eval_int8): what the
 # shipped format costs. Results: RUN_DIR/{wvd,rgb_only}/eval*/ (report.md, plots,
-# gallery) and RUN_DIR/comparison.md (every evaluation side by side); with OUT, archives of those
+# gallery) and RUN_DIR/comparison.md (every evaluation side by side, then WVD against RGB-only
+# clip by clip: KPM's difference with a paired bootstrap interval); with OUT, archives of those
 # and of the logs are written there, also when a run is unfinished or failed (then `finish`
 # exits 1), and WVD's packed model as the repository's shipped model, OUT/wvd_small
 # (python -m wvd_jax.models.shipped pack: at most 60 MB in parts of <= 16 MiB).
@@ -167,6 +168,17 @@ watch() {  # seconds: print progress until both runs are done; fail fast when on
   done
 }
 
+paired() {  # WVD against RGB-only clip by clip (KPM, paired bootstrap), when both were evaluated
+  local mode clips a b
+  for mode in $(evals rgb_only); do
+    a=$RUN/wvd/$mode/per_clip.jsonl; b=$RUN/rgb_only/$mode/per_clip.jsonl
+    [ -f "$a" ] && [ -f "$b" ] || continue
+    [ -n "${clips:-}" ] || { clips=1; printf '\nWVD - RGB-only, paired by clip (benchmarks/paired_compare.py):\n\n'; }
+    printf -- '- %s: ' "$mode"
+    "$PY" benchmarks/paired_compare.py "$a" "$b" --metric kpm | tail -n 1 || return 1
+  done
+}
+
 finish() {  # [OUT]: compare and pack what there is
   local out=${1:-} name now ok=0 logs=()
   for name in "${NAMES[@]}"; do
@@ -180,6 +192,7 @@ finish() {  # [OUT]: compare and pack what there is
       done
     done
     "$PY" -m wvd_jax.evaluation.compare "${runs[@]}" "--output=$RUN/comparison.md" || ok=1
+    paired >> "$RUN/comparison.md" || ok=1
     cat "$RUN/comparison.md" "$RUN/wvd/eval/report.md"
   fi
   if [ -n "$out" ]; then

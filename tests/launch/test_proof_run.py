@@ -1,5 +1,6 @@
 """launch/proof_run.sh's bookkeeping: watch, finish and packing, on run directories faked from
 the files its steps leave behind (the steps themselves are the tested train and eval modes)."""
+import json
 import os
 import shutil
 import subprocess
@@ -38,13 +39,19 @@ def _evaluated(run, name):
 def test_finish_compares_and_packs_two_evaluated_runs(tmp_path):
   run, out = tmp_path / 'run', tmp_path / 'out'
   run.mkdir()
-  for name in ('wvd', 'rgb_only'):
+  for name, matches in (('wvd', 3.0), ('rgb_only', 4.0)):
     _evaluated(run, name)
+    (run / name / 'eval' / 'per_clip.jsonl').write_text(''.join(
+        json.dumps({'clip': i, 'kpm/generated': matches + i % 2, 'kpm/ground_truth': 16.0}) + '\n'
+        for i in range(8)))
   _packed(run)
   result = _proof_run('finish', run, out)
   assert result.returncode == 0, result.stdout + result.stderr
   comparison = (out / 'comparison.md').read_text()
   assert '| kpm/kpm_percent | 21.12 | 29.93 |' in comparison
+  # Clip by clip: 3.5 / 16 against 4.5 / 16 matches, the same difference on every clip.
+  assert '- eval: kpm: A 21.88, B 28.12, A - B -6.25 (95% paired bootstrap -6.25 .. -6.25) on 8 ' \
+         'clips; higher for A on 0, for B on 8' in comparison, comparison
   assert '# report of wvd' in result.stdout
   with tarfile.open(out / 'eval_wvd.tgz') as archive:
     assert 'eval/results.json' in archive.getnames()
