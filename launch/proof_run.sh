@@ -169,11 +169,11 @@ watch() {  # seconds: print progress until both runs are done; fail fast when on
 }
 
 paired() {  # WVD against RGB-only clip by clip (KPM, paired bootstrap), when both were evaluated
-  local mode clips a b
+  local mode a b titled=0
   for mode in $(evals rgb_only); do
     a=$RUN/wvd/$mode/per_clip.jsonl; b=$RUN/rgb_only/$mode/per_clip.jsonl
     [ -f "$a" ] && [ -f "$b" ] || continue
-    [ -n "${clips:-}" ] || { clips=1; printf '\nWVD - RGB-only, paired by clip (benchmarks/paired_compare.py):\n\n'; }
+    [ $titled = 1 ] || { titled=1; printf '\nWVD - RGB-only, paired by clip (benchmarks/paired_compare.py):\n\n'; }
     printf -- '- %s: ' "$mode"
     "$PY" benchmarks/paired_compare.py "$a" "$b" --metric kpm | tail -n 1 || return 1
   done
@@ -193,7 +193,7 @@ finish() {  # [OUT]: compare and pack what there is
     done
     "$PY" -m wvd_jax.evaluation.compare "${runs[@]}" "--output=$RUN/comparison.md" || ok=1
     paired >> "$RUN/comparison.md" || ok=1
-    cat "$RUN/comparison.md" "$RUN/wvd/eval/report.md"
+    cat "$RUN/comparison.md" "$RUN/${NAMES[0]}/eval/report.md"
   fi
   if [ -n "$out" ]; then
     mkdir -p "$out"

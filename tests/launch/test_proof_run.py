@@ -252,3 +252,13 @@ def test_each_model_variant_trains_with_its_own_override(tmp_path):
   assert 'num_heads=3' in train['wvd_hd128']
   assert 'xyz_schedule_shift' not in train['wvd'] + train['wvd_hd128']
   assert 'num_heads' not in train['wvd'] + train['wvd_xyz_shift2']
+
+
+def test_finish_of_rgb_only_alone_prints_its_own_report(tmp_path):
+  run = tmp_path / 'run'
+  run.mkdir()
+  _evaluated(run, 'rgb_only')
+  result = _with_env(PROOF_MODELS='rgb_only')('finish', run)
+  assert result.returncode == 0, result.stdout + result.stderr
+  assert '# report of rgb_only' in result.stdout and 'No such file' not in result.stderr
+  assert 'paired by clip' not in (run / 'comparison.md').read_text()  # No WVD to pair with.

@@ -35,9 +35,9 @@ def _arrays(b=2, t=300, w=48, dtype=jnp.float32, seed=0):
 
 
 def test_tiles_cover_the_tokens_with_a_partial_last_tile():
-  rows, padded = fused_norm._tiles(300, 48)
+  rows, padded = fused_norm._tiles(300, 48, fused_norm.NORM_TILE_VALUES)
   assert padded == 64 and rows == 256  # 2 tiles for 300 tokens: the second is partial.
-  rows, padded = fused_norm._tiles(2048, 2048)
+  rows, padded = fused_norm._tiles(2048, 2048, fused_norm.NORM_TILE_VALUES)
   assert (rows, padded) == (8, 2048)
 
 

@@ -27,14 +27,15 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from flax.core import spmd as flax_spmd
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 from jax.sharding import PartitionSpec as P
 
-from wvd_jax.models.logical_axes import HEADS, TOKENS, logical_to_mesh_spec
+from wvd_jax.models.logical_axes import HEADS, TOKENS, per_shard_spec
 
 IMPLEMENTATIONS = ('xla', 'pallas', 'pallas_interpret')
+# Values a kernel instance holds per operand (rows x padded width): a tile's size.
+NORM_TILE_VALUES, QK_TILE_VALUES = 16384, 8192
 
 
 def norm_modulate_reference(x, shift, scale, *, eps: float = 1e-6, out_dtype=None):
@@ -49,11 +50,17 @@ def norm_modulate_reference(x, shift, scale, *, eps: float = 1e-6, out_dtype=Non
   return normed * (1.0 + scale[:, None, :]) + shift[:, None, :]
 
 
-def _tiles(t: int, w: int) -> tuple[int, int]:
-  """(block_rows, padded width): Triton blocks are powers of two; ~16K values a tile."""
-  wp = pl.next_power_of_2(w)
-  rows = max(1, min(pl.next_power_of_2(t), 16384 // wp))
-  return rows, wp
+def _tiles(rows: int, width: int, values: int) -> tuple[int, int]:
+  """(block_rows, padded width) of a tile of about ``values`` values: Triton blocks are powers
+  of two, the width padded (and masked) whole, as many rows as fit (at most ``rows``)."""
+  padded = pl.next_power_of_2(width)
+  return max(1, min(pl.next_power_of_2(rows), values // padded)), padded
+
+
+def _check_int32_indexing(kernel: str, x: jax.Array):
+  if x.size >= 2**31:
+    raise ValueError(f'{kernel} kernel indexes with int32: x {x.shape} has {x.size} elements '
+                     '(>= 2^31) on one device; shard the batch or use the xla implementation')
 
 
 def _row_col(b, i, t, w, block_rows, wp):
@@ -105,11 +112,8 @@ def _num_warps(block_rows: int, wp: int) -> int:
 
 def _pallas_forward(x, shift, scale, eps, out_dtype, interpret):
   bsz, t, w = x.shape  # Per device under shard_map.
-  if x.size >= 2**31:
-    raise ValueError(f'norm_modulate kernel indexes with int32: x {x.shape} has {x.size} '
-                     'elements (>= 2^31) on one device; shard the batch or use the xla '
-                     'implementation')
-  block_rows, wp = _tiles(t, w)
+  _check_int32_indexing('norm_modulate', x)
+  block_rows, wp = _tiles(t, w, NORM_TILE_VALUES)
   grid = (bsz, pl.cdiv(t, block_rows))
   kernel = functools.partial(_forward_kernel, t=t, w=w, eps=eps, block_rows=block_rows, wp=wp)
   y, rstd = pl.pallas_call(
@@ -123,7 +127,7 @@ def _pallas_forward(x, shift, scale, eps, out_dtype, interpret):
 
 def _pallas_backward(x, scale, rstd, dy, interpret):
   bsz, t, w = x.shape
-  block_rows, wp = _tiles(t, w)
+  block_rows, wp = _tiles(t, w, NORM_TILE_VALUES)
   num_tiles = pl.cdiv(t, block_rows)
   kernel = functools.partial(_backward_kernel, t=t, w=w, block_rows=block_rows, wp=wp,
                              num_tiles=num_tiles)
@@ -158,20 +162,11 @@ def _vjp_backward(eps, out_dtype, interpret, residuals, dy):
 _norm_modulate_pallas.defvjp(_vjp_forward, _vjp_backward)
 
 
-def _context_spec(shape, logical_axes):
-  """'local' without a multi-device mesh and rules in context, else the array's PartitionSpec."""
-  mesh = jax.sharding.get_abstract_mesh()
-  rules = flax_spmd.get_logical_axis_rules()
-  if mesh.empty or not rules or mesh.size == 1:
-    return 'local'
-  return logical_to_mesh_spec(tuple(shape), logical_axes, rules, dict(mesh.shape))
-
-
 def _batch_only_specs(x_shape):
   """(x spec, (B, W) spec) when the context mesh shards x's batch dim alone; ('local', None)
   without a mesh; (None, None) for any other layout."""
-  spec = _context_spec(x_shape, TOKENS)
-  if spec == 'local':
+  spec = per_shard_spec(x_shape, TOKENS)
+  if spec is None:
     return 'local', None
   if spec[1] is not None or spec[2] is not None:
     return None, None
@@ -292,18 +287,11 @@ def _qk_backward_kernel(x_ref, w_ref, cos_ref, sin_ref, rstd_ref, dy_ref, dx_ref
   plgpu.store(dx_ref.at[rows[:, None], cols[None, :]], dx.astype(dx_ref.dtype), mask=mask)
 
 
-def _qk_tiles(num_rows: int, d: int) -> tuple[int, int]:
-  dp = pl.next_power_of_2(d)
-  return max(1, min(pl.next_power_of_2(num_rows), 8192 // dp)), dp
-
-
 def _qk_forward_local(x, weight, cos, sin, eps, interpret):
   bsz, t, heads, d = x.shape  # Per device under shard_map.
-  if x.size >= 2**31:
-    raise ValueError(f'qk_norm_rope kernel indexes with int32: x {x.shape} has {x.size} '
-                     'elements on one device; shard the batch or use the xla implementation')
+  _check_int32_indexing('qk_norm_rope', x)
   num_rows = bsz * t * heads
-  block_rows, dp = _qk_tiles(num_rows, d)
+  block_rows, dp = _tiles(num_rows, d, QK_TILE_VALUES)
   kernel = functools.partial(_qk_forward_kernel, num_rows=num_rows, heads=heads, t=t, d=d,
                              eps=eps, block_rows=block_rows, dp=dp)
   y, rstd = pl.pallas_call(
@@ -319,7 +307,7 @@ def _qk_forward_local(x, weight, cos, sin, eps, interpret):
 def _qk_backward_local(x, weight, cos, sin, rstd, dy, interpret):
   bsz, t, heads, d = x.shape
   num_rows = bsz * t * heads
-  block_rows, dp = _qk_tiles(num_rows, d)
+  block_rows, dp = _tiles(num_rows, d, QK_TILE_VALUES)
   num_tiles = pl.cdiv(num_rows, block_rows)
   kernel = functools.partial(_qk_backward_kernel, num_rows=num_rows, heads=heads, t=t, d=d,
                              block_rows=block_rows, dp=dp)
@@ -336,8 +324,8 @@ def _qk_backward_local(x, weight, cos, sin, rstd, dy, interpret):
 def _qk_specs(x_shape):
   """(x spec, rows spec) under a mesh sharding only batch and heads; 'local' without a mesh;
   (None, None) for any other layout."""
-  spec = _context_spec(x_shape, HEADS)
-  if spec == 'local':
+  spec = per_shard_spec(x_shape, HEADS)
+  if spec is None:
     return 'local', None
   if spec[1] is not None or spec[3] is not None:
     return None, None

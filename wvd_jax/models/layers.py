@@ -192,7 +192,6 @@ class Attention(nnx.Module):
     y = constrain(y, HEADS)
     return self.out(y.reshape(b, t, -1))
 
-
   def _norm_rope(self, norm, x, rope):
     if self.norm_kernel == 'xla':
       return apply_rope(norm(x), rope)

@@ -41,6 +41,23 @@ def logical_to_mesh_spec(shape: tuple[int, ...], logical_axes, rules, mesh_shape
   return P(*spec)
 
 
+def context_spec(shape: tuple[int, ...], logical_axes) -> P | None:
+  """The PartitionSpec of an array of ``shape`` under the mesh and logical axis rules active
+  while tracing; None unless both are (``training.sharding.use_mesh`` enters both)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  rules = flax_spmd.get_logical_axis_rules()
+  if mesh.empty or not rules:
+    return None
+  return logical_to_mesh_spec(tuple(shape), logical_axes, rules, dict(mesh.shape))
+
+
+def per_shard_spec(shape: tuple[int, ...], logical_axes) -> P | None:
+  """The spec by which a kernel runs per shard (shard_map) on an array of ``shape``; None when
+  there is nothing to split: no mesh and rules in context, or a single device."""
+  spec = context_spec(shape, logical_axes)
+  return None if spec is None or jax.sharding.get_abstract_mesh().size == 1 else spec
+
+
 def constrain(x: jax.Array, logical_axes: tuple[str | None, ...]) -> jax.Array:
   """Pins the sharding of activation ``x`` by logical axis names; a no-op without a mesh context.
 
@@ -48,9 +65,5 @@ def constrain(x: jax.Array, logical_axes: tuple[str | None, ...]) -> jax.Array:
   (``training.sharding.use_mesh`` enters both), so single-device code, tests and eval_shape
   are unaffected.
   """
-  mesh = jax.sharding.get_abstract_mesh()
-  rules = flax_spmd.get_logical_axis_rules()
-  if mesh.empty or not rules:
-    return x
-  spec = logical_to_mesh_spec(x.shape, logical_axes, rules, dict(mesh.shape))
-  return jax.lax.with_sharding_constraint(x, spec)
+  spec = context_spec(x.shape, logical_axes)
+  return x if spec is None else jax.lax.with_sharding_constraint(x, spec)

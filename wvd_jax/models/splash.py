@@ -15,9 +15,10 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from flax.core import spmd as flax_spmd
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as kernels
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks
+
+from wvd_jax.models import logical_axes
 
 _BLOCKS = (512, 256, 128)
 
@@ -49,12 +50,9 @@ def splash_attention(q, k, v, *, interpret: bool = False):
   take XLA's attention."""
   if not _block(q.shape[1]):
     return jax.nn.dot_product_attention(q, k, v)
-  from wvd_jax.models import layers  # pylint: disable=import-outside-toplevel
   local = functools.partial(_local_attention, interpret=interpret)
-  mesh = jax.sharding.get_abstract_mesh()
-  rules = flax_spmd.get_logical_axis_rules()
-  if mesh.empty or mesh.size == 1 or not rules:
+  spec = logical_axes.per_shard_spec(q.shape, logical_axes.HEADS)
+  if spec is None:
     return local(q, k, v)
-  spec = layers.logical_to_mesh_spec(q.shape, layers.HEADS, rules, dict(mesh.shape))
-  return jax.shard_map(local, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec,
-                       check_vma=False)(q, k, v)
+  return jax.shard_map(local, mesh=jax.sharding.get_abstract_mesh(), in_specs=(spec, spec, spec),
+                       out_specs=spec, check_vma=False)(q, k, v)
