@@ -147,6 +147,19 @@ case "${1:-}" in
     run prof_sampler 150 python3 benchmarks/sampler_bench.py --langevin 0 --repeats 1 \
       --profile /tmp/prof_d
     ;;
+  split)  # issue 19: the blocks' layers taken apart by one unstack (dit.split_layers: the stack's
+          # gradient is one concatenate, no longer depth padded copies added up) and, for
+          # sampling, once before the loop (builder.split_for_loop); the wvd_2b step (FP8 + norm
+          # kernels, profiled, then plain) with the peer in the same call; sampling FP8 and plain
+    B="python3 benchmarks/train_step.py --batch 4 --parts 0 --steps 6 --data latents"
+    run step_fp8_norm 110 $B --set model.fp8=True --set model.norm_kernel=pallas \
+      --profile /tmp/prof_a
+    run peer 150 python3 benchmarks/vs_peer.py --peer_only
+    S="python3 benchmarks/sampler_bench.py --langevin 0 --repeats 2"
+    run sampler_fp8 90 $S --fp8
+    run sampler 90 $S
+    run step_plain 80 $B
+    ;;
   speed_infer)  # issue 19, sampling (profile of the batch-1 forward; FP8), FP8 loss parity
     S="python3 benchmarks/sampler_bench.py --langevin 0 --repeats 2"
     run sampler 150 $S --profile /tmp/prof_sampler
@@ -161,5 +174,5 @@ case "${1:-}" in
     run encode_4 120 python3 benchmarks/encode_bench.py --batch_per_device 4
     run encode_16 150 python3 benchmarks/encode_bench.py --batch_per_device 16
     ;;
-  *) echo "usage: $0 train|infer|multi|data|geometry|stop_check|optim|ablate|final|sampling_multi|speed|speed2|fused|attrib|speed_infer|latents|learned"; exit 2 ;;
+  *) echo "usage: $0 train|infer|multi|data|geometry|stop_check|optim|ablate|final|sampling_multi|speed|speed2|fused|attrib|split|speed_infer|latents|learned"; exit 2 ;;
 esac

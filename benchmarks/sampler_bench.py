@@ -52,6 +52,8 @@ def _parse(argv=None) -> argparse.Namespace:
   p.add_argument('--no_cast_params', action='store_true',
                  help='keep the block weights float32 (the tasks cast them once: '
                       'models/builder.inference_params)')
+  p.add_argument('--stacked_in_loop', action='store_true',
+                 help='slice the stacked blocks inside the loop (before builder.split_for_loop)')
   p.add_argument('--profile', default='',
                  help='a directory: also profile the lone forward pass and one whole sampler '
                       'call (kernel time by category and by source line)')
@@ -91,15 +93,10 @@ def main(argv=None) -> dict:
   matmul = common.matmul_tflops(size=args.matmul_size or (256 if args.small else None))
   graphdef = nnx.graphdef(nnx.eval_shape(lambda: dit.DiT(cfg, rngs=nnx.Rngs(0))))
   params = common.perturbed_params(cfg)
+  from wvd_jax.models import builder  # pylint: disable=import-outside-toplevel
   if not args.no_cast_params:  # What diffusion/generate.py does before sampling.
-    from wvd_jax.models import builder  # pylint: disable=import-outside-toplevel
     params = builder.inference_params(params, cfg.compute_dtype)
   num_params = int(sum(v.size for v in jax.tree.leaves(params)))
-
-  def apply_model(graphdef, params, z, t, cond_mask):
-    return nnx.merge(graphdef, params)(z, t, cond_mask)
-
-  apply_fn = functools.partial(apply_model, graphdef)  # One object: one compiled sampler.
   c = cfg.in_channels // 2
   shape = (batch, frames, size, size, cfg.in_channels)
   key = jax.random.PRNGKey(2)
@@ -111,6 +108,13 @@ def main(argv=None) -> dict:
     split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
     known, known_mask, cond_mask = jax.device_put((known, known_mask, cond_mask), split)
     params = jax.device_put(params, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+  # What generate.py does before its loop: the blocks' weights apart per layer, read in place
+  # by every step (--stacked_in_loop: slice the stack inside the loop, the old way).
+  if args.stacked_in_loop:
+    apply_fn = functools.partial(builder.apply_model, graphdef)
+  else:
+    params = builder.split_for_loop(params)
+    apply_fn = functools.partial(builder.apply_loop_model, graphdef)  # One object, one compile.
   schedule = schedules.CosineSchedule(shift=1.0)
 
   # The network alone, for the loop overhead.
@@ -161,7 +165,7 @@ def main(argv=None) -> dict:
                                               'compute_dtype', 'attention')},
       'resolved_attention': layers.resolve_attention_implementation(cfg.attention,
                                                                     cfg.compute_dtype),
-      'params': num_params, 'cast_params': not args.no_cast_params,
+      'params': num_params, 'cast_params': not args.no_cast_params, 'layers_split_before_loop': not args.stacked_in_loop,
       'batch': batch, 'frames': frames, 'latent_size': size, 'tokens': tokens,
       'sampler': {'kind': args.kind, 'num_steps': args.num_steps, 'eta': args.eta,
                   'guidance': args.guidance, 'snr': args.snr,

@@ -58,6 +58,17 @@ evals() {  # name -> its evaluation steps: the default one, then the variants
   echo "${out[@]}"
 }
 
+preflight() {  # the packages the sequence imports, checked before minutes of GPU time (an
+              # evaluation once ended without its report: trimesh was not on the lent machine)
+  "$PY" -c 'import importlib.util, sys
+missing = [m for m in sys.argv[1:] if importlib.util.find_spec(m) is None]
+if missing:
+  sys.exit("missing Python packages: " + " ".join(missing) + " (pip install -r requirements.txt;"
+           " on the lent GPU add their wheels to .whl: WORKSPACE.md)")' \
+    grain tensorflow_datasets array_record ml_collections tensorboardX einops tqdm trimesh cv2 \
+    skimage imageio safetensors
+}
+
 render() {  # every split once, before the runs read them
   # CPU only: the render pool's workers must not initialize the GPUs.
   JAX_PLATFORMS=cpu "$PY" -m wvd_jax.data.build "${COMMON[@]}" 2>&1 | grep -v 'Generating\|Shuffling'
@@ -218,10 +229,10 @@ ship() {  # OUT: WVD's packed model as OUT/wvd_small (once; fails while it does 
 }
 
 case "$PHASE" in
-  start) render && steps detach ;;
+  start) preflight && render && steps detach ;;
   watch) watch "${3:-60}" ;;
   finish) finish "${3:-}" ;;
   ship) ship "${3:-}" ;;
-  all) render && steps; finish "${3:-}" ;;
+  all) preflight && render && steps; finish "${3:-}" ;;
   *) echo "unknown phase $PHASE (all, start, watch, finish, ship)"; exit 2 ;;
 esac

@@ -175,3 +175,19 @@ def test_eval_reports_each_training_source(evaluated, tmp_path):
     text = f.read()
   assert '# Source `synthetic_world`' in text and f'# Source `{converted}`' in text
   assert text.count('| AbsRel ↓ |') == 2
+
+
+def test_missing_ply_writer_stops_before_any_clip(evaluated, tmp_path, monkeypatch):
+  """A gallery's point clouds are written last: without trimesh the evaluation stops at once,
+  naming the package, instead of after every clip's work (a GPU proof run lost its evaluation
+  that way)."""
+  config, workdir, _ = evaluated
+  config = config.copy_and_resolve_references()
+  config.eval.output_dir = str(tmp_path / 'eval')
+  find_spec = runner.export.importlib.util.find_spec
+  monkeypatch.setattr(runner.export.importlib.util, 'find_spec',
+                      lambda name, *a: None if name == 'trimesh' else find_spec(name, *a))
+  monkeypatch.setattr(runner.protocol, 'prepare_clip', None)  # Not reached.
+  with pytest.raises(errors.UserError, match='trimesh, which is not installed'):
+    runner.evaluate(config, workdir)
+  assert not os.path.exists(config.eval.output_dir)

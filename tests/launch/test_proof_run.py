@@ -262,3 +262,16 @@ def test_finish_of_rgb_only_alone_prints_its_own_report(tmp_path):
   assert result.returncode == 0, result.stdout + result.stderr
   assert '# report of rgb_only' in result.stdout and 'No such file' not in result.stderr
   assert 'paired by clip' not in (run / 'comparison.md').read_text()  # No WVD to pair with.
+
+
+def test_start_stops_at_once_when_a_package_is_missing(tmp_path):
+  """Before rendering or training: a lent GPU without trimesh once lost an evaluation's report."""
+  python = tmp_path / 'python'
+  python.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')  # -S: no site-packages.
+  python.chmod(0o755)
+  result = subprocess.run(['bash', SCRIPT, 'start', str(tmp_path / 'run')], cwd=REPO,
+                          env=dict(os.environ, PYTHON=str(python), PATH='/usr/bin:/bin'),
+                          text=True, capture_output=True, timeout=60, check=False)
+  assert result.returncode != 0
+  assert 'missing Python packages: grain' in result.stderr and 'trimesh' in result.stderr
+  assert not (tmp_path / 'run' / 'data').exists()

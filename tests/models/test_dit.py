@@ -247,3 +247,43 @@ def test_inference_params_give_the_same_output_in_bfloat16():
   want = builder.apply_model(graphdef, params, x, t, cond)
   got = builder.apply_model(graphdef, cast, x, t, cond)
   np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_split_layers_are_the_stacks_slices_and_give_the_same_output(tiny):
+  graphdef, params = tiny
+  per_layer = dit.split_layers(params['blocks'])
+  assert len(per_layer) == TINY.depth
+  for i, layer in enumerate(per_layer):
+    jax.tree.map(lambda part, whole, i=i: np.testing.assert_array_equal(part, whole[i]),
+                 layer, params['blocks'])
+  x, t, c = _inputs()
+  want = _forward(graphdef)(params, x, t, c)
+  got = jax.jit(lambda p, l, x, t, c: nnx.merge(graphdef, p)(x, t, c, layer_params=l))(
+      params, per_layer, x, t, c)
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+  with pytest.raises(ValueError, match='layer_params has 1 layers; the model has 2'):
+    nnx.merge(graphdef, params)(x, t, c, layer_params=per_layer[:1])
+  with pytest.raises(ValueError, match='same leading layers axis'):
+    dit.split_layers({'a': jnp.zeros((2, 3)), 'b': jnp.zeros((3, 3))})
+
+
+def stacked_leaf_ops(hlo: str, op: str, blocks) -> int:
+  """Lines of StableHLO ``hlo`` with ``op`` on or to a tensor shaped like a stacked leaf."""
+  types = {'tensor<' + 'x'.join(map(str, leaf.shape)) + 'x' + str(leaf.dtype).replace('float', 'f')
+           + '>' for leaf in jax.tree.leaves(blocks)}
+  return sum(1 for line in hlo.splitlines()
+             if f'stablehlo.{op} ' in line and any(t in line for t in types))
+
+
+def test_stacked_gradient_is_one_concatenate_not_a_sum_of_padded_copies(tiny):
+  """The unrolled loop's gradient for each stacked leaf: indexing leaf[i] per layer would add
+  depth zero-padded copies of the stack (slow on GPU: dit.split_layers)."""
+  graphdef, params = tiny
+  hlo = _loss_and_grad(graphdef).lower(params, *_inputs()).as_text()
+  assert stacked_leaf_ops(hlo, 'pad', params['blocks']) == 0
+  assert stacked_leaf_ops(hlo, 'concatenate', params['blocks']) >= len(
+      jax.tree.leaves(params['blocks']))  # >=: other tensors may share a leaf's shape.
+  # What the check would see the old way (leaf[i] per layer).
+  old = jax.jit(jax.grad(lambda p: sum(jnp.sum(p[i] ** 2) for i in range(TINY.depth))))
+  leaf = params['blocks']['mlp']['fc1']['kernel']
+  assert stacked_leaf_ops(old.lower(leaf).as_text(), 'pad', leaf) == TINY.depth

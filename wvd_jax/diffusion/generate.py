@@ -62,6 +62,7 @@ def generate_video(config, graphdef, params, rgb: jax.Array, rgb_mask: jax.Array
   params = builder.inference_params(params, config.model.compute_dtype)  # Cast once, not per step.
   known, known_mask, cond_mask, params = _spread_over_devices(
       known, known_mask, cond_mask.astype(jnp.float32), params)
+  params = builder.split_for_loop(params)  # Layers apart once, not copied every step.
   latents = samplers.sample(
       _apply_fn(graphdef), params, rng, known, known_mask, cond_mask,
       schedule=schedules.CosineSchedule.from_config(config),
@@ -92,7 +93,7 @@ def _spread_over_devices(known, known_mask, cond_mask, params):
 @functools.lru_cache(maxsize=16)
 def _apply_fn(graphdef):
   # One partial per model structure: the jitted sampler hashes it by identity and is reused.
-  return functools.partial(builder.apply_model, graphdef)
+  return functools.partial(builder.apply_loop_model, graphdef)
 
 
 def sample_from_first_frame(config, graphdef, params, rgb0: jax.Array, num_frames: int,

@@ -29,6 +29,7 @@ from wvd_jax import config_lib, files, multihost
 from wvd_jax.data import pipeline, storage
 from wvd_jax.evaluation import (consistency, depth_metrics, learned as learned_lib, pose_metrics,
                                 protocol, report)
+from wvd_jax.geometry import export
 from wvd_jax.models import checkpoint_reader
 
 DEPTH_PREFIXES = ('mono', 'mono_baseline', 'video', 'video_baseline')
@@ -167,6 +168,8 @@ def evaluate(config, workdir: str, checkpoint: str | None = None) -> dict:
     skipped = [t for t in tasks if t != 'consistency']
     if skipped:
       logging.warning('RGB-only model: %s need XYZ and are skipped', ', '.join(skipped))
+  if xyz_model and e.gallery_clips:  # Its point clouds are written after every clip's work.
+    export.require_ply_writer('the evaluation gallery (eval.gallery_clips > 0; 0 turns it off)')
   source = open_clips(config, workdir)
   count = len(source) if e.num_clips == 0 else min(e.num_clips, len(source))
   output = output_dir(config, workdir)

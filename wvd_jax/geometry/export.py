@@ -2,12 +2,13 @@
 (temporary file in the same directory, then os.replace), so readers never see partial files."""
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 
 import numpy as np
 
-from wvd_jax import files
+from wvd_jax import errors, files
 from wvd_jax.geometry import cameras
 
 
@@ -35,6 +36,15 @@ def write_ply(path: str, points, colors=None, comment: str | None = None) -> Non
   """Binary little-endian PLY of points (P, 3) float and optional colors (P, 3) uint8, written
   atomically to a local ``path`` (see ply_bytes)."""
   _atomic_write(path, ply_bytes(points, colors, comment))
+
+
+def require_ply_writer(what: str) -> None:
+  """Raises UserError when trimesh, which writes the PLY files, is not installed. Paths that write
+  point clouds only at the end of long work (``what``: e.g. an evaluation's gallery) call it first,
+  so a missing package stops them at once instead of after the work."""
+  if importlib.util.find_spec('trimesh') is None:
+    raise errors.UserError(f'{what} writes point clouds (PLY) with trimesh, which is not '
+                           'installed: pip install -r requirements.txt')
 
 
 def ply_bytes(points, colors=None, comment: str | None = None) -> bytes:

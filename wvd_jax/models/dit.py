@@ -16,8 +16,11 @@ float32 (they are tiny) and the output is float32.
 
 Blocks are stored stacked: every block parameter has a leading 'layers' axis of size depth (built
 with nnx.vmap). ``scan_layers`` only changes how the forward walks that stack (lax.scan, or an
-unrolled Python loop over slices, which is ~20% faster on GPU: DESIGN.md), so checkpoints are the
-same for both. ``remat`` picks a rematerialization policy per block (see REMAT_POLICIES).
+unrolled Python loop over the layers, which is ~20% faster on GPU: DESIGN.md), so checkpoints are
+the same for both. The unrolled loop takes the layers apart with ``split_layers``; a caller that
+runs the network many times on the same weights (a sampler) splits them once and passes
+``layer_params`` (see builder.split_for_loop). ``remat`` picks a rematerialization policy per
+block (see REMAT_POLICIES).
 """
 from __future__ import annotations
 
@@ -154,6 +157,26 @@ class Block(nnx.Module):
                                     implementation=self.norm_kernel)
 
 
+def split_layers(stacked) -> tuple:
+  """The stacked blocks' state as ``depth`` per-layer states (each leaf without its 'layers' axis).
+
+  One ``jnp.unstack`` a leaf, not ``leaf[i]`` per layer: the gradient of an unstack is one
+  concatenate, while each ``leaf[i]``'s is a zero-padded copy of the whole stack, and XLA adds the
+  depth pads in one fusion (on an H200 that fusion and the gradient norm reading it took 20 ms of
+  the 162 ms wvd_2b step). Taken apart once outside a loop, the layers are also read in place
+  where slicing inside the loop copied every weight on every iteration.
+  """
+  leaves, treedef = jax.tree.flatten(stacked)
+  if not leaves:
+    raise ValueError('split_layers: the blocks have no parameters')
+  depth = leaves[0].shape[0]
+  if any(leaf.ndim == 0 or leaf.shape[0] != depth for leaf in leaves):
+    raise ValueError('split_layers: every leaf needs the same leading layers axis; got shapes '
+                     f'{sorted({tuple(leaf.shape) for leaf in leaves})}')
+  per_leaf = [jnp.unstack(leaf, axis=0) for leaf in leaves]
+  return tuple(treedef.unflatten([parts[i] for parts in per_leaf]) for i in range(depth))
+
+
 def _stacked_blocks(cfg: DiTConfig, rngs: nnx.Rngs) -> Block:
   """``depth`` blocks as one Block whose parameters have a leading 'layers' axis."""
 
@@ -202,7 +225,10 @@ class DiT(nnx.Module):
                            kernel_init=layers.zeros_init(('embed', 'patch')),
                            bias_init=layers.zeros_init(('patch',)), rngs=rngs)
 
-  def __call__(self, x: jax.Array, t: jax.Array, cond_mask: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, t: jax.Array, cond_mask: jax.Array,
+               layer_params: tuple | None = None) -> jax.Array:
+    """``layer_params``: optionally the blocks' weights already taken apart by ``split_layers``
+    (then used instead of the stored stack, which is not read)."""
     cfg = self.cfg
     b, n, h, w, c = x.shape
     p = cfg.patch_size
@@ -220,7 +246,7 @@ class DiT(nnx.Module):
     tokens = layers.constrain(tokens, layers.TOKENS)
     temb = self.time_mlp2(jax.nn.silu(self.time_mlp1(layers.timestep_features(t).astype(dtype))))
     rope = layers.rope_3d(n, h // p, w // p, cfg.head_dim)
-    tokens = self._run_blocks(tokens, temb, rope)
+    tokens = self._run_blocks(tokens, temb, rope, layer_params)
     shift, scale = jnp.split(self.final_modulation(jax.nn.silu(temb.astype(jnp.float32))), 2,
                              axis=-1)
     out = self.head(_modulate(self.final_norm(tokens.astype(jnp.float32)), shift, scale))
@@ -228,9 +254,11 @@ class DiT(nnx.Module):
                            w=w // p, p=p, q=p)
     return layers.constrain(out.astype(jnp.float32), ('activation_batch',) + (None,) * 4)
 
-  def _run_blocks(self, tokens, temb, rope):
+  def _run_blocks(self, tokens, temb, rope, layer_params):
     cfg = self.cfg
     graphdef, stacked = nnx.split(self.blocks)
+    if layer_params is not None and len(layer_params) != cfg.depth:
+      raise ValueError(f'layer_params has {len(layer_params)} layers; the model has {cfg.depth}')
 
     def block_fn(layer_state, x):
       return nnx.merge(graphdef, layer_state)(x, temb, rope)
@@ -239,9 +267,9 @@ class DiT(nnx.Module):
       # Inside a scan, CSE cannot merge the recomputation into the forward, so no barrier.
       block_fn = jax.checkpoint(block_fn, policy=REMAT_POLICIES[cfg.remat],
                                 prevent_cse=not cfg.scan_layers)
-    if cfg.scan_layers:
+    if cfg.scan_layers and layer_params is None:
       tokens, _ = jax.lax.scan(lambda x, s: (block_fn(s, x), None), tokens, stacked)
       return tokens
-    for i in range(cfg.depth):
-      tokens = block_fn(jax.tree.map(lambda a, i=i: a[i], stacked), tokens)
+    for layer_state in layer_params or split_layers(stacked):
+      tokens = block_fn(layer_state, tokens)
     return tokens
