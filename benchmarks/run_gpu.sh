@@ -150,7 +150,8 @@ case "${1:-}" in
   split)  # issue 19: the blocks' layers taken apart by one unstack (dit.split_layers: the stack's
           # gradient is one concatenate, no longer depth padded copies added up) and, for
           # sampling, once before the loop (builder.split_for_loop); the wvd_2b step (FP8 + norm
-          # kernels, profiled, then plain) with the peer in the same call; sampling FP8 and plain
+          # kernels, profiled, then plain) with the peer in the same call; sampling FP8 and plain,
+          # then FP8 slicing the stack inside the loop (before and after in one call)
     B="python3 benchmarks/train_step.py --batch 4 --parts 0 --steps 6 --data latents"
     run step_fp8_norm 110 $B --set model.fp8=True --set model.norm_kernel=pallas \
       --profile /tmp/prof_a
@@ -159,6 +160,7 @@ case "${1:-}" in
     run sampler_fp8 90 $S --fp8
     run sampler 90 $S
     run step_plain 80 $B
+    run sampler_fp8_stacked 90 $S --fp8 --stacked_in_loop  # the old way, same call
     ;;
   speed_infer)  # issue 19, sampling (profile of the batch-1 forward; FP8), FP8 loss parity
     S="python3 benchmarks/sampler_bench.py --langevin 0 --repeats 2"
