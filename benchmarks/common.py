@@ -126,6 +126,8 @@ def add_model_args(p) -> None:
   p.add_argument('--attention', choices=('auto', 'xla', 'cudnn'), default='auto')
   p.add_argument('--fp8', action='store_true',
                  help='attention and MLP projections as FP8 matmuls (model.fp8)')
+  p.add_argument('--norm_kernel', choices=('xla', 'pallas', 'pallas_interpret', 'auto'),
+                 default='xla', help='the blocks\' norms (model.norm_kernel)')
   p.add_argument('--repeats', type=int, default=3, help='timed blocks; the best is reported')
   p.add_argument('--matmul_size', type=int, default=None, help='default 8192 (256 small)')
 
@@ -145,6 +147,7 @@ def dit_config(args, small_channels: int = 4, **overrides):
   channels = args.latent_channels or (small_channels if args.small else 4)
   dtype = args.dtype or ('float32' if args.small else 'bfloat16')
   overrides.setdefault('fp8', bool(getattr(args, 'fp8', False)))
+  overrides.setdefault('norm_kernel', dit.resolve_norm_kernel(getattr(args, 'norm_kernel', 'xla')))
   return dit.DiTConfig(in_channels=2 * channels, mlp_ratio=4.0, compute_dtype=dtype,
                        attention=args.attention, **shape, **overrides)
 

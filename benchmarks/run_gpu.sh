@@ -162,6 +162,13 @@ case "${1:-}" in
     run step_plain 80 $B
     run sampler_fp8_stacked 90 $S --fp8 --stacked_in_loop  # the old way, same call
     ;;
+  sampler_norm)  # issue 19 point 3: sampling with FP8 and the fused norm kernels (1.35x the
+                 # floor with FP8 alone), then the old in-loop slicing in the same call
+    S="python3 benchmarks/sampler_bench.py --langevin 0 --repeats 2 --fp8"
+    run sampler_fp8_norm 100 $S --norm_kernel pallas --profile /tmp/prof_s
+    run sampler_fp8 90 $S
+    run sampler_fp8_stacked 90 $S --stacked_in_loop
+    ;;
   speed_infer)  # issue 19, sampling (profile of the batch-1 forward; FP8), FP8 loss parity
     S="python3 benchmarks/sampler_bench.py --langevin 0 --repeats 2"
     run sampler 150 $S --profile /tmp/prof_sampler
@@ -176,5 +183,5 @@ case "${1:-}" in
     run encode_4 120 python3 benchmarks/encode_bench.py --batch_per_device 4
     run encode_16 150 python3 benchmarks/encode_bench.py --batch_per_device 16
     ;;
-  *) echo "usage: $0 train|infer|multi|data|geometry|stop_check|optim|ablate|final|sampling_multi|speed|speed2|fused|attrib|split|speed_infer|latents|learned"; exit 2 ;;
+  *) echo "usage: $0 train|infer|multi|data|geometry|stop_check|optim|ablate|final|sampling_multi|speed|speed2|fused|attrib|split|sampler_norm|speed_infer|latents|learned"; exit 2 ;;
 esac

@@ -212,6 +212,7 @@ def main():
       'mfu': round(step_flops / step_s / (peak * 1e12 * args.devices), 4),
       'samples_per_sec_per_device': round(b / step_s / args.devices, 2),
       'fp8': bool(config.model.fp8), 'residual_dtype': config.model.residual_dtype,
+      'norm_kernel': dit.resolve_norm_kernel(config.model.norm_kernel),
   }
   stats = jax.devices()[0].memory_stats() or {}
   if 'peak_bytes_in_use' in stats:

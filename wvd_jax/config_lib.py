@@ -20,7 +20,8 @@ EVAL_TASKS = ('mono_depth', 'video_depth', 'novel_view', 'consistency')
 DEPTH_ALIGNMENTS = ('median', 'lstsq', 'lstsq_disparity')
 # 'splash': the Pallas TPU kernel; 'splash_interpret' runs it in the Pallas interpreter (tests).
 ATTENTION_IMPLEMENTATIONS = ('auto', 'xla', 'cudnn', 'splash', 'splash_interpret')
-NORM_KERNELS = ('xla', 'pallas', 'pallas_interpret')  # models/fused_norm.IMPLEMENTATIONS
+# models/fused_norm.IMPLEMENTATIONS, and 'auto': 'pallas' on a GPU, 'xla' elsewhere.
+NORM_KERNELS = ('auto', 'xla', 'pallas', 'pallas_interpret')
 REMAT_POLICIES = ('none', 'full', 'dots_saveable', 'minimal')  # See models/dit.py REMAT_POLICIES.
 DTYPES = ('float32', 'bfloat16')
 MODALITIES = ('rgb_xyz', 'rgb')  # 'rgb': the RGB-only ablation (config.diffusion.modalities).
@@ -113,8 +114,9 @@ def base_config() -> ml_collections.ConfigDict:
   # scaling state to the parameters, so a checkpoint is FP8 or not.
   config.model.fp8 = False
   # RMSNorm + adaLN modulation and QK RMSNorm + RoPE in the blocks: 'xla', or Pallas kernels with
-  # their own backward ('pallas': Triton, GPU; 'pallas_interpret': interpreted, CPU tests). A
-  # runtime choice: a checkpoint loads with the loading config's value (or 'xla').
+  # their own backward ('pallas': Triton, GPU; 'pallas_interpret': interpreted, CPU tests;
+  # 'auto': 'pallas' on a GPU, else 'xla'). A runtime choice: a checkpoint loads with the
+  # loading config's value (or 'xla').
   config.model.norm_kernel = 'xla'
 
   config.diffusion = ml_collections.ConfigDict()

@@ -173,9 +173,13 @@ def test_paper_2b_parameter_count_without_allocating():
   import configs.wvd_2b as wvd_2b
   config = wvd_2b.get_config()
   cfg = dit.DiTConfig.from_config(config)
-  state = nnx.state(nnx.eval_shape(lambda: dit.DiT(cfg, rngs=nnx.Rngs(0))))
-  leaves = jax.tree.leaves(state)
-  assert all(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in leaves)  # Nothing allocated.
+  assert cfg.fp8  # The config trains with FP8 projections: their scaling state is not counted.
+  state = nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: dit.DiT(cfg, rngs=nnx.Rngs(0)))))
+  assert all(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree.leaves(state))
+  is_scaling = lambda path: any(getattr(k, 'key', None) == 'dot_general' for k in path)
+  leaves = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(state)
+            if not is_scaling(path)]
+  assert len(leaves) < len(jax.tree.leaves(state))
   count = sum(leaf.size for leaf in leaves)
   assert 1.9e9 <= count <= 2.2e9, count
   # Exactly the architecture's count: per block qkv 3w^2, out w^2, MLP 8w^2 + 5w, adaLN 6w^2 +
@@ -287,3 +291,10 @@ def test_stacked_gradient_is_one_concatenate_not_a_sum_of_padded_copies(tiny):
   old = jax.jit(jax.grad(lambda p: sum(jnp.sum(p[i] ** 2) for i in range(TINY.depth))))
   leaf = params['blocks']['mlp']['fc1']['kernel']
   assert stacked_leaf_ops(old.lower(leaf).as_text(), 'pad', leaf) == TINY.depth
+
+
+def test_auto_norm_kernel_is_the_triton_kernels_on_a_gpu_only(monkeypatch):
+  assert dit.resolve_norm_kernel('auto') == 'xla'  # CPU here.
+  assert dit.resolve_norm_kernel('pallas_interpret') == 'pallas_interpret'
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  assert dit.resolve_norm_kernel('auto') == 'pallas'

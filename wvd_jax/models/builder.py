@@ -35,7 +35,7 @@ class LoopParams(NamedTuple):
   layer (dit.split_layers), once, before the loop. Inside the loop the network reads ``layers``
   in place; the stacked blocks in ``params`` are not read there (XLA drops them from the loop),
   where slicing the stack inside the loop copied every weight on every iteration (on an H200,
-  107 ms of copies in a 0.74 s wvd_2b sampling call).
+  107 ms of copies in a 0.74 s wvd_2b sampling call, 0.64 s without them).
   """
   params: Any
   layers: tuple

@@ -114,7 +114,15 @@ class DiTConfig:
                # Exported configs from before the key existed ran float32 residuals.
                residual_dtype=m.get('residual_dtype', 'float32'), attention=m.attention,
                remat=m.remat, scan_layers=bool(m.scan_layers), fp8=bool(m.get('fp8', False)),
-               norm_kernel=m.get('norm_kernel', 'xla'))
+               norm_kernel=resolve_norm_kernel(m.get('norm_kernel', 'xla')))
+
+
+def resolve_norm_kernel(name: str) -> str:
+  """config.model.norm_kernel -> an implementation: 'auto' is the Triton kernels on a GPU (where
+  they were measured faster: benchmarks/RESULTS.md) and the XLA formula elsewhere."""
+  if name == 'auto':
+    return 'pallas' if jax.default_backend() == 'gpu' else 'xla'
+  return name
 
 
 def _modulate(x, shift, scale):
@@ -162,9 +170,10 @@ def split_layers(stacked) -> tuple:
 
   One ``jnp.unstack`` a leaf, not ``leaf[i]`` per layer: the gradient of an unstack is one
   concatenate, while each ``leaf[i]``'s is a zero-padded copy of the whole stack, and XLA adds the
-  depth pads in one fusion (on an H200 that fusion and the gradient norm reading it took 20 ms of
-  the 162 ms wvd_2b step). Taken apart once outside a loop, the layers are also read in place
-  where slicing inside the loop copied every weight on every iteration.
+  depth pads in one fusion (on an H200 that fusion with the gradient norm reading it took 20.3 ms
+  of the wvd_2b step; the step went from 161.7 to 148.0 ms: benchmarks/RESULTS.md). Taken apart
+  once outside a loop, the layers are also read in place where slicing inside the loop copied
+  every weight on every iteration.
   """
   leaves, treedef = jax.tree.flatten(stacked)
   if not leaves:
