@@ -169,6 +169,14 @@ case "${1:-}" in
     run sampler_fp8 90 $S
     run sampler_fp8_stacked 90 $S --stacked_in_loop
     ;;
+  small)  # issue 19 point 4: the small config's step after q/k/v and RoPE's halves became one
+          # unstack/split (their gradients one concatenate, no padded copies added up: 4.2 ms of
+          # the 73.2 ms step went to assembling the qkv gradient), plain, norm kernels, hd 128
+    T="python3 benchmarks/train_step.py --config small --parts 0 --steps 20 --batch 64"
+    run small_plain 60 $T --profile /tmp/prof_small
+    run small_norm_kernel 60 $T --set model.norm_kernel=pallas
+    run small_hd128_norm_kernel 60 $T --set model.num_heads=3 --set model.norm_kernel=pallas
+    ;;
   speed_infer)  # issue 19, sampling (profile of the batch-1 forward; FP8), FP8 loss parity
     S="python3 benchmarks/sampler_bench.py --langevin 0 --repeats 2"
     run sampler 150 $S --profile /tmp/prof_sampler
@@ -183,5 +191,5 @@ case "${1:-}" in
     run encode_4 120 python3 benchmarks/encode_bench.py --batch_per_device 4
     run encode_16 150 python3 benchmarks/encode_bench.py --batch_per_device 16
     ;;
-  *) echo "usage: $0 train|infer|multi|data|geometry|stop_check|optim|ablate|final|sampling_multi|speed|speed2|fused|attrib|split|sampler_norm|speed_infer|latents|learned"; exit 2 ;;
+  *) echo "usage: $0 train|infer|multi|data|geometry|stop_check|optim|ablate|final|sampling_multi|speed|speed2|fused|attrib|split|sampler_norm|small|speed_infer|latents|learned"; exit 2 ;;
 esac

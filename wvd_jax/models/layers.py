@@ -72,8 +72,9 @@ def apply_rope(x: jax.Array, rope: tuple[jax.Array, jax.Array]) -> jax.Array:
   Computed in float32, returned in x's dtype.
   """
   cos, sin = rope[0][:, None, :], rope[1][:, None, :]
-  half = x.shape[-1] // 2
-  x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+  # jnp.split, not two slices: the gradient is then one concatenate, not two zero-padded
+  # copies added up.
+  x1, x2 = (part.astype(jnp.float32) for part in jnp.split(x, 2, axis=-1))
   out = jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
   return out.astype(x.dtype)
 
@@ -183,7 +184,8 @@ class Attention(nnx.Module):
   def __call__(self, x: jax.Array, rope: tuple[jax.Array, jax.Array]) -> jax.Array:
     b, t, _ = x.shape
     qkv = self.qkv(x).reshape(b, t, self.num_heads, 3, self.head_dim)
-    q, k, v = (constrain(qkv[:, :, :, i], HEADS) for i in range(3))
+    # One unstack (its gradient one stack), not three slices (three zero-padded copies added).
+    q, k, v = (constrain(part, HEADS) for part in jnp.unstack(qkv, axis=3))
     q, k = self._norm_rope(self.q_norm, q, rope), self._norm_rope(self.k_norm, k, rope)
     if self.implementation.startswith('splash'):
       y = splash.splash_attention(q, k, v, interpret=self.implementation == 'splash_interpret')
