@@ -59,3 +59,24 @@ def test_bad_inputs_name_the_problem(tmp_path):
     paired_compare.main([good, lacking, '--metric', 'mono/abs_rel'])
   with pytest.raises(ValueError, match='no clips'):
     paired_compare.load_clips(_write(tmp_path / 'empty.jsonl', []))
+
+
+def test_pose_accuracies_pool_the_pairs_as_the_evaluation_does():
+  from wvd_jax.evaluation import pose_metrics
+  rng = np.random.default_rng(3)
+  sizes = rng.integers(3, 12, 30)
+  make = lambda scale: {i: {'clip': i, 'pose/rre': list(rng.exponential(scale, n)),
+                            'pose/rte': list(rng.exponential(2 * scale, n))}
+                        for i, n in enumerate(sizes)}
+  a, b = make(4.0), make(12.0)
+  for metric in ('pose/rra@5', 'pose/rta@15', 'pose/maa@30'):
+    out = paired_compare.compare(a, b, metric, resamples=300)
+    for records, value in ((a, out['a']), (b, out['b'])):
+      pooled = pose_metrics.pose_accuracy(
+          np.concatenate([r['pose/rre'] for r in records.values()]),
+          np.concatenate([r['pose/rte'] for r in records.values()]))
+      assert value == pytest.approx(pooled[metric.split('/')[1]])
+    low, high = out['interval_95']
+    assert 0 < low <= out['difference'] <= high  # A's errors are a third of B's.
+  with pytest.raises(ValueError, match="lack the list 'pose/rre'"):
+    paired_compare.compare(a, {0: {'clip': 0, 'mono/abs_rel': 0.1}}, 'pose/rra@5')
