@@ -6,6 +6,7 @@ import pytest
 import trimesh
 
 from tests.geometry import scenes
+from wvd_jax import errors
 from wvd_jax.geometry import cameras, export, rotations
 
 
@@ -117,3 +118,12 @@ def test_bad_inputs(tmp_path, model):
     export.write_colmap_text(str(tmp_path), clip['K'], clip['cam_to_world'], 16, 16,
                              shared_camera=True)
   assert not os.listdir(tmp_path)  # nothing half-written
+
+
+def test_missing_ply_writer_is_a_user_error_naming_the_package(monkeypatch):
+  export.require_ply_writer('this test')  # trimesh is installed here.
+  find_spec = export.importlib.util.find_spec
+  monkeypatch.setattr(export.importlib.util, 'find_spec',
+                      lambda name, *a: None if name == 'trimesh' else find_spec(name, *a))
+  with pytest.raises(errors.UserError, match='--mode=sample writes point clouds .* trimesh'):
+    export.require_ply_writer('--mode=sample')

@@ -132,6 +132,8 @@ class WVD:
                   cam_to_world=None, metric_distance=None) -> wvd_tasks.Reconstruction:
     """Known cameras: see `_known` (cam_to_world is the image's pose (4, 4))."""
     self._require_xyz('image_to_3d')
+    if output_dir:  # Its point cloud is written after sampling.
+      export.require_ply_writer('image_to_3d with an output directory')
     known = self._known([image], intrinsics, cam_to_world, metric_distance)
     rec = wvd_tasks.single_image_to_3d(self.generator, self._image(image),
                                        num_frames=self.num_frames,

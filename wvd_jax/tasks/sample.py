@@ -21,6 +21,7 @@ from absl import logging
 from wvd_jax import config_lib, errors, files, multihost, visualize
 from wvd_jax.data import pipeline
 from wvd_jax.diffusion import generate
+from wvd_jax.geometry import export
 from wvd_jax.models import checkpoint_reader
 from wvd_jax.tasks import media
 
@@ -35,6 +36,8 @@ def sample(config, workdir) -> dict[str, np.ndarray]:
     raise errors.UserError(f'config.sample.example_index={index} but the {config.sample.split} '
                            f'split has {len(source)} clips: pick an index below {len(source)}')
   clip = pipeline.model_clip(config, source[index])
+  if not config_lib.rgb_only(config):  # Each sample's point cloud is written after sampling.
+    export.require_ply_writer('--mode=sample')
   s = config.sample.num_samples
   rgb0 = jnp.broadcast_to(clip['rgb'][0], (s,) + clip['rgb'].shape[1:])
   rgb, xyz = generate.sample_from_first_frame(config, graphdef, params, rgb0, clip['rgb'].shape[0],
