@@ -44,6 +44,14 @@ def config():
   return tiny_config()
 
 
+def hide_package(monkeypatch, name: str) -> None:
+  """Makes importlib.util.find_spec(name) answer None, as when package ``name`` is not installed."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  find_spec = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, 'find_spec',
+                      lambda module, *a: None if module == name else find_spec(module, *a))
+
+
 # The multi-process and kill tests take minutes each: started first, the other worker of
 # `pytest -n 2` runs the rest beside them instead of after them (the suite's critical path).
 SLOW_FIRST = ('tests/training/test_multihost.py', 'tests/training/test_resume.py',

@@ -14,7 +14,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.conftest import REPO
+from tests.conftest import REPO, hide_package
 
 NOTEBOOK = os.path.join(REPO, 'notebooks', 'demo.ipynb')
 PARAMETERS = {'CONFIG', 'TRAIN_STEPS', 'CHECKPOINT', 'SAMPLE_STEPS', 'WORKDIR', 'IMAGE_PATH',
@@ -62,7 +62,6 @@ def _setup_source():
 def test_setup_cell_on_a_fake_colab_runtime(runtime, build, tmp_path, monkeypatch):
   """Without wvd_jax installed on Colab: clone, then one pip call with the runtime's JAX build."""
   import glob as glob_module  # pylint: disable=import-outside-toplevel
-  import importlib.util  # pylint: disable=import-outside-toplevel
   clone = tmp_path / 'clone'
   source = _setup_source()
   assert source.count("'/content/wvd_jax'") == 1
@@ -77,9 +76,7 @@ def test_setup_cell_on_a_fake_colab_runtime(runtime, build, tmp_path, monkeypatc
       os.makedirs(cmd[-1])
       shutil.copy(os.path.join(REPO, 'requirements.txt'), cmd[-1])
 
-  find_spec = importlib.util.find_spec
-  monkeypatch.setattr(importlib.util, 'find_spec',
-                      lambda name, *a: None if name == 'wvd_jax' else find_spec(name, *a))
+  hide_package(monkeypatch, 'wvd_jax')
   monkeypatch.setitem(sys.modules, 'google.colab', types.ModuleType('google.colab'))
   monkeypatch.setattr(subprocess, 'run', fake_run)
   monkeypatch.setattr(shutil, 'which', lambda name: '/usr/bin/x' if runtime == 'gpu' else None)
@@ -97,10 +94,7 @@ def test_setup_cell_on_a_fake_colab_runtime(runtime, build, tmp_path, monkeypatc
 
 
 def test_setup_cell_asks_for_the_repository_url(monkeypatch):
-  import importlib.util  # pylint: disable=import-outside-toplevel
-  find_spec = importlib.util.find_spec
-  monkeypatch.setattr(importlib.util, 'find_spec',
-                      lambda name, *a: None if name == 'wvd_jax' else find_spec(name, *a))
+  hide_package(monkeypatch, 'wvd_jax')
   with pytest.raises(RuntimeError, match='make demo'):  # Not Colab: install nothing, explain.
     exec(_setup_source(), {})  # pylint: disable=exec-used
   monkeypatch.setitem(sys.modules, 'google.colab', types.ModuleType('google.colab'))

@@ -9,7 +9,7 @@ import pytest
 import trimesh
 from PIL import Image
 
-from tests.conftest import REPO, tiny_config
+from tests.conftest import REPO, hide_package, tiny_config
 from wvd_jax import errors
 from wvd_jax.data import storage
 from tests.evaluation import test_learned
@@ -184,9 +184,7 @@ def test_missing_ply_writer_stops_before_any_clip(evaluated, tmp_path, monkeypat
   config, workdir, _ = evaluated
   config = config.copy_and_resolve_references()
   config.eval.output_dir = str(tmp_path / 'eval')
-  find_spec = runner.export.importlib.util.find_spec
-  monkeypatch.setattr(runner.export.importlib.util, 'find_spec',
-                      lambda name, *a: None if name == 'trimesh' else find_spec(name, *a))
+  hide_package(monkeypatch, 'trimesh')
   monkeypatch.setattr(runner.protocol, 'prepare_clip', None)  # Not reached.
   with pytest.raises(errors.UserError, match='trimesh, which is not installed'):
     runner.evaluate(config, workdir)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import trimesh
 
+from tests.conftest import hide_package
 from tests.geometry import scenes
 from wvd_jax import errors
 from wvd_jax.geometry import cameras, export, rotations
@@ -122,8 +123,6 @@ def test_bad_inputs(tmp_path, model):
 
 def test_missing_ply_writer_is_a_user_error_naming_the_package(monkeypatch):
   export.require_ply_writer('this test')  # trimesh is installed here.
-  find_spec = export.importlib.util.find_spec
-  monkeypatch.setattr(export.importlib.util, 'find_spec',
-                      lambda name, *a: None if name == 'trimesh' else find_spec(name, *a))
+  hide_package(monkeypatch, 'trimesh')
   with pytest.raises(errors.UserError, match='--mode=sample writes point clouds .* trimesh'):
     export.require_ply_writer('--mode=sample')
