@@ -169,6 +169,20 @@ case "${1:-}" in
     run sampler_fp8 90 $S
     run sampler_fp8_stacked 90 $S --stacked_in_loop
     ;;
+  rows_ahead)  # issue 19 point 3: sampling with the adaLN modulation rows of all 50 levels
+               # computed before the loop (builder.LoopModel), FP8 with and without the norm
+               # kernels, then the rows computed in the loop (the old way) in the same call;
+               # point 4: cuDNN against Mosaic GPU attention at the DiT's shapes, and the small
+               # config's step after the q/k/v and RoPE splits (profiled), with norm kernels
+    S="python3 benchmarks/sampler_bench.py --langevin 0 --repeats 2 --fp8"
+    run sampler_fp8_norm 100 $S --norm_kernel pallas --profile /tmp/prof_s
+    run sampler_fp8 80 $S
+    run sampler_fp8_rows_in_loop 80 $S --time_rows_in_loop
+    run attention 120 python3 benchmarks/attention_bench.py
+    T="python3 benchmarks/train_step.py --config small --parts 0 --steps 20 --batch 64"
+    run small_plain 60 $T --profile /tmp/prof_small
+    run small_norm_kernel 50 $T --set model.norm_kernel=pallas
+    ;;
   small)  # issue 19 point 4: the small config's step after q/k/v and RoPE's halves became one
           # unstack/split (their gradients one concatenate, no padded copies added up: 4.2 ms of
           # the 73.2 ms step went to assembling the qkv gradient), plain, norm kernels, hd 128
@@ -191,5 +205,5 @@ case "${1:-}" in
     run encode_4 120 python3 benchmarks/encode_bench.py --batch_per_device 4
     run encode_16 150 python3 benchmarks/encode_bench.py --batch_per_device 16
     ;;
-  *) echo "usage: $0 train|infer|multi|data|geometry|stop_check|optim|ablate|final|sampling_multi|speed|speed2|fused|attrib|split|sampler_norm|small|speed_infer|latents|learned"; exit 2 ;;
+  *) echo "usage: $0 train|infer|multi|data|geometry|stop_check|optim|ablate|final|sampling_multi|speed|speed2|fused|attrib|split|sampler_norm|rows_ahead|small|speed_infer|latents|learned"; exit 2 ;;
 esac

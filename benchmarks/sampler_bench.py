@@ -19,8 +19,11 @@ sampling loop in one jit call), the compute floor = analytic forward FLOPs
 evaluations / the measured dense bf16 matmul rate (benchmarks/common.matmul_tflops), and the
 floor's fraction of the latency. A lone jitted forward pass is timed too, so that
 ``loop_overhead_s`` = latency - evaluations x forward shows what the sampler adds around the
-network. num_steps, langevin_steps, eta, guidance (but not on/off) and snr are traced in the
-sampler, so all Langevin settings share one compiled program (``compile_s``).
+network (the lone forward computes its adaLN modulation rows from t, the loop reads them from the
+table of all levels computed before it: builder.LoopModel, so the overhead can be negative;
+``--time_rows_in_loop`` computes them at every evaluation, the old way). eta, guidance (but not
+on/off) and snr are traced; num_steps and langevin_steps are static (each Langevin setting
+compiles its own loop, whose trip count XLA then knows; ``sampler_compile_s`` is the first's).
 """
 from __future__ import annotations
 
@@ -54,6 +57,9 @@ def _parse(argv=None) -> argparse.Namespace:
                       'models/builder.inference_params)')
   p.add_argument('--stacked_in_loop', action='store_true',
                  help='slice the stacked blocks inside the loop (before builder.split_for_loop)')
+  p.add_argument('--time_rows_in_loop', action='store_true',
+                 help='compute the adaLN modulation rows at every evaluation (before '
+                      'builder.LoopModel computed all time levels ahead)')
   p.add_argument('--profile', default='',
                  help='a directory: also profile the lone forward pass and one whole sampler '
                       'call (kernel time by category and by source line)')
@@ -114,7 +120,9 @@ def main(argv=None) -> dict:
     apply_fn = functools.partial(builder.apply_model, graphdef)
   else:
     params = builder.split_for_loop(params)
-    apply_fn = functools.partial(builder.apply_loop_model, graphdef)  # One object, one compile.
+    # One object, one compile; LoopModel also computes every level's modulation rows ahead.
+    apply_fn = (functools.partial(builder.apply_loop_model, graphdef) if args.time_rows_in_loop
+                else builder.LoopModel(graphdef))
   schedule = schedules.CosineSchedule(shift=1.0)
 
   # The network alone, for the loop overhead.
@@ -166,7 +174,8 @@ def main(argv=None) -> dict:
       'resolved_attention': layers.resolve_attention_implementation(cfg.attention,
                                                                     cfg.compute_dtype),
       'params': num_params, 'cast_params': not args.no_cast_params,
-      'layers_split_before_loop': not args.stacked_in_loop, 'fp8': cfg.fp8,
+      'layers_split_before_loop': not args.stacked_in_loop,
+      'time_rows_ahead': not (args.stacked_in_loop or args.time_rows_in_loop), 'fp8': cfg.fp8,
       'norm_kernel': cfg.norm_kernel,
       'batch': batch, 'frames': frames, 'latent_size': size, 'tokens': tokens,
       'sampler': {'kind': args.kind, 'num_steps': args.num_steps, 'eta': args.eta,

@@ -92,8 +92,9 @@ def _spread_over_devices(known, known_mask, cond_mask, params):
 
 @functools.lru_cache(maxsize=16)
 def _apply_fn(graphdef):
-  # One partial per model structure: the jitted sampler hashes it by identity and is reused.
-  return functools.partial(builder.apply_loop_model, graphdef)
+  # One LoopModel per model structure: the jitted sampler hashes it by identity and is reused.
+  # It computes the adaLN rows of all time levels before the loop (builder.LoopModel).
+  return builder.LoopModel(graphdef)
 
 
 def sample_from_first_frame(config, graphdef, params, rgb0: jax.Array, num_frames: int,

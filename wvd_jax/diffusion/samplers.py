@@ -52,7 +52,11 @@ clean value, as in every training example.
 apply_fn: (params, z_t (B, N, h, w, 2C), t (B,), cond_mask (B, N, 2)) -> network output like
 z_t (v, epsilon or x0 per ``prediction``); static, so hashable: a module-level function, a
 ``functools.partial`` (hashed by identity: reuse the same object to reuse the compiled sampler)
-or a frozen dataclass with ``__call__``. ``params`` is a traced pytree.
+or a frozen dataclass with ``__call__``. ``params`` is a traced pytree. Optionally apply_fn has
+``with_time_levels(params, times (num_steps,)) -> params``: then the sampler calls it once before
+the loop with the levels t_0 .. t_{num_steps-1} and calls ``apply_fn(params, z_t, t, cond_mask,
+level=i)`` at level i, so the network can compute whatever depends only on t for all levels in
+one pass (models/builder.py LoopModel: the adaLN modulation rows).
 """
 from __future__ import annotations
 
@@ -191,18 +195,26 @@ def _sample(apply_fn, params, rng, known, known_mask, cond_mask, settings, *, sc
   substeps = langevin_steps + 1
   w = settings['guidance']
   rng_init, rng_loop = jax.random.split(rng)
+  with_time_levels = getattr(apply_fn, 'with_time_levels', None)
+  if with_time_levels is not None:  # The same float32 levels as ``body`` computes.
+    params = with_time_levels(params, 1.0 - jnp.arange(num_steps, dtype=jnp.float32) / num_steps)
 
-  def denoise(z, t, alpha, sigma):
+  def network(z_t, t_b, cond, i):
+    if with_time_levels is None:
+      return apply_fn(params, z_t, t_b, cond)
+    return apply_fn(params, z_t, t_b, cond, level=i)
+
+  def denoise(z, t, i, alpha, sigma):
     """(conditional network input, x0_hat, eps_hat), guided if configured."""
     z_c = (1.0 - clean) * z + clean * known
     t_b = jnp.full((batch,), t)
     if not guided:
-      out = apply_fn(params, z_c, t_b, cond_mask)
+      out = network(z_c, t_b, cond_mask, i)
       x0, eps = schedules.to_x0_eps(prediction, out, z_c, alpha, sigma)
       return z_c, x0, eps
     z_u = z if clean_u is None else (1.0 - clean_u) * z + clean_u * known
-    out = apply_fn(params, jnp.concatenate([z_c, z_u]), jnp.concatenate([t_b, t_b]),
-                   jnp.concatenate([cond_mask, cond_u]))
+    out = network(jnp.concatenate([z_c, z_u]), jnp.concatenate([t_b, t_b]),
+                  jnp.concatenate([cond_mask, cond_u]), i)
     x0_c, eps_c = schedules.to_x0_eps(prediction, out[:batch], z_c, alpha, sigma)
     x0_u, eps_u = schedules.to_x0_eps(prediction, out[batch:], z_u, alpha, sigma)
     return z_c, x0_u + w * (x0_c - x0_u), eps_u + w * (eps_c - eps_u)
@@ -253,7 +265,7 @@ def _sample(apply_fn, params, rng, known, known_mask, cond_mask, settings, *, sc
     # conditional network input swaps those for their clean value in ``denoise``).
     noised = alpha_t * known + sigma_t * jax.random.normal(impose_key, z.shape)
     z = (1.0 - known_mask) * z + known_mask * noised
-    z_c, x0, eps = denoise(z, t, alpha_t, sigma_t)
+    z_c, x0, eps = denoise(z, t, i, alpha_t, sigma_t)
     noise = jax.random.normal(noise_key, z.shape)
     # Predictor: t -> s; the last level lands on t = 0 and returns x0_hat itself, not its
     # tiny-noise version.

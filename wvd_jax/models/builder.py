@@ -5,6 +5,7 @@ of parameters inside a jitted function (split/merge + plain jax.jit, see WORKSPA
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import jax
@@ -37,9 +38,12 @@ class LoopParams(NamedTuple):
   (dit.split_layers), once, before the loop, and read in place by every iteration, where slicing
   the stack inside the loop copied every weight on every iteration (on an H200, 107 ms of copies
   in a 0.74 s wvd_2b sampling call, 0.64 s without them).
+  ``time_rows``: optionally (``LoopModel.with_time_levels``) the modulation rows of every time
+  level the loop will visit (dit.TimeModulation, L rows), computed in one pass before the loop.
   """
   params: Any
   layers: tuple
+  time_rows: dit.TimeModulation | None = None
 
 
 def split_for_loop(params) -> LoopParams:
@@ -53,6 +57,35 @@ def apply_loop_model(graphdef, loop_params: LoopParams, z_t, t, cond_mask):
   """``apply_model`` with parameters from ``split_for_loop``: the same output, bit for bit."""
   model = nnx.merge(graphdef, loop_params.params)
   return model(z_t, t, cond_mask, layer_params=loop_params.layers)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # Hashed by identity: one object, one compile.
+class LoopModel:
+  """The DiT as a sampler's ``apply_fn`` on LoopParams, with the time levels computed ahead.
+
+  ``model(loop_params, z_t, t, cond_mask)`` is ``apply_loop_model``. A sampler whose time levels
+  are known before its loop calls ``with_time_levels(loop_params, times)`` once, then
+  ``model(loop_params, z_t, t, cond_mask, level=i)`` with t = times[i]: the modulation rows of
+  level i are read from the table instead of computed from t (diffusion/samplers.py).
+  """
+  graphdef: Any
+
+  def with_time_levels(self, loop_params: LoopParams, times: jax.Array) -> LoopParams:
+    """times (L,) -> loop_params with every level's modulation rows (one pass over the weights)."""
+    model = nnx.merge(self.graphdef, loop_params.params)
+    return loop_params._replace(time_rows=model.time_modulation(times, loop_params.layers))
+
+  def __call__(self, loop_params: LoopParams, z_t, t, cond_mask, level=None):
+    if level is None:
+      return apply_loop_model(self.graphdef, loop_params, z_t, t, cond_mask)
+    if loop_params.time_rows is None:
+      raise ValueError('LoopModel got a level but no time rows: call with_time_levels first')
+    batch = z_t.shape[0]
+    rows = jax.tree.map(
+        lambda table: jnp.broadcast_to(jax.lax.dynamic_index_in_dim(table, level),
+                                       (batch,) + table.shape[1:]), loop_params.time_rows)
+    model = nnx.merge(self.graphdef, loop_params.params)
+    return model(z_t, t, cond_mask, layer_params=loop_params.layers, modulation=rows)
 
 
 def inference_params(params, compute_dtype):

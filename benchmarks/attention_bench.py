@@ -1,0 +1,123 @@
+"""Attention kernels at the DiT's shapes: cuDNN's flash attention against JAX's Mosaic GPU one.
+
+The small config spends a third of its step in attention (cuDNN's flash backward alone 17.4 of
+73.2 ms at head dim 64: benchmarks/RESULTS.md); this measures whether another kernel would do
+better before any model code depends on it. Per shape and implementation: forward and
+forward+backward time (ms a call), the achieved rate (4 T^2 D H B FLOPs forward, 3.5x that for
+forward+backward: FlashAttention's convention, the backward 2.5x the forward), and the largest
+error of output and gradients against the float32 formula on the first two samples, relative to
+the reference's largest value (the parity check: at most 0.02; bfloat16 inputs and outputs).
+
+Implementations: 'cudnn' (jax.nn.dot_product_attention, the model's default on GPU), 'mosaic'
+(jax.experimental.pallas.ops.gpu.attention_mgpu, a
+warp-specialized Hopper kernel with its own backward; it applies no softmax scale, so q is
+scaled first) and, for the CPU smoke test, 'xla'. Layout everywhere (B, T, H, D), bfloat16. Prints one JSON line per
+(shape, implementation); a failed kernel (compile error, shared memory) is reported, not fatal.
+
+  python benchmarks/attention_bench.py                   # GPU: the shapes below
+  python benchmarks/attention_bench.py --small           # CPU smoke test ('xla' only)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import common  # noqa: E402  pylint: disable=wrong-import-position
+
+# (name, batch, tokens, heads, head_dim): the small config's training step (6 heads of 64, and
+# the 3 heads of 128 variant), wvd_2b's step and its batch-1 sampling forward.
+SHAPES = (('small', 64, 2048, 6, 64), ('small_hd128', 64, 2048, 3, 128),
+          ('wvd_2b', 4, 2048, 16, 128), ('wvd_2b_sampling', 1, 2048, 16, 128))
+SMALL_SHAPES = (('tiny', 2, 128, 2, 64),)
+# Mosaic GPU tilings tried per shape (forward block_q, block_kv; backward blocks 64 x 64).
+MOSAIC_TILINGS = ((64, 128), (64, 64))
+
+
+def _attention(impl: str, tiling=None):
+  import jax
+  import jax.numpy as jnp
+  if impl in ('xla', 'cudnn'):
+    return lambda q, k, v: jax.nn.dot_product_attention(q, k, v, implementation=impl)
+  from jax.experimental.pallas.ops.gpu import attention_mgpu  # pylint: disable=import-outside-toplevel
+  block_q, block_kv = tiling
+  config = attention_mgpu.TuningConfig(
+      block_q=block_q, block_kv=block_kv, max_concurrent_steps=2, block_q_dkv=64,
+      block_kv_dkv=64, block_q_dq=64, block_kv_dq=64)
+
+  def mosaic(q, k, v):
+    q = (q.astype(jnp.float32) * q.shape[-1] ** -0.5).astype(q.dtype)
+    return attention_mgpu.attention(q, k, v, config)
+
+  return mosaic
+
+
+def _reference(q, k, v):
+  import jax
+  import jax.numpy as jnp
+  f32 = lambda a: a.astype(jnp.float32)
+  return jax.nn.dot_product_attention(f32(q), f32(k), f32(v), implementation='xla')
+
+
+def measure(name, b, t, h, d, impl, tiling, iters: int) -> dict:
+  import jax
+  import jax.numpy as jnp
+  keys = jax.random.split(jax.random.PRNGKey(0), 4)
+  q, k, v, dy = (jax.random.normal(key, (b, t, h, d), jnp.bfloat16) for key in keys)
+  fn = _attention(impl, tiling)
+  forward = jax.jit(fn)
+
+  @jax.jit
+  def forward_backward(q, k, v, dy):
+    y, pullback = jax.vjp(fn, q, k, v)
+    return y, pullback(dy)
+
+  row = {'benchmark': 'attention', 'shape': name, 'batch': b, 'tokens': t, 'heads': h,
+         'head_dim': d, 'implementation': impl, 'tiling': tiling}
+  try:
+    fwd = common.time_calls(forward, q, k, v, iters=iters)['mean_s']
+    both = common.time_calls(forward_backward, q, k, v, dy, iters=iters)['mean_s']
+  except Exception as e:  # pylint: disable=broad-except  (a kernel that does not build)
+    return {**row, 'error': f'{type(e).__name__}: {str(e)[:300]}'}
+  flops = 4 * t * t * d * h * b
+  n = min(b, 2)
+  y, grads = forward_backward(q[:n], k[:n], v[:n], dy[:n])
+  y_ref, pullback = jax.vjp(_reference, q[:n], k[:n], v[:n])
+  grads_ref = pullback(dy[:n].astype(jnp.float32))
+  rel = lambda a, ref: float(jnp.abs(a.astype(jnp.float32) - ref).max() /
+                             (jnp.abs(ref).max() + 1e-12))
+  errors = {'out': rel(y, y_ref), **{f'd{x}': rel(g, r) for x, g, r in zip('qkv', grads,
+                                                                            grads_ref)}}
+  return {**row, 'forward_ms': fwd * 1e3, 'forward_backward_ms': both * 1e3,
+          'forward_tflops': flops / fwd / 1e12, 'forward_backward_tflops': 3.5 * flops / both / 1e12,
+          'max_rel_error': errors}
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('--small', action='store_true', help='tiny shape, XLA only (CPU smoke test)')
+  p.add_argument('--iters', type=int, default=10)
+  args = p.parse_args(argv)
+  if args.small:
+    os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+  runs = ([('xla', None)] if args.small else
+          [('cudnn', None)] + [('mosaic', tiling) for tiling in MOSAIC_TILINGS])
+  rows = []
+  for shape in SMALL_SHAPES if args.small else SHAPES:
+    for impl, tiling in runs:
+      row = measure(*shape, impl, tiling, iters=2 if args.small else args.iters)
+      rows.append(row)
+      print(json.dumps(row), flush=True)
+  failed = [r for r in rows if 'error' not in r and max(r['max_rel_error'].values()) > 0.02]
+  if failed:
+    print(f'parity failed: {[(r["shape"], r["implementation"]) for r in failed]}',
+          file=sys.stderr)
+    return 1
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
