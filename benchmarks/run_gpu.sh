@@ -183,6 +183,19 @@ case "${1:-}" in
     run small_plain 60 $T --profile /tmp/prof_small
     run small_norm_kernel 50 $T --set model.norm_kernel=pallas
     ;;
+  fp8_once)  # issue 19: sampling with the FP8 kernels quantized once before the loop
+             # (builder.inference_params; the profile of rows_ahead showed 221 ms of a 0.62 s
+             # call quantizing every weight at every evaluation), profiled; quantized in the loop
+             # (the old way) and bf16 in the same call; then the wvd_2b step as configured (FP8 +
+             # norm kernels) with the peer in the same call, a second reading of point 2
+    S="python3 benchmarks/sampler_bench.py --langevin 0 --repeats 2"
+    run sampler_fp8 100 $S --fp8 --profile /tmp/prof_s
+    run sampler_fp8_quantize_in_loop 80 $S --fp8 --fp8_quantize_in_loop
+    run sampler_bf16 80 $S
+    run step_fp8_norm 100 python3 benchmarks/train_step.py --batch 4 --parts 0 --steps 6 \
+      --data latents --set model.fp8=True --set model.norm_kernel=pallas
+    run peer 150 python3 benchmarks/vs_peer.py --peer_only
+    ;;
   small)  # issue 19 point 4: the small config's step after q/k/v and RoPE's halves became one
           # unstack/split (their gradients one concatenate, no padded copies added up: 4.2 ms of
           # the 73.2 ms step went to assembling the qkv gradient), plain, norm kernels, hd 128
@@ -205,5 +218,5 @@ case "${1:-}" in
     run encode_4 120 python3 benchmarks/encode_bench.py --batch_per_device 4
     run encode_16 150 python3 benchmarks/encode_bench.py --batch_per_device 16
     ;;
-  *) echo "usage: $0 train|infer|multi|data|geometry|stop_check|optim|ablate|final|sampling_multi|speed|speed2|fused|attrib|split|sampler_norm|rows_ahead|small|speed_infer|latents|learned"; exit 2 ;;
+  *) echo "usage: $0 train|infer|multi|data|geometry|stop_check|optim|ablate|final|sampling_multi|speed|speed2|fused|attrib|split|sampler_norm|rows_ahead|fp8_once|small|speed_infer|latents|learned"; exit 2 ;;
 esac

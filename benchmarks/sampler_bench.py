@@ -57,6 +57,9 @@ def _parse(argv=None) -> argparse.Namespace:
                       'models/builder.inference_params)')
   p.add_argument('--stacked_in_loop', action='store_true',
                  help='slice the stacked blocks inside the loop (before builder.split_for_loop)')
+  p.add_argument('--fp8_quantize_in_loop', action='store_true',
+                 help='with --fp8: quantize the FP8 kernels at every evaluation (before '
+                      'builder.inference_params quantized them once)')
   p.add_argument('--time_rows_in_loop', action='store_true',
                  help='compute the adaLN modulation rows at every evaluation (before '
                       'builder.LoopModel computed all time levels ahead)')
@@ -101,7 +104,8 @@ def main(argv=None) -> dict:
   params = common.perturbed_params(cfg)
   from wvd_jax.models import builder  # pylint: disable=import-outside-toplevel
   if not args.no_cast_params:  # What diffusion/generate.py does before sampling.
-    params = builder.inference_params(params, cfg.compute_dtype)
+    params = builder.inference_params(params, cfg.compute_dtype,
+                                      quantize_fp8=not args.fp8_quantize_in_loop)
   num_params = int(sum(v.size for v in jax.tree.leaves(params)))
   c = cfg.in_channels // 2
   shape = (batch, frames, size, size, cfg.in_channels)
@@ -174,6 +178,8 @@ def main(argv=None) -> dict:
       'resolved_attention': layers.resolve_attention_implementation(cfg.attention,
                                                                     cfg.compute_dtype),
       'params': num_params, 'cast_params': not args.no_cast_params,
+      'fp8_kernels_quantized_once': cfg.fp8 and not (args.no_cast_params or
+                                                      args.fp8_quantize_in_loop),
       'layers_split_before_loop': not args.stacked_in_loop,
       'time_rows_ahead': not (args.stacked_in_loop or args.time_rows_in_loop), 'fp8': cfg.fp8,
       'norm_kernel': cfg.norm_kernel,

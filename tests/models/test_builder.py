@@ -1,4 +1,5 @@
 """Running the DiT functionally: parameters prepared for a sampler's loop (builder.split_for_loop)."""
+import dataclasses
 import functools
 
 import jax
@@ -124,3 +125,72 @@ def test_modulation_rows_of_the_wrong_shape_are_refused():
     model(builder.split_for_loop(params), x, jnp.zeros((1,)), jnp.zeros((1, 2, 2)), level=0)
   with pytest.raises(ValueError, match=r'shape \(L,\)'):
     model.with_time_levels(builder.split_for_loop(params), jnp.zeros((2, 1)))
+
+
+FP8_TINY = dataclasses.replace(TINY, fp8=True, compute_dtype='bfloat16')
+
+
+def _with_scaling_state(params, seed=0):
+  """params with every FP8 scaling state as after some training (amax histories > 0, scales != 1)."""
+  rng = np.random.default_rng(seed)
+
+  def state(path, x):
+    keys = [getattr(k, 'key', None) for k in path]
+    if 'dot_general' not in keys:
+      return x
+    if keys[-1].endswith('amax_history'):
+      return jnp.asarray(rng.uniform(0.5, 4.0, x.shape), x.dtype)
+    return jnp.asarray(rng.uniform(0.002, 0.02, x.shape), x.dtype)
+
+  return jax.tree_util.tree_map_with_path(state, params)
+
+
+def test_fp8_kernels_quantized_once_give_the_same_output():
+  graphdef, params = random_params(FP8_TINY, seed=10)
+  params = _with_scaling_state(params)
+  x = jax.random.normal(jax.random.PRNGKey(2), (2, 3, 16, 16, 6))
+  t, cond = jnp.array([0.3, 0.9]), jnp.zeros((2, 3, 2)).at[:, 0, 0].set(1.0)
+  apply = jax.jit(functools.partial(builder.apply_model, graphdef))
+  every_call = builder.inference_params(params, 'bfloat16', quantize_fp8=False)
+  once = builder.inference_params(params, 'bfloat16')
+  assert once['blocks']['mlp']['fc1']['kernel'].dtype == jnp.float8_e4m3fn
+  assert once['blocks']['attn']['qkv']['kernel'].dtype == jnp.float8_e4m3fn
+  assert once['blocks']['modulation']['kernel'].dtype == jnp.bfloat16  # Not an FP8 projection.
+  want = apply(every_call, x, t, cond)
+  got = apply(once, x, t, cond)
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+  # The quantized kernels are what the forward reads: no weight-sized float8 conversion is left.
+  hlo = jax.jit(functools.partial(builder.apply_model, graphdef)).lower(once, x, t, cond).as_text()
+  kernel = once['blocks']['mlp']['fc1']['kernel']
+  weight_type = 'tensor<' + 'x'.join(map(str, kernel.shape[1:])) + 'xf8E4M3FN>'
+  assert not [line for line in hlo.splitlines() if 'convert' in line and weight_type in line]
+  hlo_before = apply.lower(every_call, x, t, cond).as_text()
+  assert [line for line in hlo_before.splitlines() if 'convert' in line and weight_type in line]
+
+
+def test_sampling_with_the_fp8_inference_form_matches():
+  graphdef, params = random_params(FP8_TINY, seed=11)
+  params = _with_scaling_state(params, seed=1)
+  rng = jax.random.PRNGKey(3)
+  model = builder.LoopModel(graphdef)
+  outs = [jax.jit(_sample(model, None))(builder.split_for_loop(
+      builder.inference_params(params, 'bfloat16', quantize_fp8=q)), rng) for q in (False, True)]
+  np.testing.assert_array_equal(np.asarray(outs[1]), np.asarray(outs[0]))
+
+
+def test_sampling_graphdef_uses_the_xla_norms():
+  kernel_cfg = dataclasses.replace(TINY, norm_kernel='pallas_interpret')
+  graphdef, params = random_params(kernel_cfg, seed=12)
+  xla_graphdef = builder.with_xla_norms(graphdef, params)
+  assert builder.with_xla_norms(graphdef, params) is xla_graphdef  # One compile per model.
+  model = nnx.merge(xla_graphdef, params)
+  kinds = [m.norm_kernel for _, m in nnx.iter_modules(model) if hasattr(m, 'norm_kernel')]
+  assert kinds and set(kinds) == {'xla'}
+  x = jax.random.normal(jax.random.PRNGKey(4), (1, 2, 16, 16, 6))
+  t, cond = jnp.array([0.4]), jnp.zeros((1, 2, 2))
+  xla_graphdef_of_plain, plain_params = random_params(TINY, seed=12)
+  want = builder.apply_model(xla_graphdef_of_plain, plain_params, x, t, cond)
+  got = builder.apply_model(xla_graphdef, params, x, t, cond)
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+  kernel_out = builder.apply_model(graphdef, params, x, t, cond)  # The kernels: same formula.
+  np.testing.assert_allclose(np.asarray(kernel_out), np.asarray(want), rtol=1e-4, atol=1e-5)

@@ -8,11 +8,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, NamedTuple
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from wvd_jax.models import dit
+from wvd_jax.models import dit, layers
 
 
 def build_model(config, seed: int = 0) -> dit.DiT:
@@ -88,14 +90,18 @@ class LoopModel:
     return model(z_t, t, cond_mask, layer_params=loop_params.layers, modulation=rows)
 
 
-def inference_params(params, compute_dtype):
-  """``params`` with the blocks' Linear kernels and biases cast once to ``compute_dtype`` (the
-  model's model.compute_dtype).
+def inference_params(params, compute_dtype, quantize_fp8: bool = True):
+  """``params`` prepared for a sampler that evaluates the network 50-100 times on fixed weights.
 
-  The blocks compute in compute_dtype and nnx.Linear casts its kernel and bias to it before the
-  matmul, so the network's output is bit-identical; but a sampler that evaluates the network
-  50-100 times then reads the weights at 2 bytes a parameter instead of 4 and skips the casts
-  (at batch 1 the forward is bound by those reads). Norm scales (cast after promotion), FP8
+  The blocks' Linear kernels and biases are cast once to ``compute_dtype`` (the model's
+  model.compute_dtype): the blocks compute in it and nnx.Linear casts its kernel and bias to it
+  before the matmul, so the output is bit-identical, but a batch-1 forward, bound by reading the
+  weights, then reads 2 bytes a weight instead of 4 and skips the casts. The kernels of FP8
+  projections (model.fp8) are quantized once to float8 under their stored scaling state
+  (layers.quantize_kernel), exactly as each forward quantizes them: same output, one byte a
+  weight, and no per-evaluation amax and quantize passes over every weight (on an H200, 221 ms
+  of a 0.62 s wvd_2b sampling call: benchmarks/RESULTS.md). Such parameters are for inference
+  only (no FP8 backward; ``quantize_fp8=False`` keeps them in compute_dtype). Norm scales, the
   scaling state and the float32 layers outside the blocks are left as they are.
   """
   dtype = jnp.dtype(compute_dtype)
@@ -108,4 +114,40 @@ def inference_params(params, compute_dtype):
       return x.astype(dtype)
     return x
 
-  return jax.tree_util.tree_map_with_path(cast, params)
+  params = jax.tree_util.tree_map_with_path(cast, params)
+  return _quantize_fp8_kernels(params, dtype) if quantize_fp8 else params
+
+
+def _quantize_fp8_kernels(tree, dtype):
+  """Every {'kernel', 'dot_general': FP8 state} in the nested dict ``tree`` with its kernel
+  quantized (layers.quantize_kernel); everything else as it is."""
+  if not isinstance(tree, dict):
+    return tree
+  state = tree.get('dot_general')
+  if isinstance(state, dict) and 'kernel_scale' in state and 'kernel' in tree:
+    kernel = layers.quantize_kernel(tree['kernel'], state['kernel_scale'],
+                                    state['kernel_amax_history'], dtype)
+    return {**tree, 'kernel': kernel}
+  return {key: _quantize_fp8_kernels(value, dtype) for key, value in tree.items()}
+
+
+def with_xla_norms(graphdef, params):
+  """``graphdef`` with every fused norm kernel (model.norm_kernel) switched to the XLA formula;
+  ``params`` (pure dict, arrays or shapes) its parameters, unchanged.
+
+  Sampling uses it: at batch 1 the Triton kernels were slower than XLA's fusions (the wvd_2b
+  forward 13.6 ms with them, 11.7 ms without, on an H200: benchmarks/RESULTS.md), while at the
+  training batch they are faster. The same graphdef object comes back for the same input (the
+  jitted sampler is keyed on it).
+  """
+  if graphdef not in _XLA_NORMS:
+    model = nnx.merge(graphdef, jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                                             params))
+    for _, module in nnx.iter_modules(model):
+      if getattr(module, 'norm_kernel', 'xla') != 'xla':
+        module.norm_kernel = 'xla'
+    _XLA_NORMS[graphdef] = nnx.graphdef(model)
+  return _XLA_NORMS[graphdef]
+
+
+_XLA_NORMS: dict = {}

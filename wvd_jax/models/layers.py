@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from flax.linen import fp8_ops
+from flax.nnx.nn import dtypes as nnx_dtypes
 
 from wvd_jax.models import fused_norm, splash
 # Re-exported: the model and the sharding code use them as layers.*.
@@ -138,6 +139,8 @@ class Fp8DotGeneral(nnx.Module):
                out_sharding=None):
     del precision, out_sharding  # FP8 GEMMs fix their own precision; sharding propagates.
     dtype = lhs.dtype
+    if rhs.dtype == FP8_FORWARD:  # The inference form: a kernel quantized once (see below).
+      return self._prequantized(lhs, rhs, dimension_numbers, preferred_element_type or dtype)
     return fp8_ops.fp8_scaled_dot_general(
         lhs, rhs.astype(dtype), dimension_numbers,
         preferred_element_type=preferred_element_type or dtype,
@@ -148,6 +151,50 @@ class Fp8DotGeneral(nnx.Module):
         grad_amax_history=self.output_grad_amax_history[...],
         quantize_compute_type=dtype)
 
+  def _prequantized(self, lhs, rhs_fp8, dimension_numbers, out_dtype):
+    """The forward of ``fp8_scaled_dot_general`` with the kernel already quantized by
+    ``quantize_kernel`` under the same state: the same numbers, but the kernel is read once at
+    one byte a weight instead of amax-reduced, scaled and converted at every call. Inference
+    only: it returns no next scaling state and has no FP8 backward."""
+    lhs_scale = fp8_forward_scale(self.input_scale[...], self.input_amax_history[...])
+    rhs_scale = fp8_forward_scale(self.kernel_scale[...], self.kernel_amax_history[...])
+    q_lhs = fp8_ops.quantize(lhs, FP8_FORWARD, lhs_scale, lhs.dtype)
+    y = jax.lax.dot_general(q_lhs, rhs_fp8, dimension_numbers, preferred_element_type=out_dtype)
+    return fp8_ops.dequantize(y, out_dtype, lhs_scale * rhs_scale)
+
+
+FP8_FORWARD = jnp.float8_e4m3fn  # Forward operands; gradients use float8_e5m2.
+
+
+def fp8_forward_scale(scale: jax.Array, amax_history: jax.Array) -> jax.Array:
+  """The scale (..., 1) a forward FP8 matmul quantizes an operand with, from the operand's stored
+  delayed-scaling state (scale (..., 1), amax history (..., L)): what flax's
+  ``fp8_ops.fp8_scaled_dot_general`` computes before it rolls this call's amax in."""
+  fp8_max = fp8_ops.get_fp8_max(FP8_FORWARD, jnp.float32)
+  amax = jnp.max(amax_history, axis=-1, keepdims=True)
+  return fp8_ops.compute_scale(amax, scale, fp8_max)
+
+
+def quantize_kernel(kernel: jax.Array, scale: jax.Array, amax_history: jax.Array,
+                    compute_dtype) -> jax.Array:
+  """An FP8 projection's kernel (..., in, out) -> float8_e4m3fn, quantized as its forward does
+  (cast to compute_dtype, then scaled by ``fp8_forward_scale`` of its state (..., 1) / (..., L);
+  leading axes such as stacked layers broadcast). ``Fp8DotGeneral`` takes such a kernel as the
+  inference form (builder.inference_params)."""
+  forward_scale = fp8_forward_scale(scale, amax_history)[..., None]  # (..., 1, 1)
+  return fp8_ops.quantize(kernel.astype(compute_dtype), FP8_FORWARD, forward_scale,
+                          jnp.dtype(compute_dtype))
+
+
+def _promote_keeping_fp8_kernel(args, dtype=None):
+  """nnx.Linear's dtype promotion, except that a float8 kernel (the inference form of an FP8
+  projection) reaches Fp8DotGeneral as it is instead of widened to ``dtype``."""
+  inputs, kernel, bias = args
+  if kernel is not None and kernel.dtype == FP8_FORWARD:
+    inputs, bias = nnx_dtypes.promote_dtype((inputs, bias), dtype=dtype)
+    return inputs, kernel, bias
+  return nnx_dtypes.promote_dtype(args, dtype=dtype)
+
 
 def projection(in_features: int, out_features: int, *, axes: tuple[str, str], use_bias: bool,
                dtype, fp8: bool, rngs: nnx.Rngs) -> nnx.Linear:
@@ -155,6 +202,7 @@ def projection(in_features: int, out_features: int, *, axes: tuple[str, str], us
   extra = {'bias_init': zeros_init((axes[1],))} if use_bias else {}
   if fp8:
     extra['dot_general'] = Fp8DotGeneral()
+    extra['promote_dtype'] = _promote_keeping_fp8_kernel
   return nnx.Linear(in_features, out_features, use_bias=use_bias, dtype=dtype,
                     kernel_init=dense_init(axes), rngs=rngs, **extra)
 
