@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, NamedTuple
 
-import functools
 
 import jax
 import jax.numpy as jnp
