@@ -196,6 +196,19 @@ case "${1:-}" in
       --data latents --set model.fp8=True --set model.norm_kernel=pallas
     run peer 150 python3 benchmarks/vs_peer.py --peer_only
     ;;
+  small_shapes)  # issue 19 point 4: the small config's MFU against its shape (same call):
+                 # as configured, 3 heads of 128, that with a bfloat16 residual stream, and wider,
+                 # shallower models of about the same FLOPs; then sampling as the tasks run it
+                 # with guidance and one Langevin step (FP8)
+    T="python3 benchmarks/train_step.py --config small --parts 0 --steps 20 --batch 64"
+    run small_plain 60 $T
+    run small_hd128 60 $T --set model.num_heads=3
+    run small_hd128_res_bf16 60 $T --set model.num_heads=3 --set model.residual_dtype=bfloat16
+    run small_w512_d5_hd128 60 $T --set model.width=512 --set model.depth=5 --set model.num_heads=4
+    run small_w640_d4_hd128 60 $T --set model.width=640 --set model.depth=4 --set model.num_heads=5
+    run sampler_fp8_guided_langevin1 120 python3 benchmarks/sampler_bench.py --langevin 1 \
+      --guidance 2.0 --repeats 2 --fp8
+    ;;
   small)  # issue 19 point 4: the small config's step after q/k/v and RoPE's halves became one
           # unstack/split (their gradients one concatenate, no padded copies added up: 4.2 ms of
           # the 73.2 ms step went to assembling the qkv gradient), plain, norm kernels, hd 128
@@ -218,5 +231,5 @@ case "${1:-}" in
     run encode_4 120 python3 benchmarks/encode_bench.py --batch_per_device 4
     run encode_16 150 python3 benchmarks/encode_bench.py --batch_per_device 16
     ;;
-  *) echo "usage: $0 train|infer|multi|data|geometry|stop_check|optim|ablate|final|sampling_multi|speed|speed2|fused|attrib|split|sampler_norm|rows_ahead|fp8_once|small|speed_infer|latents|learned"; exit 2 ;;
+  *) echo "usage: $0 train|infer|multi|data|geometry|stop_check|optim|ablate|final|sampling_multi|speed|speed2|fused|attrib|split|sampler_norm|rows_ahead|fp8_once|small_shapes|small|speed_infer|latents|learned"; exit 2 ;;
 esac
