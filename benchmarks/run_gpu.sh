@@ -209,6 +209,14 @@ case "${1:-}" in
     run sampler_fp8_guided_langevin1 120 python3 benchmarks/sampler_bench.py --langevin 1 \
       --guidance 2.0 --repeats 2 --fp8
     ;;
+  scales_once)  # issue 19: sampling with the FP8 forward scales computed once too
+                # (layers.inference_form), before/after in one call; the attention kernels with
+                # Mosaic GPU's taking float16 operands (bfloat16 did not build)
+    S="python3 benchmarks/sampler_bench.py --langevin 0 --repeats 2 --fp8"
+    run sampler_fp8 90 $S --profile /tmp/prof_s
+    run sampler_fp8_quantize_in_loop 80 $S --fp8_quantize_in_loop
+    run attention 150 python3 benchmarks/attention_bench.py
+    ;;
   small)  # issue 19 point 4: the small config's step after q/k/v and RoPE's halves became one
           # unstack/split (their gradients one concatenate, no padded copies added up: 4.2 ms of
           # the 73.2 ms step went to assembling the qkv gradient), plain, norm kernels, hd 128
@@ -231,5 +239,5 @@ case "${1:-}" in
     run encode_4 120 python3 benchmarks/encode_bench.py --batch_per_device 4
     run encode_16 150 python3 benchmarks/encode_bench.py --batch_per_device 16
     ;;
-  *) echo "usage: $0 train|infer|multi|data|geometry|stop_check|optim|ablate|final|sampling_multi|speed|speed2|fused|attrib|split|sampler_norm|rows_ahead|fp8_once|small_shapes|small|speed_infer|latents|learned"; exit 2 ;;
+  *) echo "usage: $0 train|infer|multi|data|geometry|stop_check|optim|ablate|final|sampling_multi|speed|speed2|fused|attrib|split|sampler_norm|rows_ahead|fp8_once|small_shapes|scales_once|small|speed_infer|latents|learned"; exit 2 ;;
 esac

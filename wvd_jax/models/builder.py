@@ -96,9 +96,9 @@ def inference_params(params, compute_dtype, quantize_fp8: bool = True):
   model.compute_dtype): the blocks compute in it and nnx.Linear casts its kernel and bias to it
   before the matmul, so the output is bit-identical, but a batch-1 forward, bound by reading the
   weights, then reads 2 bytes a weight instead of 4 and skips the casts. The kernels of FP8
-  projections (model.fp8) are quantized once to float8 under their stored scaling state
-  (layers.quantize_kernel), exactly as each forward quantizes them: same output, one byte a
-  weight, and no per-evaluation amax and quantize passes over every weight (on an H200, 221 ms
+  projections (model.fp8) are quantized once to float8 under their stored scaling state, exactly
+  as each forward quantizes them, and their forward scales computed once (layers.inference_form):
+  same output, one byte a weight, and no per-evaluation amax and quantize passes over every weight (on an H200, 221 ms
   of a 0.62 s wvd_2b sampling call: benchmarks/RESULTS.md). Such parameters are for inference
   only (no FP8 backward; ``quantize_fp8=False`` keeps them in compute_dtype). Norm scales, the
   scaling state and the float32 layers outside the blocks are left as they are.
@@ -118,15 +118,13 @@ def inference_params(params, compute_dtype, quantize_fp8: bool = True):
 
 
 def _quantize_fp8_kernels(tree, dtype):
-  """Every {'kernel', 'dot_general': FP8 state} in the nested dict ``tree`` with its kernel
-  quantized (layers.quantize_kernel); everything else as it is."""
+  """Every FP8 projection {'kernel', 'dot_general': scaling state} in the nested dict ``tree`` in
+  its inference form (layers.inference_form); everything else as it is."""
   if not isinstance(tree, dict):
     return tree
   state = tree.get('dot_general')
   if isinstance(state, dict) and 'kernel_scale' in state and 'kernel' in tree:
-    kernel = layers.quantize_kernel(tree['kernel'], state['kernel_scale'],
-                                    state['kernel_amax_history'], dtype)
-    return {**tree, 'kernel': kernel}
+    return layers.inference_form(tree, dtype)
   return {key: _quantize_fp8_kernels(value, dtype) for key, value in tree.items()}
 
 

@@ -152,15 +152,30 @@ class Fp8DotGeneral(nnx.Module):
         quantize_compute_type=dtype)
 
   def _prequantized(self, lhs, rhs_fp8, dimension_numbers, out_dtype):
-    """The forward of ``fp8_scaled_dot_general`` with the kernel already quantized by
-    ``quantize_kernel`` under the same state: the same numbers, but the kernel is read once at
-    one byte a weight instead of amax-reduced, scaled and converted at every call. Inference
-    only: it returns no next scaling state and has no FP8 backward."""
-    lhs_scale = fp8_forward_scale(self.input_scale[...], self.input_amax_history[...])
-    rhs_scale = fp8_forward_scale(self.kernel_scale[...], self.kernel_amax_history[...])
+    """The forward of ``fp8_scaled_dot_general`` in the inference form (``inference_form``):
+    the same numbers, but the kernel is read once at one byte a weight instead of amax-reduced,
+    scaled and converted at every call, and the scales are not recomputed from the histories.
+    Inference only: it returns no next scaling state and has no FP8 backward."""
+    lhs_scale, rhs_scale = self.input_scale[...], self.kernel_scale[...]  # Forward scales.
     q_lhs = fp8_ops.quantize(lhs, FP8_FORWARD, lhs_scale, lhs.dtype)
     y = jax.lax.dot_general(q_lhs, rhs_fp8, dimension_numbers, preferred_element_type=out_dtype)
     return fp8_ops.dequantize(y, out_dtype, lhs_scale * rhs_scale)
+
+
+def inference_form(linear_params: dict, compute_dtype) -> dict:
+  """An FP8 projection's parameters {'kernel' (..., in, out), 'dot_general': scaling state} ->
+  its inference form, which ``Fp8DotGeneral`` recognizes by the float8 kernel: the kernel
+  quantized as each forward quantizes it (cast to compute_dtype, scaled by the forward scale of
+  its state), and ``input_scale`` / ``kernel_scale`` replaced by the forward scales
+  (``fp8_forward_scale``), so that a loop of evaluations does neither again. Leading axes (stacked
+  layers) broadcast. The amax histories are kept but no longer read."""
+  state = dict(linear_params['dot_general'])
+  for operand in ('input', 'kernel'):
+    state[f'{operand}_scale'] = fp8_forward_scale(state[f'{operand}_scale'],
+                                                  state[f'{operand}_amax_history'])
+  kernel = fp8_ops.quantize(linear_params['kernel'].astype(compute_dtype), FP8_FORWARD,
+                            state['kernel_scale'][..., None], jnp.dtype(compute_dtype))
+  return {**linear_params, 'kernel': kernel, 'dot_general': state}
 
 
 FP8_FORWARD = jnp.float8_e4m3fn  # Forward operands; gradients use float8_e5m2.
@@ -173,17 +188,6 @@ def fp8_forward_scale(scale: jax.Array, amax_history: jax.Array) -> jax.Array:
   fp8_max = fp8_ops.get_fp8_max(FP8_FORWARD, jnp.float32)
   amax = jnp.max(amax_history, axis=-1, keepdims=True)
   return fp8_ops.compute_scale(amax, scale, fp8_max)
-
-
-def quantize_kernel(kernel: jax.Array, scale: jax.Array, amax_history: jax.Array,
-                    compute_dtype) -> jax.Array:
-  """An FP8 projection's kernel (..., in, out) -> float8_e4m3fn, quantized as its forward does
-  (cast to compute_dtype, then scaled by ``fp8_forward_scale`` of its state (..., 1) / (..., L);
-  leading axes such as stacked layers broadcast). ``Fp8DotGeneral`` takes such a kernel as the
-  inference form (builder.inference_params)."""
-  forward_scale = fp8_forward_scale(scale, amax_history)[..., None]  # (..., 1, 1)
-  return fp8_ops.quantize(kernel.astype(compute_dtype), FP8_FORWARD, forward_scale,
-                          jnp.dtype(compute_dtype))
 
 
 def _promote_keeping_fp8_kernel(args, dtype=None):
