@@ -217,6 +217,15 @@ case "${1:-}" in
     run sampler_fp8_quantize_in_loop 80 $S --fp8_quantize_in_loop
     run attention 150 python3 benchmarks/attention_bench.py
     ;;
+  kmajor)  # issue 19: sampling with the FP8 inference kernels stored (out, in), K-major for the
+           # FP8 GEMM (no per-call transposes), profiled; the small config's best shape so far
+           # with a bfloat16 residual stream
+    run sampler_fp8 100 python3 benchmarks/sampler_bench.py --langevin 0 --repeats 2 --fp8 \
+      --profile /tmp/prof_s
+    run small_w512_d5_hd128_res_bf16 60 python3 benchmarks/train_step.py --config small \
+      --parts 0 --steps 20 --batch 64 --set model.width=512 --set model.depth=5 \
+      --set model.num_heads=4 --set model.residual_dtype=bfloat16
+    ;;
   small)  # issue 19 point 4: the small config's step after q/k/v and RoPE's halves became one
           # unstack/split (their gradients one concatenate, no padded copies added up: 4.2 ms of
           # the 73.2 ms step went to assembling the qkv gradient), plain, norm kernels, hd 128
@@ -239,5 +248,5 @@ case "${1:-}" in
     run encode_4 120 python3 benchmarks/encode_bench.py --batch_per_device 4
     run encode_16 150 python3 benchmarks/encode_bench.py --batch_per_device 16
     ;;
-  *) echo "usage: $0 train|infer|multi|data|geometry|stop_check|optim|ablate|final|sampling_multi|speed|speed2|fused|attrib|split|sampler_norm|rows_ahead|fp8_once|small_shapes|scales_once|small|speed_infer|latents|learned"; exit 2 ;;
+  *) echo "usage: $0 train|infer|multi|data|geometry|stop_check|optim|ablate|final|sampling_multi|speed|speed2|fused|attrib|split|sampler_norm|rows_ahead|fp8_once|small_shapes|scales_once|kmajor|small|speed_infer|latents|learned"; exit 2 ;;
 esac

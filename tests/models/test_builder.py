@@ -160,12 +160,16 @@ def test_fp8_kernels_quantized_once_give_the_same_output():
   got = apply(once, x, t, cond)
   np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
   # The quantized kernels are what the forward reads: no weight-sized float8 conversion is left.
+  # Stored (out, in) for the FP8 GEMM's K-major layout.
+  fc1 = params['blocks']['mlp']['fc1']['kernel']
+  assert once['blocks']['mlp']['fc1']['kernel'].shape == fc1.shape[:1] + fc1.shape[:0:-1]
   hlo = jax.jit(functools.partial(builder.apply_model, graphdef)).lower(once, x, t, cond).as_text()
-  kernel = once['blocks']['mlp']['fc1']['kernel']
-  weight_type = 'tensor<' + 'x'.join(map(str, kernel.shape[1:])) + 'xf8E4M3FN>'
-  assert not [line for line in hlo.splitlines() if 'convert' in line and weight_type in line]
-  hlo_before = apply.lower(every_call, x, t, cond).as_text()
-  assert [line for line in hlo_before.splitlines() if 'convert' in line and weight_type in line]
+  f8_weight_types = {'tensor<' + 'x'.join(map(str, shape)) + 'xf8E4M3FN>'
+                     for shape in (fc1.shape[1:], fc1.shape[:0:-1])}
+  weight_converts = lambda text: [line for line in text.splitlines() if 'convert' in line
+                                  and any(w in line for w in f8_weight_types)]
+  assert not weight_converts(hlo)
+  assert weight_converts(apply.lower(every_call, x, t, cond).as_text())
 
 
 def test_sampling_with_the_fp8_inference_form_matches():
@@ -194,3 +198,16 @@ def test_sampling_graphdef_uses_the_xla_norms():
   np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
   kernel_out = builder.apply_model(graphdef, params, x, t, cond)  # The kernels: same formula.
   np.testing.assert_allclose(np.asarray(kernel_out), np.asarray(want), rtol=1e-4, atol=1e-5)
+
+
+def test_fp8_inference_form_refuses_what_it_cannot_compute():
+  from wvd_jax.models import layers  # pylint: disable=import-outside-toplevel
+  dot = layers.Fp8DotGeneral()
+  x = jnp.ones((2, 8), jnp.bfloat16)
+  stacked = jnp.zeros((3, 16, 8), jnp.float8_e4m3fn)  # A stack: take the layers apart first.
+  with pytest.raises(ValueError, match='2-D kernel'):
+    dot(x, stacked, (((1,), (0,)), ((), ())))
+  with pytest.raises(ValueError, match='2-D kernel'):
+    dot(x, jnp.zeros((16, 8), jnp.float8_e4m3fn), (((1,), (1,)), ((), ())))
+  y = dot(x, jnp.ones((16, 8), jnp.float8_e4m3fn), (((1,), (0,)), ((), ())))
+  assert y.shape == (2, 16) and float(y[0, 0]) == 8.0  # (out, in) stored: 8 ones summed.
