@@ -226,6 +226,15 @@ case "${1:-}" in
       --parts 0 --steps 20 --batch 64 --set model.width=512 --set model.depth=5 \
       --set model.num_heads=4 --set model.residual_dtype=bfloat16
     ;;
+  small_epilogue)  # issue 19 point 4: the small config's step with cuBLASLt, whose GEMM epilogues
+                   # can take the bias and GELU that XLA otherwise runs as separate fusions
+                   # (memory bound at 131k tokens a step), against the default in the same call
+    T="python3 benchmarks/train_step.py --config small --parts 0 --steps 20 --batch 64"
+    W="--set model.width=512 --set model.depth=5 --set model.num_heads=4"
+    run small_plain 50 $T
+    run small_cublaslt 50 env XLA_FLAGS=--xla_gpu_enable_cublaslt=true $T
+    run small_w512_d5_cublaslt 50 env XLA_FLAGS=--xla_gpu_enable_cublaslt=true $T $W
+    ;;
   small)  # issue 19 point 4: the small config's step after q/k/v and RoPE's halves became one
           # unstack/split (their gradients one concatenate, no padded copies added up: 4.2 ms of
           # the 73.2 ms step went to assembling the qkv gradient), plain, norm kernels, hd 128
@@ -248,5 +257,5 @@ case "${1:-}" in
     run encode_4 120 python3 benchmarks/encode_bench.py --batch_per_device 4
     run encode_16 150 python3 benchmarks/encode_bench.py --batch_per_device 16
     ;;
-  *) echo "usage: $0 train|infer|multi|data|geometry|stop_check|optim|ablate|final|sampling_multi|speed|speed2|fused|attrib|split|sampler_norm|rows_ahead|fp8_once|small_shapes|scales_once|kmajor|small|speed_infer|latents|learned"; exit 2 ;;
+  *) echo "usage: $0 train|infer|multi|data|geometry|stop_check|optim|ablate|final|sampling_multi|speed|speed2|fused|attrib|split|sampler_norm|rows_ahead|fp8_once|small_shapes|scales_once|kmajor|small_epilogue|small|speed_infer|latents|learned"; exit 2 ;;
 esac
