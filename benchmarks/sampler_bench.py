@@ -24,6 +24,8 @@ table of all levels computed before it: builder.LoopModel, so the overhead can b
 ``--time_rows_in_loop`` computes them at every evaluation, the old way). eta, guidance (but not
 on/off) and snr are traced; num_steps and langevin_steps are static (each Langevin setting
 compiles its own loop, whose trip count XLA then knows; ``sampler_compile_s`` is the first's).
+``loop_parity``: the network as the loop runs it against the plain network on the original
+float32 parameters (see ``_loop_parity``); the script exits 1 when it fails.
 """
 from __future__ import annotations
 
@@ -70,6 +72,36 @@ def _parse(argv=None) -> argparse.Namespace:
   return p.parse_args(argv)
 
 
+PARITY_TOLERANCE = 0.02  # max |loop - plain| / max |plain|: bfloat16 noise through 28 blocks.
+
+
+def _loop_parity(graphdef, raw_params, cfg, known, cond_mask, num_steps: int) -> dict:
+  """The network as the sampler's loop runs it (weights cast, FP8 kernels in their inference
+  form, the modulation rows of every level computed ahead) against the plain network on the
+  original float32 parameters, at the first, middle and last level: the GPU parity check of
+  what diffusion/generate.py prepares (bit-identical on CPU: tests/models/test_builder.py; on a
+  GPU the GEMMs of 50 rows and of one row may round differently)."""
+  import functools
+
+  import jax
+  import jax.numpy as jnp
+
+  from wvd_jax.models import builder
+  times = 1.0 - jnp.arange(num_steps, dtype=jnp.float32) / num_steps
+  model = builder.LoopModel(graphdef)
+  prepared = builder.split_for_loop(builder.inference_params(raw_params, cfg.compute_dtype))
+  prepared = jax.jit(model.with_time_levels)(prepared, times)
+  plain, looped = jax.jit(functools.partial(builder.apply_model, graphdef)), jax.jit(model)
+  worst = 0.0
+  for level in sorted({0, num_steps // 2, num_steps - 1}):
+    t = jnp.full((known.shape[0],), times[level])
+    want = plain(raw_params, known, t, cond_mask)
+    got = looped(prepared, known, t, cond_mask, level=jnp.int32(level))
+    worst = max(worst, float(jnp.abs(got - want).max() / jnp.abs(want).max()))
+  return {'max_rel_diff': worst, 'tolerance': PARITY_TOLERANCE,
+          'pass': worst <= PARITY_TOLERANCE}
+
+
 def _dit_config(args):
   return common.dit_config(args, small_channels=4)
 
@@ -101,7 +133,7 @@ def main(argv=None) -> dict:
 
   matmul = common.matmul_tflops(size=args.matmul_size or (256 if args.small else None))
   graphdef = nnx.graphdef(nnx.eval_shape(lambda: dit.DiT(cfg, rngs=nnx.Rngs(0))))
-  params = common.perturbed_params(cfg)
+  params = raw_params = common.perturbed_params(cfg)
   from wvd_jax.models import builder  # pylint: disable=import-outside-toplevel
   if not args.no_cast_params:  # What diffusion/generate.py does before sampling.
     params = builder.inference_params(params, cfg.compute_dtype,
@@ -137,6 +169,12 @@ def main(argv=None) -> dict:
   forward_timing = common.time_calls(forward, params, known, t, cond_mask, iters=5 if
                                      not args.small else 2, warmup=1, repeats=args.repeats)
 
+  checks_generate_path = not (args.stacked_in_loop or args.time_rows_in_loop or
+                               args.fp8_quantize_in_loop or args.no_cast_params or
+                               args.devices > 1)
+  parity = (_loop_parity(graphdef, raw_params, cfg, known, cond_mask, args.num_steps)
+            if checks_generate_path else None)
+  del raw_params
   profile = (common.profile_calls(forward, (params, known, t, cond_mask), 3, args.profile)
              if args.profile else None)
   forward_flops = flops.dit_forward_flops(cfg, batch, tokens)
@@ -192,6 +230,7 @@ def main(argv=None) -> dict:
       'forward_ms': 1e3 * forward_timing['mean_s'],
       'forward_floor_ms': 1e3 * forward_flops / (matmul['tflops'] * 1e12),
       'sampler_compile_s': compile_s,
+      'loop_parity': parity,
       'forward_profile': profile,
       'sampler_profile': sampler_profile,
       'runs': runs,
@@ -200,4 +239,8 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-  print(json.dumps(main()))
+  result = main()
+  print(json.dumps(result))
+  if result['loop_parity'] is not None and not result['loop_parity']['pass']:
+    print(f"loop parity failed: {result['loop_parity']}", file=sys.stderr)
+    sys.exit(1)
