@@ -99,3 +99,5 @@ def test_the_sampler_benchmark_attributes_the_forward_and_the_loop(tmp_path):
     assert profile['kernel_ms_per_call'] > 0 and 'by_source' in profile, name
   sources = [r['source'] for r in result['forward_profile']['by_source']]
   assert any('wvd_jax/models/' in s for s in sources), sources
+  # What generate.py prepares equals the plain network on CPU (the GPU run checks a tolerance).
+  assert result['loop_parity']['pass'] and result['loop_parity']['max_rel_diff'] <= 1e-6
