@@ -240,10 +240,10 @@ def test_each_model_variant_trains_with_its_own_override(tmp_path):
   """One GPU, in turn: the variants' overrides reach their own train step and no other."""
   run = tmp_path / 'run'
   proof_run = _fake_machine(tmp_path, gpus=1)
-  models = 'wvd wvd_xyz_shift2 wvd_hd128'
+  models = 'wvd wvd_xyz_shift2 wvd_hd128 wvd_w512'
   assert proof_run('start', run, PROOF_MODELS=models).returncode == 0
   result = proof_run('watch', run, 30, PROOF_MODELS=models)
-  assert result.stdout.splitlines()[-3:] == [f'{m}: done' for m in models.split()], result.stdout
+  assert result.stdout.splitlines()[-4:] == [f'{m}: done' for m in models.split()], result.stdout
   calls = (tmp_path / 'calls.txt').read_text().splitlines()
   train = {next(a.split('/')[-1] for a in line.split() if a.startswith('--workdir=')): line
            for line in calls if '--mode=train' in line}
@@ -252,6 +252,9 @@ def test_each_model_variant_trains_with_its_own_override(tmp_path):
   assert 'num_heads=3' in train['wvd_hd128']
   assert 'xyz_schedule_shift' not in train['wvd'] + train['wvd_hd128']
   assert 'num_heads' not in train['wvd'] + train['wvd_xyz_shift2']
+  for override in ('width=512', 'depth=5', 'num_heads=4'):
+    assert f'--config.model.{override}' in train['wvd_w512'].split()
+  assert 'width' not in train['wvd'] + train['wvd_hd128']
 
 
 def test_finish_of_rgb_only_alone_prints_its_own_report(tmp_path):
