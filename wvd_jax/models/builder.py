@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, NamedTuple
 
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -98,9 +97,10 @@ def inference_params(params, compute_dtype, quantize_fp8: bool = True):
   weights, then reads 2 bytes a weight instead of 4 and skips the casts. The kernels of FP8
   projections (model.fp8) are quantized once to float8 under their stored scaling state, exactly
   as each forward quantizes them, and their forward scales computed once (layers.inference_form):
-  same output, one byte a weight, and no per-evaluation amax and quantize passes over every weight (on an H200, 221 ms
-  of a 0.62 s wvd_2b sampling call: benchmarks/RESULTS.md). Such parameters are for inference
-  only (no FP8 backward; ``quantize_fp8=False`` keeps them in compute_dtype). Norm scales, the
+  same output, one byte a weight, and no per-evaluation amax and quantize passes over every
+  weight (on an H200, 221 ms of a 0.62 s wvd_2b sampling call: benchmarks/RESULTS.md). Such
+  parameters are for inference only (no FP8 backward; ``quantize_fp8=False`` keeps them in
+  compute_dtype). Norm scales, the
   scaling state and the float32 layers outside the blocks are left as they are.
   """
   dtype = jnp.dtype(compute_dtype)
