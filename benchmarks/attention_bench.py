@@ -11,7 +11,8 @@ the reference's largest value (the parity check: at most 0.02; bfloat16 inputs a
 Implementations: 'cudnn' (jax.nn.dot_product_attention, the model's default on GPU), 'mosaic'
 (jax.experimental.pallas.ops.gpu.attention_mgpu, a
 warp-specialized Hopper kernel with its own backward; it applies no softmax scale, so q is
-scaled first, and takes float16 operands only, so the casts are part of its time) and, for the CPU smoke test, 'xla'. Layout everywhere (B, T, H, D), bfloat16. Prints one JSON line per
+scaled first, and takes float16 operands only, so the casts are part of its time) and, for the
+CPU smoke test, 'xla'. Layout everywhere (B, T, H, D), bfloat16. Prints one JSON line per
 (shape, implementation); a failed kernel (compile error, shared memory) is reported, not fatal.
 
   python benchmarks/attention_bench.py                   # GPU: the shapes below
@@ -42,7 +43,7 @@ def _attention(impl: str, tiling=None):
   import jax.numpy as jnp
   if impl in ('xla', 'cudnn'):
     return lambda q, k, v: jax.nn.dot_product_attention(q, k, v, implementation=impl)
-  from jax.experimental.pallas.ops.gpu import attention_mgpu  # pylint: disable=import-outside-toplevel
+  from jax.experimental.pallas.ops.gpu import attention_mgpu  # pylint: disable=import-outside-toplevel,line-too-long
   block_q, block_kv = tiling
   config = attention_mgpu.TuningConfig(
       block_q=block_q, block_kv=block_kv, max_concurrent_steps=2, block_q_dkv=64,
@@ -96,7 +97,8 @@ def measure(name, b, t, h, d, impl, tiling, iters: int) -> dict:
   errors = {'out': rel(y, y_ref), **{f'd{x}': rel(g, r) for x, g, r in zip('qkv', grads,
                                                                             grads_ref)}}
   return {**row, 'forward_ms': fwd * 1e3, 'forward_backward_ms': both * 1e3,
-          'forward_tflops': flops / fwd / 1e12, 'forward_backward_tflops': 3.5 * flops / both / 1e12,
+          'forward_tflops': flops / fwd / 1e12,
+          'forward_backward_tflops': 3.5 * flops / both / 1e12,
           'max_rel_error': errors}
 
 

@@ -1,4 +1,5 @@
-"""Running the DiT functionally: parameters prepared for a sampler's loop (builder.split_for_loop)."""
+"""Running the DiT functionally: parameters prepared for a sampler's loop (builder.split_for_loop,
+LoopModel, inference_params, with_xla_norms)."""
 import dataclasses
 import functools
 
@@ -39,7 +40,8 @@ def test_sampler_loop_reads_the_layers_in_place():
             p, jax.random.PRNGKey(0)).as_text()
 
   stacked = lowered(functools.partial(builder.apply_model, graphdef), params)
-  assert stacked_leaf_ops(stacked, 'slice', params['blocks']) > 0  # The check sees the old way's slices.
+  # The check sees the old way's slices.
+  assert stacked_leaf_ops(stacked, 'slice', params['blocks']) > 0
   split = lowered(functools.partial(builder.apply_loop_model, graphdef),
                   builder.split_for_loop(params))
   assert stacked_leaf_ops(split, 'slice', params['blocks']) == 0
@@ -131,7 +133,8 @@ FP8_TINY = dataclasses.replace(TINY, fp8=True, compute_dtype='bfloat16')
 
 
 def _with_scaling_state(params, seed=0):
-  """params with every FP8 scaling state as after some training (amax histories > 0, scales != 1)."""
+  """params with every FP8 scaling state as after some training (amax histories > 0, scales
+  != 1)."""
   rng = np.random.default_rng(seed)
 
   def state(path, x):
