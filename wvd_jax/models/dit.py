@@ -329,15 +329,12 @@ class DiT(nnx.Module):
       # Inside a scan, CSE cannot merge the recomputation into the forward, so no barrier.
       block_fn = jax.checkpoint(block_fn, policy=REMAT_POLICIES[cfg.remat],
                                 prevent_cse=not cfg.scan_layers)
-    if block_rows is not None:  # A sampler's loop: unrolled, with the layers apart.
-      for layer_state, mod in zip(layer_params or split_layers(stacked), block_rows):
-        tokens = block_fn(layer_state, tokens, mod)
-      return tokens
-    if cfg.scan_layers and layer_params is None:
+    if cfg.scan_layers and layer_params is None and block_rows is None:
       tokens, _ = jax.lax.scan(lambda x, s: (block_fn(s, x), None), tokens, stacked)
       return tokens
-    for layer_state in layer_params or split_layers(stacked):
-      tokens = block_fn(layer_state, tokens)
+    for layer_state, mod in zip(layer_params or split_layers(stacked),
+                                block_rows or (None,) * cfg.depth):
+      tokens = block_fn(layer_state, tokens, mod)
     return tokens
 
 
