@@ -235,6 +235,33 @@ case "${1:-}" in
     run small_cublaslt 50 env XLA_FLAGS=--xla_gpu_enable_cublaslt=true $T
     run small_w512_d5_cublaslt 50 env XLA_FLAGS=--xla_gpu_enable_cublaslt=true $T $W
     ;;
+  small_fusion)  # issue 19 point 4: the best small shape so far (width 512, depth 5, 4 heads of
+                 # 128, bfloat16 residual stream) with the architecture switches that remove
+                 # memory-bound passes (model.mlp_bias, model.qk_norm) and XLA's fusion options
+                 # that put elementwise work into GEMM kernels (Triton, cuDNN), same call
+    T="python3 benchmarks/train_step.py --config small --parts 0 --steps 20 --batch 64"
+    W="--set model.width=512 --set model.depth=5 --set model.num_heads=4 --set model.residual_dtype=bfloat16"
+    run w512 50 $T $W
+    run w512_nobias_noqknorm 50 $T $W --set model.mlp_bias=False --set model.qk_norm=False
+    run w512_triton_gemm_any 90 env XLA_FLAGS=--xla_gpu_triton_gemm_any=true $T $W
+    run w512_cudnn_gemm_fusion2 90 env XLA_FLAGS=--xla_gpu_cudnn_gemm_fusion_level=2 $T $W
+    run w512_prof 80 $T $W --steps 10 --profile /tmp/prof_w512
+    run w512_nobias 50 $T $W --set model.mlp_bias=False
+    run w512_noqknorm 50 $T $W --set model.qk_norm=False
+    run w768_d3 50 $T --set model.width=768 --set model.depth=3 --set model.num_heads=6 \
+      --set model.residual_dtype=bfloat16
+    run w512_fp8 60 $T $W --set model.fp8=True
+    run w512_heroless 60 env XLA_FLAGS=--xla_gpu_experimental_enable_triton_heroless_priority_fusion=true $T $W
+    run w512_all_triton 90 env XLA_FLAGS=--xla_gpu_experimental_all_fusions_with_triton=true $T $W
+    ;;
+  small_loop)  # issue 19 point 4, before the proof run in the same call: the small config as
+               # configured and the wvd_fast shape (width 512, depth 5, 4 heads of 128, bfloat16
+               # residual, no QK norm), each timed synced and pipelined (as the trainer runs)
+    T="python3 benchmarks/train_step.py --config small --parts 0 --steps 20 --batch 64"
+    run small_plain 60 $T
+    run small_fast 80 $T --set model.width=512 --set model.depth=5 --set model.num_heads=4 \
+      --set model.residual_dtype=bfloat16 --set model.qk_norm=False --profile /tmp/prof_fast
+    ;;
   small)  # issue 19 point 4: the small config's step after q/k/v and RoPE's halves became one
           # unstack/split (their gradients one concatenate, no padded copies added up: 4.2 ms of
           # the 73.2 ms step went to assembling the qkv gradient), plain, norm kernels, hd 128

@@ -13,6 +13,10 @@ with the trainer's keys, shapes and dtypes for either data path:
 MFU counts the DiT's model FLOPs only (the encoder's are in xla_tflop_per_step, XLA's count of
 the whole step). The encode mode's own throughput: benchmarks/encode_bench.py.
 
+step_ms / mfu: median of steps each synced (as the PyTorch peer times its steps);
+step_ms_pipelined / mfu_pipelined: steps dispatched back to back with one sync at the end, as
+the trainer runs them (the figure its metrics.jsonl mfu compares to; input pipeline excluded).
+
 Also times parts of the step (forward, forward+backward, optimizer+EMA) so the largest costs are
 visible, and measures the bf16 matmul rate in the same process for MFU.
 
@@ -109,6 +113,22 @@ def timed(fn, *args, steps, warmup=2):
   return float(np.median(times))
 
 
+def timed_pipelined(fn, *args, steps, warmup=2):
+  """Seconds per call of ``steps`` calls dispatched back to back, one sync at the end: how the
+  trainer runs its steps (it fetches metrics once per log interval), so the device does not idle
+  between steps while the host dispatches the next (``timed`` includes that gap in every call)."""
+  for _ in range(warmup):
+    out = fn(*args)
+    args = (out[0],) + args[1:]
+  jax.block_until_ready(args)
+  start = time.perf_counter()
+  for _ in range(steps):
+    out = fn(*args)
+    args = (out[0],) + args[1:]
+  jax.block_until_ready(out)
+  return (time.perf_counter() - start) / steps, args[0]
+
+
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument('--small', action='store_true')
@@ -182,6 +202,8 @@ def main():
   compile_s = time.perf_counter() - compile_start
   xla_flops = common.xla_flops(compiled)
   step_s = timed(compiled, state, batch, steps=args.steps)
+  state = state_lib.create_train_state(config, mesh, tx)[1]  # The timed one was donated.
+  pipelined_s, state = timed_pipelined(compiled, state, batch, steps=args.steps)
   profile = None
   if args.profile:
     state = state_lib.create_train_state(config, mesh, tx)[1]
@@ -210,6 +232,9 @@ def main():
       'matmul_tflops_measured': round(peak, 1),
       'devices': args.devices, 'mesh': dict(mesh.shape),
       'mfu': round(step_flops / step_s / (peak * 1e12 * args.devices), 4),
+      # Steps back to back as the trainer dispatches them (no sync between steps).
+      'step_ms_pipelined': round(pipelined_s * 1e3, 2),
+      'mfu_pipelined': round(step_flops / pipelined_s / (peak * 1e12 * args.devices), 4),
       'samples_per_sec_per_device': round(b / step_s / args.devices, 2),
       'fp8': bool(config.model.fp8), 'residual_dtype': config.model.residual_dtype,
       'norm_kernel': dit.resolve_norm_kernel(config.model.norm_kernel),

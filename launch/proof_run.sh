@@ -9,7 +9,8 @@
 #                                                # SECONDS pass; exits 1 as soon as a step failed
 #   launch/proof_run.sh finish RUN_DIR [OUT]     # compare the reports; pack them into OUT
 #   launch/proof_run.sh ship RUN_DIR OUT         # copy WVD's packed model to OUT/wvd_small as
-#                                                # soon as it exists (before the evaluations end)
+#                                                # soon as it exists (before the evaluations end;
+#                                                # the first wvd* model of PROOF_MODELS)
 #
 # One sequence of steps, each over ALL GPUs of the machine (data parallel: config.mesh.data = -1
 # spans every visible device): train and export WVD, train and export RGB-only, then evaluate
@@ -23,7 +24,9 @@
 # "wvd_hd128" is WVD with 3 heads of 128 instead of 6 of 64 (9% faster a step on an H200);
 # "wvd_xyz_shift2" is WVD with XYZ noised at a shifted level (diffusion.xyz_schedule_shift=2);
 # "wvd_w512" is WVD wider and shallower at about the same FLOPs (width 512, depth 5, 4 heads of
-# 128: 57.5 ms a step against 72.1 on an H200, 1.25x the steps in the same minutes).
+# 128: 57.5 ms a step against 72.1 on an H200, 1.25x the steps in the same minutes); "wvd_fast" is
+# that shape with a bfloat16 residual stream and no QK RMSNorm (model.qk_norm=False: 3.4 ms of a
+# 55.4 ms step), the fastest measured (benchmarks/RESULTS.md).
 # PROOF_PARALLEL=1 runs each model's whole sequence at the same time on its own GPU
 # (CUDA_VISIBLE_DEVICES=i, one GPU per model, refused with fewer GPUs than models): on a 2-GPU
 # machine WVD and RGB-only get the same budget each in half the wall time.
@@ -47,10 +50,14 @@ NAMES=(${PROOF_MODELS:-wvd rgb_only})
 declare -A EXTRA=([wvd]="" [rgb_only]="--config.diffusion.modalities=rgb"
                  [wvd_hd128]="--config.model.num_heads=3"
                  [wvd_xyz_shift2]="--config.diffusion.xyz_schedule_shift=2.0"
-                 [wvd_w512]="--config.model.width=512 --config.model.depth=5 --config.model.num_heads=4")
+                 [wvd_w512]="--config.model.width=512 --config.model.depth=5 --config.model.num_heads=4"
+                 [wvd_fast]="--config.model.width=512 --config.model.depth=5 --config.model.num_heads=4 --config.model.residual_dtype=bfloat16 --config.model.qk_norm=False")
 for name in "${NAMES[@]}"; do
   [ -n "${EXTRA[$name]+set}" ] || { echo "unknown model $name in PROOF_MODELS (${!EXTRA[*]})"; exit 2; }
 done
+# The model whose packed weights `ship` and `finish` copy out: the first WVD variant (not
+# rgb_only) of PROOF_MODELS.
+SHIP=$(for name in "${NAMES[@]}"; do [[ $name == wvd* ]] && { echo "$name"; break; }; done)
 FORMAT_CLIPS=${PROOF_FORMAT_CLIPS:-0}
 GPUS=$( (nvidia-smi -L 2>/dev/null || true) | grep -c '^GPU')
 
@@ -219,16 +226,19 @@ finish() {  # [OUT]: compare and pack what there is
     logs=($(ls "${logs[@]}" "$RUN"/sequence*.log 2>/dev/null | sed "s|^$RUN/||"))
     [ ${#logs[@]} -gt 0 ] && tar czf "$out/logs.tgz" -C "$RUN" "${logs[@]}"
     [ -f "$RUN/comparison.md" ] && cp "$RUN/comparison.md" "$out/"
-    [[ " ${NAMES[*]} " == *" wvd "* ]] && { ship "$out" || ok=1; }
+    [ -n "$SHIP" ] && { ship "$out" || ok=1; }
   fi
   return $ok
 }
 
-ship() {  # OUT: WVD's packed model as OUT/wvd_small (once; fails while it does not exist yet)
+ship() {  # OUT: the WVD model's packed weights ($SHIP's) as OUT/wvd_small (once; fails while
+         # they do not exist yet)
   local out=${1:?output directory}
+  [ -n "$SHIP" ] || { echo "no WVD model in PROOF_MODELS"; return 1; }
   [ -d "$out/wvd_small" ] && return 0
-  [ -f "$RUN/wvd/shipped/manifest.json" ] || { echo "no packed WVD model yet"; return 1; }
-  mkdir -p "$out" && cp -r "$RUN/wvd/shipped" "$out/wvd_small" && echo "copied to $out/wvd_small"
+  [ -f "$RUN/$SHIP/shipped/manifest.json" ] || { echo "no packed WVD model yet ($SHIP)"; return 1; }
+  mkdir -p "$out" && cp -r "$RUN/$SHIP/shipped" "$out/wvd_small" &&
+    echo "copied $SHIP's to $out/wvd_small"
 }
 
 case "$PHASE" in

@@ -66,7 +66,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.num_validation_scenes = 8
   config.data.num_test_scenes = 8
   config.data.batch_size = 8  # Global batch over all processes.
-  config.data.worker_count = 0  # grain worker processes; 0 runs in the main process.
+  # grain worker processes; 0 runs in the main process, -1 one per CPU core less one.
+  config.data.worker_count = 0
   config.data.max_frame_stride = 1  # Frames of a clip are taken with a random stride in [1, max].
   # Curriculum from small to large camera motion (training split): over the first so many global
   # batches the frame stride grows from 1 to [1, max_frame_stride] (0: off; the data position
@@ -118,6 +119,11 @@ def base_config() -> ml_collections.ConfigDict:
   # 'auto': 'pallas' on a GPU, else 'xla'). A runtime choice: a checkpoint loads with the
   # loading config's value (or 'xla').
   config.model.norm_kernel = 'xla'
+  # Architecture switches (each shapes the parameters): biases on the MLP's projections, and
+  # RMSNorm of queries and keys before RoPE. Off, they remove memory-bound passes over the
+  # activations that a small model's step is dominated by (benchmarks/RESULTS.md).
+  config.model.mlp_bias = True
+  config.model.qk_norm = True
 
   config.diffusion = ml_collections.ConfigDict()
   config.diffusion.prediction = 'v'  # 'v', 'epsilon' or 'x0'.
@@ -304,7 +310,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for key in ('image_size', 'render_size', 'num_frames', 'batch_size', 'num_train_scenes',
               'num_validation_scenes', 'num_test_scenes', 'max_frame_stride'):
     _require(d[key] > 0, f'data.{key}', f'must be positive, got {d[key]}')
-  _require(d.worker_count >= 0, 'data.worker_count', 'must be >= 0')
+  _require(d.worker_count >= -1, 'data.worker_count', 'must be >= 0, or -1 (one per core)')
   _require(0.0 < d.xyz_box_fill <= 1.0, 'data.xyz_box_fill',
            f'must be in (0, 1] (1: the robust box fills [-1, 1]), got {d.xyz_box_fill}')
   _require(d.motion_curriculum_steps >= 0, 'data.motion_curriculum_steps',
@@ -342,6 +348,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _require(m.attention in ATTENTION_IMPLEMENTATIONS, 'model.attention',
            f'one of {ATTENTION_IMPLEMENTATIONS}, got {m.attention!r}')
   _require(m.remat in REMAT_POLICIES, 'model.remat', f'one of {REMAT_POLICIES}, got {m.remat!r}')
+  for key in ('mlp_bias', 'qk_norm'):
+    _require(isinstance(m.get(key, True), bool), f'model.{key}',
+             f'must be True or False, got {m.get(key)!r}')
   df = config.diffusion
   _require(df.prediction in ('v', 'epsilon', 'x0'), 'diffusion.prediction',
            f"one of 'v', 'epsilon', 'x0', got {df.prediction!r}")

@@ -229,3 +229,13 @@ def test_valid_mask_travels_to_the_batch_and_bounds_the_normalization():
   np.testing.assert_array_equal(small['valid'], valid[:, 1::2, 1::2])
   assert not small['depth'][~small['valid']].any()
   assert small['depth'].max() < 1e3
+
+
+def test_worker_count_minus_one_is_one_per_core_less_one(monkeypatch):
+  monkeypatch.setattr(pipeline.os, 'sched_getaffinity', lambda pid: set(range(16)))
+  assert pipeline.resolve_worker_count(-1) == 15
+  monkeypatch.setattr(pipeline.os, 'sched_getaffinity', lambda pid: {0})
+  assert pipeline.resolve_worker_count(-1) == 1  # Never 0 workers: -1 asks for processes.
+  assert pipeline.resolve_worker_count(3) == 3
+  with pytest.raises(ValueError, match='worker_count'):
+    pipeline.resolve_worker_count(-2)

@@ -186,6 +186,16 @@ def test_ship_copies_the_packed_model_once_it_exists(tmp_path):
   shipped.read_weights(str(out / 'wvd_small'), manifest)  # Checksums of the copy.
 
 
+def test_ship_takes_the_first_wvd_variant_and_refuses_rgb_only_alone(tmp_path):
+  run, out = tmp_path / 'run', tmp_path / 'out'
+  result = _with_env(PROOF_MODELS='rgb_only')('ship', run, out)
+  assert result.returncode == 1 and 'no WVD model in PROOF_MODELS' in result.stdout
+  _packed(run, 'wvd_fast')
+  result = _with_env(PROOF_MODELS='rgb_only wvd_fast wvd')('ship', run, out)
+  assert result.returncode == 0 and "copied wvd_fast's" in result.stdout, result.stdout
+  assert (out / 'wvd_small' / 'manifest.json').is_file()
+
+
 def test_unknown_model_is_refused(tmp_path):
   result = _with_env(PROOF_MODELS='wvd rgb')('watch', tmp_path, 0)
   assert result.returncode == 2 and 'unknown model rgb in PROOF_MODELS' in result.stdout
@@ -240,10 +250,10 @@ def test_each_model_variant_trains_with_its_own_override(tmp_path):
   """One GPU, in turn: the variants' overrides reach their own train step and no other."""
   run = tmp_path / 'run'
   proof_run = _fake_machine(tmp_path, gpus=1)
-  models = 'wvd wvd_xyz_shift2 wvd_hd128 wvd_w512'
+  models = 'wvd wvd_xyz_shift2 wvd_hd128 wvd_w512 wvd_fast'
   assert proof_run('start', run, PROOF_MODELS=models).returncode == 0
   result = proof_run('watch', run, 30, PROOF_MODELS=models)
-  assert result.stdout.splitlines()[-4:] == [f'{m}: done' for m in models.split()], result.stdout
+  assert result.stdout.splitlines()[-5:] == [f'{m}: done' for m in models.split()], result.stdout
   calls = (tmp_path / 'calls.txt').read_text().splitlines()
   train = {next(a.split('/')[-1] for a in line.split() if a.startswith('--workdir=')): line
            for line in calls if '--mode=train' in line}
@@ -254,6 +264,10 @@ def test_each_model_variant_trains_with_its_own_override(tmp_path):
   assert 'num_heads' not in train['wvd'] + train['wvd_xyz_shift2']
   for override in ('width=512', 'depth=5', 'num_heads=4'):
     assert f'--config.model.{override}' in train['wvd_w512'].split()
+  for override in ('width=512', 'depth=5', 'num_heads=4', 'residual_dtype=bfloat16',
+                   'qk_norm=False'):
+    assert f'--config.model.{override}' in train['wvd_fast'].split()
+  assert 'qk_norm' not in train['wvd_w512'] + train['wvd']
   assert 'width' not in train['wvd'] + train['wvd_hd128']
 
 

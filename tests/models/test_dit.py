@@ -300,3 +300,48 @@ def test_auto_norm_kernel_is_the_triton_kernels_on_a_gpu_only(monkeypatch):
   assert dit.resolve_norm_kernel('pallas_interpret') == 'pallas_interpret'
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
   assert dit.resolve_norm_kernel('auto') == 'pallas'
+
+
+def test_without_mlp_biases_and_qk_norm_the_parameters_are_gone_and_training_works():
+  """mlp_bias=False / qk_norm=False remove exactly those parameters; the model still conditions
+  on frames and time, and every remaining parameter gets a gradient."""
+  cfg = dataclasses.replace(TINY, mlp_bias=False, qk_norm=False)
+  graphdef, params = random_params(cfg)
+  block = params['blocks']
+  assert set(block['mlp']['fc1']) == {'kernel'} and set(block['mlp']['fc2']) == {'kernel'}
+  assert 'q_norm' not in block['attn'] and 'k_norm' not in block['attn']
+  full = jax.tree.leaves(random_params(TINY)[1])
+  removed = TINY.depth * (TINY.mlp_hidden + TINY.width + 2 * TINY.head_dim)
+  assert sum(x.size for x in full) - sum(x.size for x in jax.tree.leaves(params)) == removed
+  x, t, c = _inputs()
+  out = _forward(graphdef)(params, x, t, c)
+  assert out.shape == x.shape and np.isfinite(out).all()
+  moved = _forward(graphdef)(params, x.at[:, 2].add(1.0), t, c)
+  assert np.abs(moved[:, 0] - out[:, 0]).max() > 1e-3
+  loss, grads = _loss_and_grad(graphdef)(params, x, t, c.at[0, 0, 0].set(1.0).at[1, 1, 1].set(1))
+  assert np.isfinite(loss)
+  for path, leaf in jax.tree_util.tree_leaves_with_path(grads):
+    assert np.isfinite(leaf).all() and np.abs(leaf).max() > 0, path
+
+
+def test_without_qk_norm_attention_is_rope_of_the_raw_projections():
+  """qk_norm=False: queries and keys enter RoPE as the qkv projection gives them (checked
+  against a float64 numpy attention of one block)."""
+  attn = layers.Attention(24, 2, implementation='xla', dtype=jnp.float32, qk_norm=False,
+                          rngs=nnx.Rngs(0))
+  x = np.random.default_rng(1).normal(size=(1, 6, 24))
+  rope = layers.rope_3d(1, 2, 3, 12)
+  got = np.asarray(attn(jnp.asarray(x, jnp.float32), rope))
+  qkv = (x @ np.asarray(attn.qkv.kernel[...], np.float64)).reshape(1, 6, 2, 3, 12)
+  q, k, v = qkv[..., 0, :], qkv[..., 1, :], qkv[..., 2, :]
+  cos, sin = (np.asarray(a, np.float64) for a in rope)
+  q = np.asarray(layers.apply_rope(jnp.asarray(q), (jnp.asarray(cos), jnp.asarray(sin))),
+                 np.float64)
+  k = np.asarray(layers.apply_rope(jnp.asarray(k), (jnp.asarray(cos), jnp.asarray(sin))),
+                 np.float64)
+  logits = np.einsum('bqhd,bkhd->bhqk', q, k) / np.sqrt(12)
+  weights = np.exp(logits - logits.max(-1, keepdims=True))
+  weights /= weights.sum(-1, keepdims=True)
+  y = np.einsum('bhqk,bkhd->bqhd', weights, v).reshape(1, 6, 24)
+  want = y @ np.asarray(attn.out.kernel[...], np.float64)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

@@ -26,7 +26,8 @@ from wvd_jax.models import builder
 
 # Config keys that shape the parameters (remat, scan, dtypes and attention do not).
 ARCHITECTURE_KEYS = {
-    'model': ('patch_size', 'width', 'depth', 'num_heads', 'mlp_ratio', 'fp8'),
+    'model': ('patch_size', 'width', 'depth', 'num_heads', 'mlp_ratio', 'fp8', 'mlp_bias',
+              'qk_norm'),
     'autoencoder': ('kind', 'latent_channels', 'downsample'),
     # Same parameters, another meaning: an RGB-only ablation must not run as an XYZ model, nor
     # a model trained with XYZ at its own noise levels be sampled at others.
@@ -36,7 +37,8 @@ ARCHITECTURE_KEYS = {
 }
 # Of configs stored before the keys existed.
 _DEFAULTS = {'diffusion.modalities': 'rgb_xyz', 'diffusion.xyz_schedule_shift': 1.0,
-             'data.xyz_box_fill': 1.0, 'model.fp8': False}
+             'data.xyz_box_fill': 1.0, 'model.fp8': False, 'model.mlp_bias': True,
+             'model.qk_norm': True}
 CONFIG_FILE = 'config.json'
 # Runtime choices of the machine that trained a model, not part of it: a loaded checkpoint takes
 # them from the caller's config, or these portable defaults (a GPU-only kernel would otherwise

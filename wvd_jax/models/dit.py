@@ -4,7 +4,7 @@ Input x (B, N, h, w, 2C): N frames of latents, RGB channels first then XYZ (pape
 Each frame is cut into p x p patches; all frames form one token sequence of length
 T = N * (h/p) * (w/p), ordered (frame, row, col), with a 3D rotary position embedding. Blocks are
 pre-norm (RMSNorm) with adaLN-zero modulation from the diffusion time, QK-normed attention and a
-GELU MLP. A learned embedding marks which frames and modalities are clean conditions
+GELU MLP (QK norm and the MLP biases can be switched off: ``qk_norm``, ``mlp_bias``). A learned embedding marks which frames and modalities are clean conditions
 (cond_mask (B, N, 2): [:, :, 0] RGB known, [:, :, 1] XYZ known), so one network trains on
 conditional and unconditional clips. The head un-patchifies back to (B, N, h, w, 2C).
 
@@ -84,6 +84,10 @@ class DiTConfig:
   # RMSNorm + RoPE): 'xla' (plain jax.numpy), 'pallas' (Triton kernels with their own backward,
   # GPU; models/fused_norm.py) or 'pallas_interpret' (the same kernels interpreted, CPU).
   norm_kernel: str = 'xla'
+  # Architecture switches that remove memory-bound work around the matmuls (each shapes the
+  # parameters): biases on the MLP's two projections, and RMSNorm of queries and keys.
+  mlp_bias: bool = True
+  qk_norm: bool = True
 
   def __post_init__(self):
     if self.width % self.num_heads:
@@ -118,7 +122,9 @@ class DiTConfig:
                # Exported configs from before the key existed ran float32 residuals.
                residual_dtype=m.get('residual_dtype', 'float32'), attention=m.attention,
                remat=m.remat, scan_layers=bool(m.scan_layers), fp8=bool(m.get('fp8', False)),
-               norm_kernel=resolve_norm_kernel(m.get('norm_kernel', 'xla')))
+               norm_kernel=resolve_norm_kernel(m.get('norm_kernel', 'xla')),
+               # Exported configs from before the keys existed had both.
+               mlp_bias=bool(m.get('mlp_bias', True)), qk_norm=bool(m.get('qk_norm', True)))
 
 
 def resolve_norm_kernel(name: str) -> str:
@@ -145,9 +151,11 @@ class Block(nnx.Module):
     self.norm_kernel = cfg.norm_kernel
     self.norm1 = nnx.RMSNorm(cfg.width, epsilon=1e-6, use_scale=False, dtype=dtype, rngs=rngs)
     self.attn = layers.Attention(cfg.width, cfg.num_heads, implementation=impl, dtype=dtype,
-                                 fp8=cfg.fp8, norm_kernel=cfg.norm_kernel, rngs=rngs)
+                                 fp8=cfg.fp8, norm_kernel=cfg.norm_kernel, qk_norm=cfg.qk_norm,
+                                 rngs=rngs)
     self.norm2 = nnx.RMSNorm(cfg.width, epsilon=1e-6, use_scale=False, dtype=dtype, rngs=rngs)
-    self.mlp = layers.Mlp(cfg.width, cfg.mlp_hidden, dtype=dtype, fp8=cfg.fp8, rngs=rngs)
+    self.mlp = layers.Mlp(cfg.width, cfg.mlp_hidden, dtype=dtype, fp8=cfg.fp8,
+                          use_bias=cfg.mlp_bias, rngs=rngs)
     self.modulation = nnx.Linear(cfg.width, 6 * cfg.width, dtype=dtype,
                                  kernel_init=layers.zeros_init(('embed', 'mlp')),
                                  bias_init=layers.zeros_init(('mlp',)), rngs=rngs)

@@ -228,17 +228,19 @@ class Attention(nnx.Module):
   """
 
   def __init__(self, width: int, num_heads: int, *, implementation: str, dtype, rngs: nnx.Rngs,
-               fp8: bool = False, norm_kernel: str = 'xla'):
+               fp8: bool = False, norm_kernel: str = 'xla', qk_norm: bool = True):
     self.num_heads = num_heads
+    self.qk_norm = qk_norm
     self.norm_kernel = norm_kernel  # fused_norm.IMPLEMENTATIONS: QK norm + RoPE as one kernel.
     self.head_dim = width // num_heads
     self.implementation = implementation
     self.qkv = projection(width, 3 * width, axes=('embed', 'heads'), use_bias=False, dtype=dtype,
                           fp8=fp8, rngs=rngs)
-    self.q_norm = nnx.RMSNorm(self.head_dim, epsilon=1e-6, dtype=dtype,
-                              scale_init=ones_init(('kv',)), rngs=rngs)
-    self.k_norm = nnx.RMSNorm(self.head_dim, epsilon=1e-6, dtype=dtype,
-                              scale_init=ones_init(('kv',)), rngs=rngs)
+    if qk_norm:
+      self.q_norm = nnx.RMSNorm(self.head_dim, epsilon=1e-6, dtype=dtype,
+                                scale_init=ones_init(('kv',)), rngs=rngs)
+      self.k_norm = nnx.RMSNorm(self.head_dim, epsilon=1e-6, dtype=dtype,
+                                scale_init=ones_init(('kv',)), rngs=rngs)
     self.out = projection(width, width, axes=('heads', 'embed'), use_bias=False, dtype=dtype,
                           fp8=fp8, rngs=rngs)
 
@@ -247,7 +249,10 @@ class Attention(nnx.Module):
     qkv = self.qkv(x).reshape(b, t, self.num_heads, 3, self.head_dim)
     # One unstack (its gradient one stack), not three slices (three zero-padded copies added).
     q, k, v = (constrain(part, HEADS) for part in jnp.unstack(qkv, axis=3))
-    q, k = self._norm_rope(self.q_norm, q, rope), self._norm_rope(self.k_norm, k, rope)
+    if self.qk_norm:
+      q, k = self._norm_rope(self.q_norm, q, rope), self._norm_rope(self.k_norm, k, rope)
+    else:
+      q, k = apply_rope(q, rope), apply_rope(k, rope)
     if self.implementation.startswith('splash'):
       y = splash.splash_attention(q, k, v, interpret=self.implementation == 'splash_interpret')
     else:
@@ -263,12 +268,13 @@ class Attention(nnx.Module):
 
 
 class Mlp(nnx.Module):
-  """width -> hidden (tanh-GELU) -> width."""
+  """width -> hidden (tanh-GELU) -> width; ``use_bias`` on both projections."""
 
-  def __init__(self, width: int, hidden: int, *, dtype, rngs: nnx.Rngs, fp8: bool = False):
-    self.fc1 = projection(width, hidden, axes=('embed', 'mlp'), use_bias=True, dtype=dtype,
+  def __init__(self, width: int, hidden: int, *, dtype, rngs: nnx.Rngs, fp8: bool = False,
+               use_bias: bool = True):
+    self.fc1 = projection(width, hidden, axes=('embed', 'mlp'), use_bias=use_bias, dtype=dtype,
                           fp8=fp8, rngs=rngs)
-    self.fc2 = projection(hidden, width, axes=('mlp', 'embed'), use_bias=True, dtype=dtype,
+    self.fc2 = projection(hidden, width, axes=('mlp', 'embed'), use_bias=use_bias, dtype=dtype,
                           fp8=fp8, rngs=rngs)
 
   def __call__(self, x):
