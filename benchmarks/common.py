@@ -216,8 +216,13 @@ def profile_calls(fn, args, calls: int, trace_dir: str, carry: bool = False) -> 
   hlo_text = _hlo_text(fn, args)
   os.makedirs(trace_dir, exist_ok=True)
   with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+    # Back to back, one sync at the end (as the trainer and the sampler run): the device's idle
+    # time inside the span is then its own, not the host's wait between synced calls.
     for _ in range(calls):
-      call()
+      out = fn(*args)
+      if carry:
+        args[0] = out[0]
+    block(out)
   paths = sorted(glob.glob(f'{trace_dir}/**/perfetto_trace.json.gz', recursive=True))
   with gzip.open(paths[-1]) as f:
     trace = json.load(f)
@@ -253,11 +258,42 @@ def profile_calls(fn, args, calls: int, trace_dir: str, carry: bool = False) -> 
       'top_kernels': [{'name': n[:120], 'ms': round(v[0], 3), 'launches': v[1] // calls}
                       for n, v in top],
       'kernels_per_call': len(kernels) // calls,
+      **device_timeline(kernels, calls),
       # Which lines of our code the time comes from (pass, file:line, primitive).
       **(profile_attribution.attribute(
           [(e['name'], e.get('args'), e.get('dur', 0) / 1e3 / calls) for e in kernels],
           hlo_text, calls) if hlo_text else {}),
       **({'carry': args[0]} if carry else {}),
+  }
+
+
+def device_timeline(kernels: list[dict], calls: int, num_gaps: int = 8) -> dict:
+  """Where the device waits: trace events {'ts', 'dur' (microseconds), 'name'} of ``calls``
+  calls run back to back -> the span from the first kernel's start to the last one's end, the
+  time no kernel ran inside it (kernels on several streams merged), both in ms per call, and the
+  largest idle gaps with the kernels on either side. Kernel time summed (kernel_ms_per_call)
+  plus idle is the span; a step slower than its kernels is explained by the idle."""
+  spans = sorted((e['ts'], e['ts'] + e.get('dur', 0), e['name']) for e in kernels)
+  if not spans:
+    return {}
+  gaps, busy = [], 0.0
+  start, end, last = spans[0]
+  for s, e, name in spans[1:]:
+    if s > end:
+      busy += end - start
+      gaps.append((s - end, last, name))
+      start, end, last = s, e, name
+    elif e > end:
+      end, last = e, name
+  busy += end - start
+  span = max(e for _, e, _ in spans) - spans[0][0]
+  gaps.sort(key=lambda g: -g[0])
+  return {
+      'span_ms_per_call': round(span / 1e3 / calls, 3),
+      'idle_ms_per_call': round((span - busy) / 1e3 / calls, 3),
+      'idle_gaps_per_call': len(gaps) // calls,
+      'largest_idle_gaps': [{'ms': round(g / 1e3, 3), 'after': a[:80], 'before': b[:80]}
+                            for g, a, b in gaps[:num_gaps]],
   }
 
 

@@ -262,6 +262,16 @@ case "${1:-}" in
     run small_fast 80 $T --set model.width=512 --set model.depth=5 --set model.num_heads=4 \
       --set model.residual_dtype=bfloat16 --set model.qk_norm=False --profile /tmp/prof_fast
     ;;
+  small_cmdbuf)  # issue 19 point 4: the wvd_fast step runs 53.2 ms where its kernels take 46.8,
+                 # synced or pipelined alike (the GPU idles 6.4 ms inside every step): XLA's CUDA
+                 # graphs (command buffers) off, and on for every kernel type, same call
+    T="python3 benchmarks/train_step.py --config small --parts 0 --steps 20 --batch 64"
+    F="--set model.width=512 --set model.depth=5 --set model.num_heads=4 --set model.residual_dtype=bfloat16 --set model.qk_norm=False"
+    run fast 60 $T $F
+    run fast_no_cmdbuf 60 env XLA_FLAGS=--xla_gpu_enable_command_buffer= $T $F
+    run fast_cmdbuf_all 60 env XLA_FLAGS=--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN $T $F
+    run fast_cmdbuf_all_min1 60 env "XLA_FLAGS=--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN --xla_gpu_graph_min_graph_size=1" $T $F
+    ;;
   small)  # issue 19 point 4: the small config's step after q/k/v and RoPE's halves became one
           # unstack/split (their gradients one concatenate, no padded copies added up: 4.2 ms of
           # the 73.2 ms step went to assembling the qkv gradient), plain, norm kernels, hd 128

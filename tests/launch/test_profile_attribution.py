@@ -88,6 +88,7 @@ def test_profile_calls_reports_sources_on_cpu(tmp_path):
   assert profile['attributed_ms'] + profile['unattributed_ms'] == pytest.approx(
       profile['kernel_ms_per_call'], abs=0.01)
   assert all(r['source'].split()[0] in ('fwd', 'bwd') for r in profile['by_source'])
+  assert profile['span_ms_per_call'] >= profile['idle_ms_per_call'] >= 0
 
 
 def test_the_sampler_benchmark_attributes_the_forward_and_the_loop(tmp_path):
@@ -101,3 +102,20 @@ def test_the_sampler_benchmark_attributes_the_forward_and_the_loop(tmp_path):
   assert any('wvd_jax/models/' in s for s in sources), sources
   # What generate.py prepares equals the plain network on CPU (the GPU run checks a tolerance).
   assert result['loop_parity']['pass'] and result['loop_parity']['max_rel_diff'] <= 1e-6
+
+
+def test_device_timeline_merges_streams_and_finds_the_idle_gaps():
+  """Two streams overlapping, then a 30 us hole, then a 5 us one: the span, the idle time and
+  the gaps with their neighbours are exact."""
+  kernels = [dict(ts=0, dur=100, name='gemm'), dict(ts=50, dur=80, name='attn'),  # to 130
+             dict(ts=160, dur=40, name='norm'),                                   # hole of 30
+             dict(ts=205, dur=95, name='gelu')]                                   # hole of 5
+  timeline = common.device_timeline(kernels, calls=1)
+  assert timeline['span_ms_per_call'] == pytest.approx(0.300)
+  assert timeline['idle_ms_per_call'] == pytest.approx(0.035)
+  assert timeline['idle_gaps_per_call'] == 2
+  assert timeline['largest_idle_gaps'][0] == {'ms': 0.03, 'after': 'attn', 'before': 'norm'}
+  assert timeline['largest_idle_gaps'][1] == {'ms': 0.005, 'after': 'norm', 'before': 'gelu'}
+  halves = common.device_timeline(kernels, calls=2)
+  assert halves['span_ms_per_call'] == pytest.approx(0.150)
+  assert common.device_timeline([], calls=1) == {}
