@@ -272,6 +272,14 @@ case "${1:-}" in
     run fast_cmdbuf_all 60 env XLA_FLAGS=--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN $T $F
     run fast_cmdbuf_all_min1 60 env "XLA_FLAGS=--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN --xla_gpu_graph_min_graph_size=1" $T $F
     ;;
+  small_idle)  # issue 19 point 4: where the GPU waits inside the small steps (the profile's
+               # idle_ms_per_call and largest_idle_gaps: common.device_timeline), configured and
+               # wvd_fast shapes
+    T="python3 benchmarks/train_step.py --config small --parts 0 --steps 10 --batch 64"
+    run idle_small 70 $T --profile /tmp/prof_idle_small
+    run idle_fast 70 $T --set model.width=512 --set model.depth=5 --set model.num_heads=4 \
+      --set model.residual_dtype=bfloat16 --set model.qk_norm=False --profile /tmp/prof_idle_fast
+    ;;
   small)  # issue 19 point 4: the small config's step after q/k/v and RoPE's halves became one
           # unstack/split (their gradients one concatenate, no padded copies added up: 4.2 ms of
           # the 73.2 ms step went to assembling the qkv gradient), plain, norm kernels, hd 128
