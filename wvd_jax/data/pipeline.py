@@ -353,8 +353,8 @@ def make_dataset(config, split: str, workdir: str, *, process_index: int = 0,
 
 def resolve_worker_count(worker_count: int) -> int:
   """config.data.worker_count -> worker processes: -1 is one per CPU core this process may run
-  on, less one for the process that feeds the devices (a fast model on a 16-core GPU host needs
-  them all: the small config at 8 workers was input bound at 13 steps/s)."""
+  on, less one for the process that feeds the devices (on a 16-core GPU host, 15 workers fed
+  the small model's 18.3 steps/s, 1,170 clips a second: benchmarks/RESULTS.md)."""
   if worker_count == -1:
     return max(1, len(os.sched_getaffinity(0)) - 1)
   if worker_count < 0:

@@ -4,9 +4,10 @@ Input x (B, N, h, w, 2C): N frames of latents, RGB channels first then XYZ (pape
 Each frame is cut into p x p patches; all frames form one token sequence of length
 T = N * (h/p) * (w/p), ordered (frame, row, col), with a 3D rotary position embedding. Blocks are
 pre-norm (RMSNorm) with adaLN-zero modulation from the diffusion time, QK-normed attention and a
-GELU MLP (QK norm and the MLP biases can be switched off: ``qk_norm``, ``mlp_bias``). A learned embedding marks which frames and modalities are clean conditions
-(cond_mask (B, N, 2): [:, :, 0] RGB known, [:, :, 1] XYZ known), so one network trains on
-conditional and unconditional clips. The head un-patchifies back to (B, N, h, w, 2C).
+GELU MLP (QK norm and the MLP biases can be switched off: ``qk_norm``, ``mlp_bias``). A learned
+embedding marks which frames and modalities are clean conditions (cond_mask (B, N, 2):
+[:, :, 0] RGB known, [:, :, 1] XYZ known), so one network trains on conditional and
+unconditional clips. The head un-patchifies back to (B, N, h, w, 2C).
 
 Precision: parameters are float32; matmuls, attention and the block internals run in
 ``compute_dtype`` (bfloat16 on accelerators); the residual stream between blocks is kept in
