@@ -257,7 +257,6 @@ def profile_calls(fn, args, calls: int, trace_dir: str, carry: bool = False) -> 
                          sorted(by_category.items(), key=lambda kv: -kv[1])},
       'top_kernels': [{'name': n[:120], 'ms': round(v[0], 3), 'launches': v[1] // calls}
                       for n, v in top],
-      'kernels_per_call': len(kernels) // calls,
       **device_timeline(kernels, calls),
       # Which lines of our code the time comes from (pass, file:line, primitive).
       **(profile_attribution.attribute(
@@ -267,12 +266,150 @@ def profile_calls(fn, args, calls: int, trace_dir: str, carry: bool = False) -> 
   }
 
 
+class GpuClockSampler:
+  """Samples the GPU's SM clock, power and clock-limit reasons with ``nvidia-smi -lms`` while
+  the ``with`` block runs (a kernel runs as fast as its clock: a short burst at boost clock can
+  outrun the same work sustained under the power limit). ``summary()`` after the block: the
+  clock (MHz) and power (W) as min / median / max, the temperature's max and the reasons
+  (hex bit masks, nvidia-smi's clocks_event_reasons.active) with how often each was seen.
+  Without nvidia-smi (CPU) it samples nothing and summary() is {}."""
+
+  FIELDS = 'clocks.sm,power.draw,temperature.gpu,clocks_event_reasons.active'
+
+  def __init__(self, interval_ms: int = 100, gpu: int = 0):
+    self.interval_ms, self.gpu = interval_ms, gpu
+    self._proc = self._file = None
+    self.samples: list[tuple[float, float, float, str]] = []
+
+  def __enter__(self):
+    import shutil
+    import subprocess
+    import tempfile
+    if shutil.which('nvidia-smi'):
+      self._file = tempfile.TemporaryFile(mode='w+')
+      self._proc = subprocess.Popen(
+          ['nvidia-smi', f'--id={self.gpu}', f'--query-gpu={self.FIELDS}',
+           '--format=csv,noheader,nounits', f'-lms={self.interval_ms}'],
+          stdout=self._file, stderr=subprocess.DEVNULL)
+    return self
+
+  def __exit__(self, *exc):
+    if self._proc is None:
+      return
+    self._proc.terminate()
+    self._proc.wait()
+    self._file.seek(0)
+    self.samples = parse_clock_samples(self._file.read())
+    self._file.close()
+
+  def summary(self) -> dict:
+    return summarize_clock_samples(self.samples)
+
+
+def parse_clock_samples(text: str) -> list[tuple[float, float, float, str]]:
+  """nvidia-smi CSV lines 'clock, power, temperature, reasons' -> tuples (lines that do not
+  parse, e.g. '[N/A]' fields, are skipped)."""
+  samples = []
+  for line in text.splitlines():
+    fields = [f.strip() for f in line.split(',')]
+    if len(fields) != 4:
+      continue
+    try:
+      samples.append((float(fields[0]), float(fields[1]), float(fields[2]), fields[3]))
+    except ValueError:
+      continue
+  return samples
+
+
+# NVML's clock event reason bits (nvmlClocksEventReason*), as nvidia-smi prints their mask.
+CLOCK_EVENT_REASONS = {0x1: 'gpu_idle', 0x2: 'applications_clocks_setting',
+                       0x4: 'sw_power_cap', 0x8: 'hw_slowdown', 0x10: 'sync_boost',
+                       0x20: 'sw_thermal_slowdown', 0x40: 'hw_thermal_slowdown',
+                       0x80: 'hw_power_brake_slowdown', 0x100: 'display_clock_setting'}
+
+
+def clock_event_reason_names(mask: str) -> str:
+  """'0x0000000000000004' -> 'sw_power_cap' ('+'-joined for several bits, 'none' for 0; a mask
+  that is not hex is returned as it is)."""
+  try:
+    bits = int(mask, 16)
+  except ValueError:
+    return mask
+  names = [name for bit, name in CLOCK_EVENT_REASONS.items() if bits & bit]
+  unknown = bits & ~sum(CLOCK_EVENT_REASONS)
+  if unknown:
+    names.append(hex(unknown))
+  return '+'.join(names) or 'none'
+
+
+def summarize_clock_samples(samples) -> dict:
+  import numpy as np
+  if not samples:
+    return {}
+  clock, power, temp = (np.array([s[i] for s in samples]) for i in range(3))
+  reasons: dict[str, int] = {}
+  for s in samples:
+    name = clock_event_reason_names(s[3])
+    reasons[name] = reasons.get(name, 0) + 1
+  span = lambda a: [float(a.min()), float(np.median(a)), float(a.max())]
+  return {'samples': len(samples), 'sm_clock_mhz_min_median_max': span(clock),
+          'power_w_min_median_max': span(power), 'temperature_c_max': float(temp.max()),
+          'clock_event_reasons': reasons}
+
+
+def sustained_calls(fn, args, seconds: float, chunk: int = 10) -> tuple[list[float], Any]:
+  """Calls ``fn(*args)`` back to back for about ``seconds``, synchronizing every ``chunk``
+  calls; fn returns (new first argument, ...) and may donate its first argument (a train step).
+  Returns (ms per call of each chunk, the last first argument): a step that slows as the run
+  goes on is held back by the clock, not by its kernels."""
+  args = list(args)
+  chunks = []
+  end = time.perf_counter() + seconds
+  while time.perf_counter() < end:
+    start = time.perf_counter()
+    for _ in range(chunk):
+      out = fn(*args)
+      args[0] = out[0]
+    block(out)
+    chunks.append(round((time.perf_counter() - start) / chunk * 1e3, 2))
+  return chunks, args[0]
+
+
+def sustained_matmul_tflops(seconds: float, size: int | None = None, dtype: str = 'bfloat16',
+                            chunk: int = 50) -> dict:
+  """The dense matmul rate (TFLOP/s) of chunks of ``chunk`` back-to-back (size x size) products
+  run for about ``seconds``, with the GPU's clock and power sampled meanwhile: the rate the
+  device holds, beside flops.measure_matmul_tflops's short best-of-5 burst (size: its default,
+  8192 on accelerators, 512 on CPU)."""
+  import jax
+  import jax.numpy as jnp
+  if size is None:
+    size = 512 if jax.devices()[0].platform == 'cpu' else 8192
+  key = jax.random.PRNGKey(0)
+  a = jax.random.normal(key, (size, size), jnp.float32).astype(dtype)
+  b = jax.random.normal(jax.random.fold_in(key, 1), (size, size), jnp.float32).astype(dtype)
+  matmul = jax.jit(lambda x, y: x @ y)
+  block(matmul(a, b))
+  rates = []
+  with GpuClockSampler() as clock:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+      start = time.perf_counter()
+      for _ in range(chunk):
+        out = matmul(a, b)
+      block(out)
+      rates.append(round(2.0 * size ** 3 * chunk / (time.perf_counter() - start) / 1e12, 1))
+  return {'size': size, 'seconds': seconds, 'chunk_tflops': rates, 'gpu': clock.summary()}
+
+
 def device_timeline(kernels: list[dict], calls: int, num_gaps: int = 8) -> dict:
   """Where the device waits: trace events {'ts', 'dur' (microseconds), 'name'} of ``calls``
   calls run back to back -> the span from the first kernel's start to the last one's end, the
   time no kernel ran inside it (kernels on several streams merged), both in ms per call, and the
-  largest idle gaps with the kernels on either side. Kernel time summed (kernel_ms_per_call)
-  plus idle is the span; a step slower than its kernels is explained by the idle."""
+  largest idle gaps with the kernels on either side, and how many gaps of each size (many short
+  ones are launch latency; a few long ones, something the device waits on). Kernel time summed
+  (kernel_ms_per_call) plus idle is the span. A step timed slower than a profile's span with
+  little idle ran at a lower clock than the profile (GpuClockSampler)."""
   spans = sorted((e['ts'], e['ts'] + e.get('dur', 0), e['name']) for e in kernels)
   if not spans:
     return {}
@@ -288,10 +425,20 @@ def device_timeline(kernels: list[dict], calls: int, num_gaps: int = 8) -> dict:
   busy += end - start
   span = max(e for _, e, _ in spans) - spans[0][0]
   gaps.sort(key=lambda g: -g[0])
+  # Many short gaps (launch latency between kernels) call for fewer kernels; a few long ones
+  # for finding what the device waits on.
+  bounds = (5.0, 20.0, 100.0, float('inf'))
+  histogram = {}
+  for low, high in zip((0.0,) + bounds[:-1], bounds):
+    sizes = [g for g, _, _ in gaps if low <= g < high]
+    histogram[f'{low:g}-{high:g}us'] = {'gaps_per_call': round(len(sizes) / calls, 1),
+                                        'ms_per_call': round(sum(sizes) / 1e3 / calls, 3)}
   return {
       'span_ms_per_call': round(span / 1e3 / calls, 3),
       'idle_ms_per_call': round((span - busy) / 1e3 / calls, 3),
+      'kernels_per_call': round(len(spans) / calls, 1),
       'idle_gaps_per_call': len(gaps) // calls,
+      'idle_gap_sizes': histogram,
       'largest_idle_gaps': [{'ms': round(g / 1e3, 3), 'after': a[:80], 'before': b[:80]}
                             for g, a, b in gaps[:num_gaps]],
   }

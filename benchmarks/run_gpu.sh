@@ -262,9 +262,10 @@ case "${1:-}" in
     run small_fast 80 $T --set model.width=512 --set model.depth=5 --set model.num_heads=4 \
       --set model.residual_dtype=bfloat16 --set model.qk_norm=False --profile /tmp/prof_fast
     ;;
-  small_cmdbuf)  # issue 19 point 4: the wvd_fast step runs 53.2 ms where its kernels take 46.8,
-                 # synced or pipelined alike (the GPU idles 6.4 ms inside every step): XLA's CUDA
-                 # graphs (command buffers) off, and on for every kernel type, same call
+  small_cmdbuf)  # issue 19 point 4: the wvd_fast step runs 53.2 ms where a cold profile's
+                 # kernels take 46.8 (read then as device idle; small_clock found the clock: a
+                 # cold burst runs at boost clock): XLA's CUDA graphs (command buffers) off, and
+                 # on for every kernel type, same call
     T="python3 benchmarks/train_step.py --config small --parts 0 --steps 20 --batch 64"
     F="--set model.width=512 --set model.depth=5 --set model.num_heads=4 --set model.residual_dtype=bfloat16 --set model.qk_norm=False"
     run fast 60 $T $F
@@ -273,12 +274,42 @@ case "${1:-}" in
     run fast_cmdbuf_all_min1 60 env "XLA_FLAGS=--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN --xla_gpu_graph_min_graph_size=1" $T $F
     ;;
   small_idle)  # issue 19 point 4: where the GPU waits inside the small steps (the profile's
-               # idle_ms_per_call and largest_idle_gaps: common.device_timeline), configured and
-               # wvd_fast shapes
+               # idle_ms_per_call, idle_gap_sizes and largest_idle_gaps: common.device_timeline),
+               # configured, wvd_fast and 3-heads-of-128 shapes (found: 0.2-0.4 ms a step)
     T="python3 benchmarks/train_step.py --config small --parts 0 --steps 10 --batch 64"
     run idle_small 70 $T --profile /tmp/prof_idle_small
     run idle_fast 70 $T --set model.width=512 --set model.depth=5 --set model.num_heads=4 \
       --set model.residual_dtype=bfloat16 --set model.qk_norm=False --profile /tmp/prof_idle_fast
+    run idle_hd128 70 $T --set model.num_heads=3 --set model.residual_dtype=bfloat16 \
+      --profile /tmp/prof_idle_hd128
+    ;;
+  small_clock)  # issue 19 point 4: the steps and the matmul rate sustained for 20 s with the GPU's
+                # clock and power sampled, then profiled while warm (a 3-step profile at boost
+                # clock ran the fast shape's kernels in 46.8 ms where 20 steps took 51.3 each)
+    T="python3 benchmarks/train_step.py --config small --parts 0 --steps 20 --batch 64 --sustain_s 20"
+    run clock_small 150 $T --profile /tmp/prof_clock_small
+    run clock_fast 150 $T --set model.width=512 --set model.depth=5 --set model.num_heads=4 \
+      --set model.residual_dtype=bfloat16 --set model.qk_norm=False --profile /tmp/prof_clock_fast
+    ;;
+  small_switches)  # issue 19 point 4: the configured shape (6 heads of 64, which the proof runs
+                   # keep: 3 or 4 heads of 128 trained worse) with the switches that leave the
+                   # heads alone: no QK RMSNorm, a bfloat16 residual stream, both
+    T="python3 benchmarks/train_step.py --config small --parts 0 --steps 20 --batch 64"
+    run sw_plain 60 $T
+    run sw_no_qk_norm 60 $T --set model.qk_norm=False
+    run sw_bf16_residual 60 $T --set model.residual_dtype=bfloat16
+    run sw_both 60 $T --set model.qk_norm=False --set model.residual_dtype=bfloat16 \
+      --profile /tmp/prof_sw_both
+    ;;
+  small_qkv)  # issue 19 point 4: q, k and v as three matmuls with slices of the one kernel
+              # (model.qkv_matmuls=separate: no split of the qkv activations, no stack of their
+              # gradients: 2.7 ms of the configured step's profile), same call as the fused
+    T="python3 benchmarks/train_step.py --config small --parts 0 --steps 20 --batch 64"
+    L="--set model.qk_norm=False --set model.residual_dtype=bfloat16"
+    run qkv_fused 60 $T
+    run qkv_separate 60 $T --set model.qkv_matmuls=separate --profile /tmp/prof_qkv_separate
+    run qkv_fused_lean 60 $T $L
+    run qkv_separate_lean 60 $T $L --set model.qkv_matmuls=separate
     ;;
   small)  # issue 19 point 4: the small config's step after q/k/v and RoPE's halves became one
           # unstack/split (their gradients one concatenate, no padded copies added up: 4.2 ms of

@@ -150,6 +150,9 @@ def main():
                       help='of --devices, how many form the pure data axis (rest: fsdp)')
   parser.add_argument('--profile', default='',
                       help='a directory: also profile 3 steps, report the kernel time breakdown')
+  parser.add_argument('--sustain_s', type=float, default=0,
+                      help='also run steps back to back this long, sampling the GPU clock and '
+                      'power (then --profile profiles the steps right after, still warm)')
   parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                       help='config override, e.g. --set model.fp8=True (repeatable)')
   args = parser.parse_args()
@@ -204,9 +207,15 @@ def main():
   step_s = timed(compiled, state, batch, steps=args.steps)
   state = state_lib.create_train_state(config, mesh, tx)[1]  # The timed one was donated.
   pipelined_s, state = timed_pipelined(compiled, state, batch, steps=args.steps)
+  sustained = None
+  if args.sustain_s:
+    with common.GpuClockSampler() as clock:
+      chunks, state = common.sustained_calls(compiled, (state, batch), args.sustain_s)
+    sustained = {'seconds': args.sustain_s, 'chunk_ms': chunks, 'gpu': clock.summary()}
   profile = None
   if args.profile:
-    state = state_lib.create_train_state(config, mesh, tx)[1]
+    # Right after steps that ran back to back, with their state: the GPU at the clock it holds
+    # under this load (a cold 3-step burst runs at boost clock: 8% shorter kernels).
     profile = common.profile_calls(compiled, (state, batch), 3, args.profile, carry=True)
     profile.pop('carry')
   state = None  # Donated.
@@ -238,11 +247,16 @@ def main():
       'samples_per_sec_per_device': round(b / step_s / args.devices, 2),
       'fp8': bool(config.model.fp8), 'residual_dtype': config.model.residual_dtype,
       'norm_kernel': dit.resolve_norm_kernel(config.model.norm_kernel),
+      'qk_norm': bool(config.model.qk_norm), 'qkv_matmuls': config.model.qkv_matmuls,
   }
   stats = jax.devices()[0].memory_stats() or {}
   if 'peak_bytes_in_use' in stats:
     result['peak_memory_gib'] = round(stats['peak_bytes_in_use'] / 2 ** 30, 1)
 
+  if sustained:
+    sustained['matmul'] = common.sustained_matmul_tflops(args.sustain_s,
+                                                         dtype=config.model.compute_dtype)
+    result['sustained'] = sustained
   if profile:
     result['profile'] = profile
   if args.parts and args.devices == 1:

@@ -21,12 +21,14 @@
 # evaluates each model again with that many Langevin corrector steps per level
 # (--config.sample.langevin_steps=K) into RUN_DIR/NAME/eval_langevinK/, next to the default
 # evaluation RUN_DIR/NAME/eval/. PROOF_MODELS="wvd" trains and evaluates WVD alone;
-# "wvd_hd128" is WVD with 3 heads of 128 instead of 6 of 64 (9% faster a step on an H200);
+# "wvd_hd128" is WVD with 3 heads of 128 instead of 6 of 64 (9% faster a step on an H200; trained
+# worse in 12 minutes: benchmarks/proof_run_2026-12-01_12min_hd128/);
 # "wvd_xyz_shift2" is WVD with XYZ noised at a shifted level (diffusion.xyz_schedule_shift=2);
 # "wvd_w512" is WVD wider and shallower at about the same FLOPs (width 512, depth 5, 4 heads of
 # 128: 57.5 ms a step against 72.1 on an H200, 1.25x the steps in the same minutes); "wvd_fast" is
 # that shape with a bfloat16 residual stream and no QK RMSNorm (model.qk_norm=False: 3.4 ms of a
-# 55.4 ms step), the fastest measured (benchmarks/RESULTS.md).
+# 55.4 ms step), the fastest measured (benchmarks/RESULTS.md); "wvd_lean" is the configured shape
+# (its 6 heads of 64 kept) with those two switches: 65.1 ms a step against 71.4.
 # PROOF_PARALLEL=1 runs each model's whole sequence at the same time on its own GPU
 # (CUDA_VISIBLE_DEVICES=i, one GPU per model, refused with fewer GPUs than models): on a 2-GPU
 # machine WVD and RGB-only get the same budget each in half the wall time.
@@ -51,7 +53,8 @@ declare -A EXTRA=([wvd]="" [rgb_only]="--config.diffusion.modalities=rgb"
                  [wvd_hd128]="--config.model.num_heads=3"
                  [wvd_xyz_shift2]="--config.diffusion.xyz_schedule_shift=2.0"
                  [wvd_w512]="--config.model.width=512 --config.model.depth=5 --config.model.num_heads=4"
-                 [wvd_fast]="--config.model.width=512 --config.model.depth=5 --config.model.num_heads=4 --config.model.residual_dtype=bfloat16 --config.model.qk_norm=False")
+                 [wvd_fast]="--config.model.width=512 --config.model.depth=5 --config.model.num_heads=4 --config.model.residual_dtype=bfloat16 --config.model.qk_norm=False"
+                 [wvd_lean]="--config.model.residual_dtype=bfloat16 --config.model.qk_norm=False")
 for name in "${NAMES[@]}"; do
   [ -n "${EXTRA[$name]+set}" ] || { echo "unknown model $name in PROOF_MODELS (${!EXTRA[*]})"; exit 2; }
 done

@@ -29,6 +29,7 @@ def test_shipped_configs_are_valid(name):
     ('diffusion.prediction', 'score', "one of 'v'"),
     ('optim.b2', 1.5, 'betas'),
     ('model.attention', 'flash', 'one of'),
+    ('model.qkv_matmuls', 'three', "one of \\('fused', 'separate'\\)"),
     ('data.render_size', 8, 'must be >= data.image_size'),
 ])
 def test_bad_values_name_the_key(config, key, value, message):

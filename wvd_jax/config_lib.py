@@ -23,6 +23,7 @@ ATTENTION_IMPLEMENTATIONS = ('auto', 'xla', 'cudnn', 'splash', 'splash_interpret
 # models/fused_norm.IMPLEMENTATIONS, and 'auto': 'pallas' on a GPU, 'xla' elsewhere.
 NORM_KERNELS = ('auto', 'xla', 'pallas', 'pallas_interpret')
 REMAT_POLICIES = ('none', 'full', 'dots_saveable', 'minimal')  # See models/dit.py REMAT_POLICIES.
+QKV_MATMULS = ('fused', 'separate')  # models/layers.QKV_MATMULS.
 DTYPES = ('float32', 'bfloat16')
 MODALITIES = ('rgb_xyz', 'rgb')  # 'rgb': the RGB-only ablation (config.diffusion.modalities).
 MESH_AXES = ('data', 'fsdp', 'tensor')
@@ -124,6 +125,10 @@ def base_config() -> ml_collections.ConfigDict:
   # activations that a small model's step is dominated by (benchmarks/RESULTS.md).
   config.model.mlp_bias = True
   config.model.qk_norm = True
+  # Attention's q/k/v projection as one matmul then a split ('fused'), or three matmuls with
+  # slices of the same kernel ('separate': no split of the activations, nor a stack of their
+  # gradients). Same parameters and function: a runtime choice, as norm_kernel (not with FP8).
+  config.model.qkv_matmuls = 'fused'
 
   config.diffusion = ml_collections.ConfigDict()
   config.diffusion.prediction = 'v'  # 'v', 'epsilon' or 'x0'.
@@ -345,6 +350,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _require(m.residual_dtype in DTYPES, 'model.residual_dtype', f'one of {DTYPES}')
   _require(m.norm_kernel in NORM_KERNELS, 'model.norm_kernel',
            f'one of {NORM_KERNELS}, got {m.norm_kernel!r}')
+  _require(m.get('qkv_matmuls', 'fused') in QKV_MATMULS, 'model.qkv_matmuls',
+           f"one of {QKV_MATMULS}, got {m.get('qkv_matmuls')!r}")
   _require(m.attention in ATTENTION_IMPLEMENTATIONS, 'model.attention',
            f'one of {ATTENTION_IMPLEMENTATIONS}, got {m.attention!r}')
   _require(m.remat in REMAT_POLICIES, 'model.remat', f'one of {REMAT_POLICIES}, got {m.remat!r}')

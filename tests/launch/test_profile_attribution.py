@@ -1,5 +1,9 @@
 """benchmarks/profile_attribution.py: profiled kernels -> the source lines that made them."""
 import inspect
+import json
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -71,7 +75,10 @@ def _layer(w, x):
 def test_a_compiled_module_names_the_lines_of_this_file():
   lines, first = inspect.getsourcelines(_layer)
   sqrt_line = first + next(i for i, l in enumerate(lines) if 'jnp.sqrt' in l)
-  w, x = jnp.ones((16, 16)) * 0.1, jnp.ones((4, 16))
+  # A size that follows the function's line: the tests' persistent compilation cache keys on the
+  # program without its source metadata, so an edit above _layer would otherwise hand back an
+  # executable that names the old lines.
+  w, x = jnp.ones((first, 16)) * 0.1, jnp.ones((4, first))
   step = jax.jit(jax.value_and_grad(_layer)).lower(w, x).compile()
   sources = profile_attribution.HloSources(step.as_text())
   labels = {sources.describe(*entry) for entry in sources._instructions.values()}  # pylint: disable=protected-access
@@ -116,6 +123,60 @@ def test_device_timeline_merges_streams_and_finds_the_idle_gaps():
   assert timeline['idle_gaps_per_call'] == 2
   assert timeline['largest_idle_gaps'][0] == {'ms': 0.03, 'after': 'attn', 'before': 'norm'}
   assert timeline['largest_idle_gaps'][1] == {'ms': 0.005, 'after': 'norm', 'before': 'gelu'}
+  assert timeline['kernels_per_call'] == 4
+  sizes = timeline['idle_gap_sizes']
+  assert sizes['5-20us'] == {'gaps_per_call': 1, 'ms_per_call': 0.005}
+  assert sizes['20-100us'] == {'gaps_per_call': 1, 'ms_per_call': 0.03}
+  assert sizes['0-5us']['gaps_per_call'] == sizes['100-infus']['gaps_per_call'] == 0
   halves = common.device_timeline(kernels, calls=2)
   assert halves['span_ms_per_call'] == pytest.approx(0.150)
   assert common.device_timeline([], calls=1) == {}
+
+
+def test_clock_samples_parse_and_summarize():
+  """nvidia-smi's CSV (clock MHz, power W, temperature C, reasons) -> min / median / max and the
+  reasons counted; '[N/A]' lines are skipped."""
+  text = ('1980, 650.5, 60, 0x0000000000000000\n'
+          '1755, 699.9, 63, 0x0000000000000004\n'
+          '[N/A], [N/A], 61, [N/A]\n'
+          '1830, 690.0, 62, 0x0000000000000004\n')
+  samples = common.parse_clock_samples(text)
+  assert len(samples) == 3
+  summary = common.summarize_clock_samples(samples)
+  assert summary['sm_clock_mhz_min_median_max'] == [1755.0, 1830.0, 1980.0]
+  assert summary['power_w_min_median_max'] == [650.5, 690.0, 699.9]
+  assert summary['temperature_c_max'] == 63.0
+  assert summary['clock_event_reasons'] == {'none': 1, 'sw_power_cap': 2}
+  assert common.clock_event_reason_names('0x0000000000000044') == 'sw_power_cap+hw_thermal_slowdown'
+  assert common.clock_event_reason_names('0x1000') == '0x1000'
+  assert common.clock_event_reason_names('[N/A]') == '[N/A]'
+  assert common.summarize_clock_samples([]) == {}
+
+
+def test_sustained_calls_carry_the_donated_argument():
+  """Chunks of back-to-back calls, each fed the previous call's first output."""
+  step = jax.jit(lambda x, y: (x + y, jnp.sum(x)), donate_argnums=(0,))
+  chunks, last = common.sustained_calls(step, (jnp.zeros(4), jnp.ones(4)), seconds=0.05, chunk=3)
+  assert chunks and all(ms > 0 for ms in chunks)
+  assert float(last[0]) == 3 * len(chunks)
+  with common.GpuClockSampler() as clock:  # No nvidia-smi on CPU: nothing sampled.
+    pass
+  assert isinstance(clock.summary(), dict)
+
+
+def test_the_train_step_benchmark_sustains_then_profiles_warm(tmp_path):
+  """benchmarks/train_step.py on CPU at the tiny size: the timed step, the sustained chunks and
+  matmul rate (no clock samples without nvidia-smi) and the profile taken after them."""
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  result = subprocess.run(
+      [sys.executable, 'benchmarks/train_step.py', '--config', 'small', '--small', '--parts', '0',
+       '--steps', '1', '--sustain_s', '0.2', '--profile', str(tmp_path / 'trace')],
+      cwd=root, capture_output=True, text=True, timeout=300,
+      env={**os.environ, 'JAX_PLATFORMS': 'cpu', 'PYTHONPATH': root})
+  assert result.returncode == 0, result.stderr[-2000:]
+  report = json.loads(result.stdout.strip().splitlines()[-1])
+  assert report['step_ms'] > 0 and report['mfu'] > 0
+  sustained = report['sustained']
+  assert sustained['chunk_ms'] and min(sustained['chunk_ms']) > 0
+  assert sustained['matmul']['chunk_tflops'] and sustained['gpu'] == {}
+  assert report['profile']['kernel_ms_per_call'] > 0 and 'idle_gap_sizes' in report['profile']

@@ -250,10 +250,10 @@ def test_each_model_variant_trains_with_its_own_override(tmp_path):
   """One GPU, in turn: the variants' overrides reach their own train step and no other."""
   run = tmp_path / 'run'
   proof_run = _fake_machine(tmp_path, gpus=1)
-  models = 'wvd wvd_xyz_shift2 wvd_hd128 wvd_w512 wvd_fast'
+  models = 'wvd wvd_xyz_shift2 wvd_hd128 wvd_w512 wvd_fast wvd_lean'
   assert proof_run('start', run, PROOF_MODELS=models).returncode == 0
   result = proof_run('watch', run, 30, PROOF_MODELS=models)
-  assert result.stdout.splitlines()[-5:] == [f'{m}: done' for m in models.split()], result.stdout
+  assert result.stdout.splitlines()[-6:] == [f'{m}: done' for m in models.split()], result.stdout
   calls = (tmp_path / 'calls.txt').read_text().splitlines()
   train = {next(a.split('/')[-1] for a in line.split() if a.startswith('--workdir=')): line
            for line in calls if '--mode=train' in line}
@@ -269,6 +269,9 @@ def test_each_model_variant_trains_with_its_own_override(tmp_path):
     assert f'--config.model.{override}' in train['wvd_fast'].split()
   assert 'qk_norm' not in train['wvd_w512'] + train['wvd']
   assert 'width' not in train['wvd'] + train['wvd_hd128']
+  for override in ('residual_dtype=bfloat16', 'qk_norm=False'):
+    assert f'--config.model.{override}' in train['wvd_lean'].split()
+  assert not any(k in train['wvd_lean'] for k in ('width', 'depth', 'num_heads'))
 
 
 def test_finish_of_rgb_only_alone_prints_its_own_report(tmp_path):

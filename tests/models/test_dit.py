@@ -345,3 +345,38 @@ def test_without_qk_norm_attention_is_rope_of_the_raw_projections():
   y = np.einsum('bhqk,bkhd->bqhd', weights, v).reshape(1, 6, 24)
   want = y @ np.asarray(attn.out.kernel[...], np.float64)
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_separate_qkv_matmuls_are_the_same_function_with_the_same_parameters(tiny):
+  """qkv_matmuls='separate' (three matmuls with slices of the one kernel) reads the same
+  parameter tree and computes the same output and gradients as the fused matmul and split; its
+  gradient stacks the small kernel slices, never the (B, T, 3, H, D) activations."""
+  graphdef, params = tiny
+  cfg = dataclasses.replace(TINY, qkv_matmuls='separate')
+  separate, abstract = nnx.split(nnx.eval_shape(lambda: dit.DiT(cfg, rngs=nnx.Rngs(0))))
+  assert jax.tree.structure(nnx.to_pure_dict(abstract)) == jax.tree.structure(params)
+  x, t, c = _inputs()
+  np.testing.assert_allclose(np.asarray(_forward(separate)(params, x, t, c)),
+                             np.asarray(_forward(graphdef)(params, x, t, c)), rtol=1e-5, atol=1e-5)
+  (loss_a, grads_a), (loss_b, grads_b) = (_loss_and_grad(g)(params, x, t, c)
+                                          for g in (separate, graphdef))
+  np.testing.assert_allclose(loss_a, loss_b, rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grads_a,
+               grads_b)
+  hlo = _loss_and_grad(separate).lower(params, x, t, c).as_text()
+  b, n = x.shape[:2]
+  tokens = n * (x.shape[2] // TINY.patch_size) ** 2
+  qkv_activation = f'tensor<{b}x{tokens}x{TINY.num_heads}x3x{TINY.head_dim}x'
+  assert qkv_activation not in hlo and 'stablehlo.pad' not in hlo
+  assert qkv_activation in _loss_and_grad(graphdef).lower(params, x, t, c).as_text()
+  with pytest.raises(ValueError, match='qkv_matmuls must be one of'):
+    dataclasses.replace(TINY, qkv_matmuls='three')
+  # FP8 quantizes the whole kernel in its Linear: the fused path, whatever was asked.
+  attn = layers.Attention(24, 2, implementation='xla', dtype=jnp.float32, fp8=True,
+                          qkv_matmuls='separate', rngs=nnx.Rngs(0))
+  assert attn.qkv_matmuls == 'fused'
+
+
+def test_config_lib_spells_the_qkv_choices_as_the_model():
+  from wvd_jax import config_lib  # pylint: disable=import-outside-toplevel
+  assert config_lib.QKV_MATMULS == layers.QKV_MATMULS

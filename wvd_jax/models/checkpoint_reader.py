@@ -43,7 +43,7 @@ CONFIG_FILE = 'config.json'
 # Runtime choices of the machine that trained a model, not part of it: a loaded checkpoint takes
 # them from the caller's config, or these portable defaults (a GPU-only kernel would otherwise
 # make a GPU-trained export unloadable on a CPU).
-_RUNTIME_DEFAULTS = {'norm_kernel': 'xla'}
+_RUNTIME_DEFAULTS = {'norm_kernel': 'xla', 'qkv_matmuls': 'fused'}
 
 
 def training_dir(workdir: str | os.PathLike) -> epath.Path:

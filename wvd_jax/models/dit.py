@@ -89,6 +89,9 @@ class DiTConfig:
   # parameters): biases on the MLP's two projections, and RMSNorm of queries and keys.
   mlp_bias: bool = True
   qk_norm: bool = True
+  # q, k and v as one matmul and a split ('fused') or three matmuls ('separate'): the same
+  # parameters and function (layers.Attention), a runtime choice.
+  qkv_matmuls: str = 'fused'
 
   def __post_init__(self):
     if self.width % self.num_heads:
@@ -102,6 +105,9 @@ class DiTConfig:
     if self.norm_kernel not in fused_norm.IMPLEMENTATIONS:
       raise ValueError(f'norm_kernel must be one of {fused_norm.IMPLEMENTATIONS}, got '
                        f'{self.norm_kernel!r}')
+    if self.qkv_matmuls not in layers.QKV_MATMULS:
+      raise ValueError(f'qkv_matmuls must be one of {layers.QKV_MATMULS}, got '
+                       f'{self.qkv_matmuls!r}')
     if self.depth < 1 or self.patch_size < 1:
       raise ValueError(f'depth and patch_size must be positive, got {self.depth}, '
                        f'{self.patch_size}')
@@ -125,7 +131,8 @@ class DiTConfig:
                remat=m.remat, scan_layers=bool(m.scan_layers), fp8=bool(m.get('fp8', False)),
                norm_kernel=resolve_norm_kernel(m.get('norm_kernel', 'xla')),
                # Exported configs from before the keys existed had both.
-               mlp_bias=bool(m.get('mlp_bias', True)), qk_norm=bool(m.get('qk_norm', True)))
+               mlp_bias=bool(m.get('mlp_bias', True)), qk_norm=bool(m.get('qk_norm', True)),
+               qkv_matmuls=m.get('qkv_matmuls', 'fused'))
 
 
 def resolve_norm_kernel(name: str) -> str:
@@ -153,7 +160,7 @@ class Block(nnx.Module):
     self.norm1 = nnx.RMSNorm(cfg.width, epsilon=1e-6, use_scale=False, dtype=dtype, rngs=rngs)
     self.attn = layers.Attention(cfg.width, cfg.num_heads, implementation=impl, dtype=dtype,
                                  fp8=cfg.fp8, norm_kernel=cfg.norm_kernel, qk_norm=cfg.qk_norm,
-                                 rngs=rngs)
+                                 qkv_matmuls=cfg.qkv_matmuls, rngs=rngs)
     self.norm2 = nnx.RMSNorm(cfg.width, epsilon=1e-6, use_scale=False, dtype=dtype, rngs=rngs)
     self.mlp = layers.Mlp(cfg.width, cfg.mlp_hidden, dtype=dtype, fp8=cfg.fp8,
                           use_bias=cfg.mlp_bias, rngs=rngs)

@@ -188,6 +188,7 @@ def inference_form(linear_params: dict, compute_dtype) -> dict:
 
 
 FP8_FORWARD = jnp.float8_e4m3fn  # Forward operands; gradients use float8_e5m2.
+QKV_MATMULS = ('fused', 'separate')  # Attention's q/k/v projection: one matmul, or three.
 
 
 def fp8_forward_scale(scale: jax.Array, amax_history: jax.Array) -> jax.Array:
@@ -228,9 +229,16 @@ class Attention(nnx.Module):
   """
 
   def __init__(self, width: int, num_heads: int, *, implementation: str, dtype, rngs: nnx.Rngs,
-               fp8: bool = False, norm_kernel: str = 'xla', qk_norm: bool = True):
+               fp8: bool = False, norm_kernel: str = 'xla', qk_norm: bool = True,
+               qkv_matmuls: str = 'fused'):
+    if qkv_matmuls not in QKV_MATMULS:
+      raise ValueError(f'qkv_matmuls must be one of {QKV_MATMULS}, got {qkv_matmuls!r}')
     self.num_heads = num_heads
     self.qk_norm = qk_norm
+    # 'separate' (not with FP8, whose Linear quantizes the whole kernel): q, k and v as three
+    # matmuls with slices of the one kernel. Same parameters and function; no (B, T, 3, H, D)
+    # activation to take apart, nor its gradient to stack (a copy of 3 x B x T x width a layer).
+    self.qkv_matmuls = 'fused' if fp8 else qkv_matmuls
     self.norm_kernel = norm_kernel  # fused_norm.IMPLEMENTATIONS: QK norm + RoPE as one kernel.
     self.head_dim = width // num_heads
     self.implementation = implementation
@@ -246,9 +254,7 @@ class Attention(nnx.Module):
 
   def __call__(self, x: jax.Array, rope: tuple[jax.Array, jax.Array]) -> jax.Array:
     b, t, _ = x.shape
-    qkv = self.qkv(x).reshape(b, t, self.num_heads, 3, self.head_dim)
-    # One unstack (its gradient one stack), not three slices (three zero-padded copies added).
-    q, k, v = (constrain(part, HEADS) for part in jnp.unstack(qkv, axis=3))
+    q, k, v = self._project_qkv(x)
     if self.qk_norm:
       q, k = self._norm_rope(self.q_norm, q, rope), self._norm_rope(self.k_norm, k, rope)
     else:
@@ -259,6 +265,18 @@ class Attention(nnx.Module):
       y = jax.nn.dot_product_attention(q, k, v, implementation=self.implementation)
     y = constrain(y, HEADS)
     return self.out(y.reshape(b, t, -1))
+
+  def _project_qkv(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(B, T, width) -> q, k, v, each (B, T, heads, head_dim)."""
+    b, t, width = x.shape
+    if self.qkv_matmuls == 'separate':
+      kernel = self.qkv.kernel[...].reshape(width, self.num_heads, 3, self.head_dim)
+      x, kernel = nnx_dtypes.promote_dtype((x, kernel), dtype=self.qkv.dtype)
+      return tuple(constrain(jnp.einsum('btc,chd->bthd', x, part), HEADS)
+                   for part in jnp.unstack(kernel, axis=2))
+    qkv = self.qkv(x).reshape(b, t, self.num_heads, 3, self.head_dim)
+    # One unstack (its gradient one stack), not three slices (three zero-padded copies added).
+    return tuple(constrain(part, HEADS) for part in jnp.unstack(qkv, axis=3))
 
   def _norm_rope(self, norm, x, rope):
     if self.norm_kernel == 'xla':
