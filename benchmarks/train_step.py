@@ -215,7 +215,7 @@ def main():
   profile = None
   if args.profile:
     # Right after steps that ran back to back, with their state: the GPU at the clock it holds
-    # under this load (a cold 3-step burst runs at boost clock: 8% shorter kernels).
+    # under this load (a cold 3-step burst runs at boost clock: 4-9% shorter kernels).
     profile = common.profile_calls(compiled, (state, batch), 3, args.profile, carry=True)
     profile.pop('carry')
   state = None  # Donated.

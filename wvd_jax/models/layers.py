@@ -231,13 +231,12 @@ class Attention(nnx.Module):
   def __init__(self, width: int, num_heads: int, *, implementation: str, dtype, rngs: nnx.Rngs,
                fp8: bool = False, norm_kernel: str = 'xla', qk_norm: bool = True,
                qkv_matmuls: str = 'fused'):
-    if qkv_matmuls not in QKV_MATMULS:
-      raise ValueError(f'qkv_matmuls must be one of {QKV_MATMULS}, got {qkv_matmuls!r}')
     self.num_heads = num_heads
     self.qk_norm = qk_norm
-    # 'separate' (not with FP8, whose Linear quantizes the whole kernel): q, k and v as three
-    # matmuls with slices of the one kernel. Same parameters and function; no (B, T, 3, H, D)
-    # activation to take apart, nor its gradient to stack (a copy of 3 x B x T x width a layer).
+    # QKV_MATMULS (DiTConfig checks the value). 'separate' (not with FP8, whose Linear quantizes
+    # the whole kernel): q, k and v as three matmuls with slices of the one kernel. Same
+    # parameters and function; no (B, T, H, 3, D) activation to take apart, nor its gradient to
+    # stack (a copy of 3 x B x T x width a layer).
     self.qkv_matmuls = 'fused' if fp8 else qkv_matmuls
     self.norm_kernel = norm_kernel  # fused_norm.IMPLEMENTATIONS: QK norm + RoPE as one kernel.
     self.head_dim = width // num_heads
