@@ -350,7 +350,7 @@ def test_without_qk_norm_attention_is_rope_of_the_raw_projections():
 def test_separate_qkv_matmuls_are_the_same_function_with_the_same_parameters(tiny):
   """qkv_matmuls='separate' (three matmuls with slices of the one kernel) reads the same
   parameter tree and computes the same output and gradients as the fused matmul and split; its
-  gradient stacks the small kernel slices, never the (B, T, 3, H, D) activations."""
+  gradient stacks the small kernel slices, never the (B, T, H, 3, D) activations."""
   graphdef, params = tiny
   cfg = dataclasses.replace(TINY, qkv_matmuls='separate')
   separate, abstract = nnx.split(nnx.eval_shape(lambda: dit.DiT(cfg, rngs=nnx.Rngs(0))))
