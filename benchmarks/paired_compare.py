@@ -102,12 +102,18 @@ def compare(a: dict[int, dict], b: dict[int, dict], metric: str, resamples: int 
   picks = rng.integers(0, len(clips), size=(resamples, len(clips)))
   diffs = np.array([summary(va[p], sa[p]) - summary(vb[p], sb[p]) for p in picks])
   low, high = np.percentile(diffs, [2.5, 97.5])
+  # Clip by clip only where both have something to divide by: a clip with no true matches (KPM)
+  # or no camera pair (pose) counts in the means above but wins for neither model.
+  defined = (sa > 0) & (sb > 0)
+  ra = np.divide(va, sa, out=np.zeros_like(va), where=defined)
+  rb = np.divide(vb, sb, out=np.zeros_like(vb), where=defined)
   return {'metric': metric, 'clips': len(clips), 'a': summary(va, sa), 'b': summary(vb, sb),
           'difference': summary(va, sa) - summary(vb, sb),
           'interval_95': [float(low), float(high)],
-          'a_better_clips': int(np.sum(va / sa > vb / sb)),
-          'b_better_clips': int(np.sum(vb / sb > va / sa)),
-          'ties': int(np.sum(va / sa == vb / sb))}
+          'a_better_clips': int(np.sum(defined & (ra > rb))),
+          'b_better_clips': int(np.sum(defined & (rb > ra))),
+          'ties': int(np.sum(defined & (ra == rb))),
+          'undefined_clips': int(np.sum(~defined))}
 
 
 def main(argv=None):
@@ -126,7 +132,9 @@ def main(argv=None):
   low, high = result['interval_95']
   print(f"{args.metric}: A {result['a']:.4g}, B {result['b']:.4g}, A - B {result['difference']:+.4g} "
         f"(95% paired bootstrap {low:+.4g} .. {high:+.4g}) on {result['clips']} clips; "
-        f"higher for A on {result['a_better_clips']}, for B on {result['b_better_clips']}")
+        f"higher for A on {result['a_better_clips']}, for B on {result['b_better_clips']}"
+        + (f", {result['undefined_clips']} without a per-clip value" if result['undefined_clips']
+           else ''))
   return result
 
 

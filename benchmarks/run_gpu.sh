@@ -311,6 +311,19 @@ case "${1:-}" in
     run qkv_fused_lean 60 $T $L
     run qkv_separate_lean 60 $T $L --set model.qkv_matmuls=separate
     ;;
+  small_flags)  # issue 19 point 4, after wvd_lean (no QK norm) diverged: what is left that keeps
+                # the configured model and its function: the Pallas norm kernels now that q and k
+                # come from their own matmuls (contiguous), and XLA's fusion options not tried yet
+    T="python3 benchmarks/train_step.py --config small --parts 0 --steps 20 --batch 64"
+    run flags_base 75 $T --profile /tmp/prof_flags_base
+    run flags_norm_kernel 75 $T --set model.norm_kernel=pallas --profile /tmp/prof_flags_norm_kernel
+    for f in xla_gpu_experimental_enable_fusion_block_level_rewriter \
+             xla_gpu_unsupported_enable_triton_multi_output_fusion \
+             xla_gpu_enable_cudnn_layer_norm xla_gpu_experimental_enable_fusion_autotuner; do
+      run "flag_${f#xla_gpu_}" 75 env XLA_FLAGS=--$f=true $T
+    done
+    run flags_base_again 75 $T
+    ;;
   small)  # issue 19 point 4: the small config's step after q/k/v and RoPE's halves became one
           # unstack/split (their gradients one concatenate, no padded copies added up: 4.2 ms of
           # the 73.2 ms step went to assembling the qkv gradient), plain, norm kernels, hd 128
@@ -333,5 +346,5 @@ case "${1:-}" in
     run encode_4 120 python3 benchmarks/encode_bench.py --batch_per_device 4
     run encode_16 150 python3 benchmarks/encode_bench.py --batch_per_device 16
     ;;
-  *) echo "usage: $0 train|infer|multi|data|geometry|stop_check|optim|ablate|final|sampling_multi|speed|speed2|fused|attrib|split|sampler_norm|rows_ahead|fp8_once|small_shapes|scales_once|kmajor|small_epilogue|small|speed_infer|latents|learned"; exit 2 ;;
+  *) echo "usage: $0 train|ablate|infer|final|data|learned|geometry|optim|sampling_multi|multi|stop_check|speed|speed2|fused|attrib|split|sampler_norm|rows_ahead|fp8_once|small_shapes|scales_once|kmajor|small_epilogue|small_fusion|small_loop|small_cmdbuf|small_idle|small_clock|small_switches|small_qkv|small_flags|small|speed_infer|latents"; exit 2 ;;
 esac

@@ -39,6 +39,8 @@ def get_config():
   config.model.depth = 8
   config.model.num_heads = 6
   config.model.compute_dtype = 'bfloat16'
+  # QK RMSNorm (model.qk_norm, on by default) stays: without it, and with a bfloat16 residual
+  # stream, the 12-minute run diverged at step 4,400 (benchmarks/proof_run_2026-12-01_12min_lean/).
   # q, k, v as three matmuls (the same parameters and function): 72.08 -> 71.39 ms a step on an
   # H200 (benchmarks/RESULTS.md); a runtime choice, the shipped model loads either way.
   config.model.qkv_matmuls = 'separate'

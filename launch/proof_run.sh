@@ -28,7 +28,8 @@
 # 128: 57.5 ms a step against 72.1 on an H200, 1.25x the steps in the same minutes); "wvd_fast" is
 # that shape with a bfloat16 residual stream and no QK RMSNorm (model.qk_norm=False: 3.4 ms of a
 # 55.4 ms step), the fastest measured (benchmarks/RESULTS.md); "wvd_lean" is the configured shape
-# (its 6 heads of 64 kept) with those two switches: 65.1 ms a step against 71.4.
+# (its 6 heads of 64 kept) with those two switches: 65.1 ms a step against 71.4; it diverged
+# at step 4,400 of its 12 minutes (benchmarks/proof_run_2026-12-01_12min_lean/).
 # PROOF_PARALLEL=1 runs each model's whole sequence at the same time on its own GPU
 # (CUDA_VISIBLE_DEVICES=i, one GPU per model, refused with fewer GPUs than models): on a 2-GPU
 # machine WVD and RGB-only get the same budget each in half the wall time.

@@ -34,6 +34,19 @@ def test_kpm_is_the_ratio_of_means_and_the_interval_brackets_a_clear_difference(
   assert out['a_better_clips'] == 40 and out['b_better_clips'] == 0
 
 
+def test_a_clip_without_true_matches_counts_in_the_means_but_wins_for_neither(recwarn):
+  truth = [8.0] * 10 + [4.0] * 9 + [0.0]  # The last clip: no true matches to divide by.
+  a = {i: {'clip': i, 'kpm/generated': g, 'kpm/ground_truth': t}
+       for i, (g, t) in enumerate(zip([4.0] * 10 + [1.0] * 9 + [0.0], truth))}
+  b = {i: {'clip': i, 'kpm/generated': g, 'kpm/ground_truth': t}
+       for i, (g, t) in enumerate(zip([2.0] * 10 + [1.0] * 9 + [1.0], truth))}
+  out = paired_compare.compare(a, b, 'kpm', resamples=200)
+  assert out['a'] == pytest.approx(100 * 49 / 116) and out['b'] == pytest.approx(100 * 30 / 116)
+  assert (out['a_better_clips'], out['b_better_clips'], out['ties'],
+          out['undefined_clips']) == (10, 0, 9, 1)
+  assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
 def test_noise_alone_gives_an_interval_around_zero():
   rng = np.random.default_rng(2)
   a = {i: {'clip': i, 'mono/abs_rel': v} for i, v in enumerate(rng.normal(0.2, 0.05, 200))}
