@@ -1,4 +1,4 @@
-"""Attention kernels at the DiT's shapes: cuDNN's flash attention against JAX's Mosaic GPU one.
+"""Attention kernels at the DiT's shapes: cuDNN's flash attention against the Pallas ones.
 
 The small config spends a third of its step in attention (cuDNN's flash backward alone 17.4 of
 73.2 ms at head dim 64: benchmarks/RESULTS.md); this measures whether another kernel would do
@@ -11,11 +11,18 @@ the reference's largest value (the parity check: at most 0.02; bfloat16 inputs a
 Implementations: 'cudnn' (jax.nn.dot_product_attention, the model's default on GPU), 'mosaic'
 (jax.experimental.pallas.ops.gpu.attention_mgpu, a
 warp-specialized Hopper kernel with its own backward; it applies no softmax scale, so q is
-scaled first, and takes float16 operands only, so the casts are part of its time) and, for the
-CPU smoke test, 'xla'. Layout everywhere (B, T, H, D), bfloat16. Prints one JSON line per
-(shape, implementation); a failed kernel (compile error, shared memory) is reported, not fatal.
+scaled first, and takes float16 operands only, so the casts are part of its time),
+'tokamax_mosaic' and 'tokamax_triton' (tokamax.dot_product_attention, Google's Pallas kernel
+library that succeeds jax.experimental.pallas.ops: its Hopper Mosaic GPU flash attention with a
+Mosaic backward, and its Triton one; bfloat16 operands; with --tune also after
+tokamax.autotune over its block sizes, stages and warp groups, the chosen configs printed) and,
+for the CPU smoke test, 'xla'. tokamax is not a dependency of the project: pip install tokamax
+to run its rows (they report an error without it). Layout everywhere (B, T, H, D), bfloat16.
+Prints one JSON line per (shape, implementation); a failed kernel (compile error, shared
+memory) is reported, not fatal.
 
   python benchmarks/attention_bench.py                   # GPU: the shapes below
+  python benchmarks/attention_bench.py --shapes small --impls cudnn,tokamax_mosaic --tune
   python benchmarks/attention_bench.py --small           # CPU smoke test ('xla' only)
 """
 from __future__ import annotations
@@ -38,11 +45,18 @@ SMALL_SHAPES = (('tiny', 2, 128, 2, 64),)
 MOSAIC_TILINGS = ((64, 128), (64, 64))
 
 
+IMPLEMENTATIONS = ('cudnn', 'mosaic', 'tokamax_mosaic', 'tokamax_triton', 'xla')
+
+
 def _attention(impl: str, tiling=None):
   import jax
   import jax.numpy as jnp
   if impl in ('xla', 'cudnn'):
     return lambda q, k, v: jax.nn.dot_product_attention(q, k, v, implementation=impl)
+  if impl.startswith('tokamax_'):
+    import tokamax  # pylint: disable=import-outside-toplevel
+    backend = impl.removeprefix('tokamax_')
+    return lambda q, k, v: tokamax.dot_product_attention(q, k, v, implementation=backend)
   from jax.experimental.pallas.ops.gpu import attention_mgpu  # pylint: disable=import-outside-toplevel,line-too-long
   block_q, block_kv = tiling
   config = attention_mgpu.TuningConfig(
@@ -67,29 +81,41 @@ def _reference(q, k, v):
   return jax.nn.dot_product_attention(f32(q), f32(k), f32(v), implementation='xla')
 
 
-def measure(name, b, t, h, d, impl, tiling, iters: int) -> dict:
+def _tokamax_configs(tuned) -> list[str]:
+  """The configs a tokamax.autotune result chose, one string per op call."""
+  return [f'{type(ba.op).__name__}: {data.fastest_config}' for ba, data in tuned.data]
+
+
+def measure(name, b, t, h, d, impl, tiling, iters: int, tune: bool = False) -> dict:
+  import contextlib  # pylint: disable=import-outside-toplevel
   import jax
   import jax.numpy as jnp
   keys = jax.random.split(jax.random.PRNGKey(0), 4)
   q, k, v, dy = (jax.random.normal(key, (b, t, h, d), jnp.bfloat16) for key in keys)
-  fn = _attention(impl, tiling)
-  forward = jax.jit(fn)
-
-  @jax.jit
-  def forward_backward(q, k, v, dy):
-    y, pullback = jax.vjp(fn, q, k, v)
-    return y, pullback(dy)
-
   row = {'benchmark': 'attention', 'shape': name, 'batch': b, 'tokens': t, 'heads': h,
-         'head_dim': d, 'implementation': impl, 'tiling': tiling}
+         'head_dim': d, 'implementation': impl, 'tiling': tiling, 'tuned': tune}
   try:
-    fwd = common.time_calls(forward, q, k, v, iters=iters)['mean_s']
-    both = common.time_calls(forward_backward, q, k, v, dy, iters=iters)['mean_s']
+    fn = _attention(impl, tiling)
+
+    def forward_backward_fn(q, k, v, dy):
+      y, pullback = jax.vjp(fn, q, k, v)
+      return y, pullback(dy)
+
+    tuned = contextlib.nullcontext()
+    if tune:  # tokamax ops read the autotuned configs while traced inside the result's context.
+      import tokamax  # pylint: disable=import-outside-toplevel
+      tuned = tokamax.autotune(forward_backward_fn, q, k, v, dy, progress_bar=False)
+      row['configs'] = _tokamax_configs(tuned)
+    with tuned:
+      forward = jax.jit(fn)
+      forward_backward = jax.jit(forward_backward_fn)
+      fwd = common.time_calls(forward, q, k, v, iters=iters)['mean_s']
+      both = common.time_calls(forward_backward, q, k, v, dy, iters=iters)['mean_s']
+      n = min(b, 2)
+      y, grads = forward_backward(q[:n], k[:n], v[:n], dy[:n])
   except Exception as e:  # pylint: disable=broad-except  (a kernel that does not build)
     return {**row, 'error': f'{type(e).__name__}: {str(e)[:300]}'}
   flops = 4 * t * t * d * h * b
-  n = min(b, 2)
-  y, grads = forward_backward(q[:n], k[:n], v[:n], dy[:n])
   y_ref, pullback = jax.vjp(_reference, q[:n], k[:n], v[:n])
   grads_ref = pullback(dy[:n].astype(jnp.float32))
   rel = lambda a, ref: float(jnp.abs(a.astype(jnp.float32) - ref).max() /
@@ -106,15 +132,36 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--small', action='store_true', help='tiny shape, XLA only (CPU smoke test)')
   p.add_argument('--iters', type=int, default=10)
+  p.add_argument('--shapes', default=','.join(s[0] for s in SHAPES),
+                 help='comma-separated names of SHAPES')
+  p.add_argument('--impls', default='cudnn,mosaic',
+                 help=f'comma-separated, of {IMPLEMENTATIONS}')
+  p.add_argument('--tune', action='store_true',
+                 help='tokamax rows: also run them after tokamax.autotune')
   args = p.parse_args(argv)
+  impls = args.impls.split(',')
+  unknown = [i for i in impls if i not in IMPLEMENTATIONS]
+  known_shapes = {s[0]: s for s in SHAPES}
+  shapes = [known_shapes.get(name) for name in args.shapes.split(',')]
+  if unknown or None in shapes:
+    p.error(f'unknown implementation(s) {unknown} or shape(s) in {args.shapes!r}; shapes: '
+            f'{sorted(known_shapes)}')
   if args.small:
     os.environ.setdefault('JAX_PLATFORMS', 'cpu')
-  runs = ([('xla', None)] if args.small else
-          [('cudnn', None)] + [('mosaic', tiling) for tiling in MOSAIC_TILINGS])
+    runs, shapes = [('xla', None, False)], SMALL_SHAPES
+  else:
+    runs = []
+    for impl in impls:
+      if impl == 'mosaic':
+        runs += [('mosaic', tiling, False) for tiling in MOSAIC_TILINGS]
+      else:
+        runs.append((impl, None, False))
+        if args.tune and impl.startswith('tokamax_'):
+          runs.append((impl, None, True))
   rows = []
-  for shape in SMALL_SHAPES if args.small else SHAPES:
-    for impl, tiling in runs:
-      row = measure(*shape, impl, tiling, iters=2 if args.small else args.iters)
+  for shape in shapes:
+    for impl, tiling, tune in runs:
+      row = measure(*shape, impl, tiling, iters=2 if args.small else args.iters, tune=tune)
       rows.append(row)
       print(json.dumps(row), flush=True)
   failed = [r for r in rows if 'error' not in r and max(r['max_rel_error'].values()) > 0.02]

@@ -324,6 +324,18 @@ case "${1:-}" in
     done
     run flags_base_again 75 $T
     ;;
+  tokamax)  # issue 19 point 4: tokamax's Hopper flash attention (Mosaic GPU, with a Mosaic
+            # backward; and its Triton one) against cuDNN at the small config's head dim 64,
+            # heuristic and autotuned. Carry a .whl holding the tokamax wheels (tokamax einshape
+            # pydantic pydantic-core annotated-types typing-inspection qwix); the device's
+            # 64 MiB carry then leaves out tensorflow-datasets and array-record, which only this
+            # case may. tokamax imports xprof's kernel-stats tool for its own benchmarking only;
+            # xprof (22 MB) does not fit the carry, so an empty stand-in module takes its name.
+    mkdir -p /tmp/site/xprof/cli && touch /tmp/site/xprof/__init__.py /tmp/site/xprof/cli/__init__.py
+    echo 'get_kernel_stats_tool = None' > /tmp/site/xprof/cli/tools.py
+    run tokamax_attention 330 python3 benchmarks/attention_bench.py --shapes small,small_hd128 \
+      --impls cudnn,tokamax_mosaic,tokamax_triton --tune
+    ;;
   small)  # issue 19 point 4: the small config's step after q/k/v and RoPE's halves became one
           # unstack/split (their gradients one concatenate, no padded copies added up: 4.2 ms of
           # the 73.2 ms step went to assembling the qkv gradient), plain, norm kernels, hd 128
@@ -346,5 +358,5 @@ case "${1:-}" in
     run encode_4 120 python3 benchmarks/encode_bench.py --batch_per_device 4
     run encode_16 150 python3 benchmarks/encode_bench.py --batch_per_device 16
     ;;
-  *) echo "usage: $0 train|ablate|infer|final|data|learned|geometry|optim|sampling_multi|multi|stop_check|speed|speed2|fused|attrib|split|sampler_norm|rows_ahead|fp8_once|small_shapes|scales_once|kmajor|small_epilogue|small_fusion|small_loop|small_cmdbuf|small_idle|small_clock|small_switches|small_qkv|small_flags|small|speed_infer|latents"; exit 2 ;;
+  *) echo "usage: $0 train|ablate|infer|final|data|learned|geometry|optim|sampling_multi|multi|stop_check|speed|speed2|fused|attrib|split|sampler_norm|rows_ahead|fp8_once|small_shapes|scales_once|kmajor|small_epilogue|small_fusion|small_loop|small_cmdbuf|small_idle|small_clock|small_switches|small_qkv|small_flags|tokamax|small|speed_infer|latents"; exit 2 ;;
 esac
