@@ -143,9 +143,10 @@ def main(argv=None):
   unknown = [i for i in impls if i not in IMPLEMENTATIONS]
   known_shapes = {s[0]: s for s in SHAPES}
   shapes = [known_shapes.get(name) for name in args.shapes.split(',')]
-  if unknown or None in shapes:
-    p.error(f'unknown implementation(s) {unknown} or shape(s) in {args.shapes!r}; shapes: '
-            f'{sorted(known_shapes)}')
+  if unknown:
+    p.error(f'unknown implementation(s) {unknown}; known: {IMPLEMENTATIONS}')
+  if None in shapes:
+    p.error(f'unknown shape in {args.shapes!r}; known: {sorted(known_shapes)}')
   if args.small:
     os.environ.setdefault('JAX_PLATFORMS', 'cpu')
     runs, shapes = [('xla', None, False)], SMALL_SHAPES
